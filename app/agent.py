@@ -1,0 +1,341 @@
+"""The composition root: builds the agent's parts from the settings, runs them, and stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Coroutine
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import __version__, inventory
+from app.config import Settings
+from app.db.engine import Database, create_database
+from app.db.migrate import open_current_database, upgrade
+from app.db.queries import clients as client_queries
+from app.db.queries import farms as farm_queries
+from app.db.queries import logs as log_queries
+from app.db.queries import maintenance as maintenance_queries
+from app.discovery.registry import PeerRegistry
+from app.discovery.service import DiscoveryService
+from app.errors import AifarmError, DatabaseUnavailable
+from app.identity import load_or_create_client_id
+from app.netinfo import local_addresses
+from app.peerapi.client import PeerClient
+from app.runtime_files import load_or_create_api_token, remove_agent_file, write_agent_file
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 30.0
+MAX_BUFFERED_LOGS = 10_000
+DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, OSError)
+
+
+class Agent:
+    """One machine's agent: registration, heartbeat, discovery, peer API, dashboard; owns its background tasks."""
+
+    def __init__(self, settings: Settings, db: Database, *, headless: bool = True) -> None:
+        self.settings = settings
+        self.db = db
+        self.headless = headless
+        self.client_id = load_or_create_client_id(settings.data_dir)
+        self.api_token = load_or_create_api_token(settings.data_dir)
+        self.hostname = socket.gethostname()
+        self.started_at = datetime.now(timezone.utc)
+        self.paused = settings.paused
+        self.database_ok = True
+        self.farm_secret: str | None = None
+        self.dashboard_port: int | None = None
+        self.peer_port: int | None = None
+        self.registry = PeerRegistry(self.client_id, settings.farm_name)
+        self.peer_client = PeerClient(self.client_id, self)
+        self.discovery = DiscoveryService(
+            db=db,
+            registry=self.registry,
+            client=self.peer_client,
+            client_id=self.client_id,
+            farm_name=settings.farm_name,
+            version=__version__,
+            manual_peers=settings.peers,
+            peer_port=lambda: self.peer_port or 0,
+            verify_interval=min(settings.heartbeat_interval, 2.0),
+            use_mdns=settings.mdns,
+        )
+        self._pending_logs: list[tuple[str, str, datetime]] = []
+        self._published_reach: dict[str, Any] = {}
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ----- views -----
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's base URL."""
+        host = self.settings.dashboard_host
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.dashboard_port}/"
+
+    def describe(self) -> dict[str, Any]:
+        """A summary of this agent for pages, the API and the tray."""
+        return {
+            "client_id": self.client_id,
+            "hostname": self.hostname,
+            "farm_name": self.settings.farm_name,
+            "version": __version__,
+            "database": self.db.display_url,
+            "database_ok": self.database_ok,
+            "paused": self.paused,
+            "dashboard_url": self.dashboard_url,
+            "peer_port": self.peer_port,
+            "started_at": self.started_at.isoformat(),
+        }
+
+    def peer_status(self) -> dict[str, Any]:
+        """What the peer API's status route tells other agents."""
+        return {
+            "client_id": self.client_id,
+            "hostname": self.hostname,
+            "farm_name": self.settings.farm_name,
+            "version": __version__,
+            "peer_port": self.peer_port,
+            "addresses": [{"ip": a.ip, "prefix": a.prefix} for a in local_addresses() if not a.is_loopback],
+            "paused": self.paused,
+        }
+
+    def session_info(self) -> dict[str, Any]:
+        """The clients.session_info of this run of the agent."""
+        return {
+            "pid": os.getpid(),
+            "started_at": self.started_at.isoformat(),
+            "farm_name": self.settings.farm_name,
+            "addresses": [{"ip": a.ip, "prefix": a.prefix, "interface": a.interface} for a in local_addresses()],
+            "dashboard_port": self.dashboard_port,
+            "peer_port": self.peer_port,
+            "donation": "paused" if self.paused else "donating",
+            "reach": self.discovery.reach,
+        }
+
+    def peers_view(self) -> dict[str, Any]:
+        """The registry's snapshot plus what each peer says about reaching us (pairs)."""
+        view = self.registry.snapshot()
+        for peer in view["peers"]:
+            state = self.registry.get(peer["client_id"])
+            back = state.extra.get("reach_back") if state else None
+            peer["reaches_us"] = back
+        return view
+
+    # ----- lifecycle -----
+
+    async def start(self) -> None:
+        """Serve, register, advertise, then start the background loops."""
+        await self._start_site(self._dashboard_app(), self.settings.dashboard_host, self.settings.dashboard_port, "dashboard", "--port")
+        from app.peerapi.server import create_peer_app
+
+        self.peer_port = await self._start_site(create_peer_app(self), self.settings.peer_host, self.settings.peer_port, "peer API", "--peer-port")
+        await self.peer_client.start()
+        async with self.db.begin() as conn:
+            self.farm_secret = await farm_queries.ensure_secret(conn, self.settings.farm_name)
+        await self.register()
+        self.log_event("info", f"agent started (version {__version__}, pid {os.getpid()}, dashboard {self.dashboard_port}, peer API {self.peer_port})")
+        await self._flush_logs()
+        await self.discovery.start()
+        write_agent_file(
+            self.settings.data_dir,
+            {"pid": os.getpid(), "client_id": self.client_id, "dashboard_port": self.dashboard_port,
+             "dashboard_host": self.settings.dashboard_host, "peer_port": self.peer_port},
+        )
+        self._spawn(self._heartbeat_loop(), "heartbeat")
+        self._spawn(self._sweep_loop(), "sweep")
+        self._spawn(self.discovery.verify_loop(), "verify-peers")
+        self._spawn(self.discovery.manual_loop(), "manual-peers")
+        self._spawn(self.discovery.reach_loop(), "reachability")
+        self._spawn(self._events_loop(), "peer-events")
+
+    async def stop(self) -> None:
+        """Stop loops, say goodbye, mark this client inactive, close servers and the database, in reverse order."""
+        for task in reversed(self._tasks):
+            task.cancel()
+        for task in reversed(self._tasks):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a loop that crashed already logged; stopping must go on
+                log.exception("background task %s failed", task.get_name())
+        self._tasks.clear()
+        await self.discovery.stop()
+        remove_agent_file(self.settings.data_dir)
+        self._collect_registry_events()
+        self.log_event("info", "agent stopped")
+        try:
+            async with self.db.begin() as conn:
+                await client_queries.set_client_status(conn, self.client_id, "inactive")
+            await self._flush_logs()
+        except DB_ERRORS as exc:
+            log.warning("could not mark this client inactive: %s", exc)
+        await self.peer_client.close()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        await self.db.dispose()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def _dashboard_app(self) -> web.Application:
+        from app.web.app import create_dashboard_app
+
+        return create_dashboard_app(self)
+
+    async def _start_site(self, app: web.Application, host: str, port: int, what: str, flag: str) -> int:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise AifarmError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror}; choose another port with {flag}") from None
+        self._runners.append(runner)
+        bound = int(runner.addresses[0][1])
+        if what == "dashboard":
+            self.dashboard_port = bound
+        return bound
+
+    # ----- database work -----
+
+    async def register(self) -> None:
+        """Upsert this machine's clients row: inventory, session, active, seen now."""
+        cpu, ram, gpus = await asyncio.to_thread(lambda: (inventory.cpu_info(), inventory.ram_info(), inventory.gpu_info()))
+        async with self.db.begin() as conn:
+            await client_queries.upsert_client(
+                conn,
+                client_id=self.client_id,
+                cpu_info=cpu,
+                ram_info=ram,
+                gpu_info=gpus,
+                session_info=self.session_info(),
+                version=__version__,
+                hostname=self.hostname,
+            )
+        self._published_reach = dict(self.discovery.reach)
+
+    def log_event(self, log_type: str, message: str) -> None:
+        """Log a lifecycle event to the Python log now and to client_logs at the next database write."""
+        getattr(log, "warning" if log_type == "warning" else log_type)("%s", message)
+        if len(self._pending_logs) < MAX_BUFFERED_LOGS:
+            self._pending_logs.append((log_type, message, datetime.now(timezone.utc).replace(tzinfo=None)))
+
+    async def _flush_logs(self) -> None:
+        if not self._pending_logs:
+            return
+        entries = list(self._pending_logs)
+        async with self.db.begin() as conn:
+            await log_queries.add_client_logs(conn, self.client_id, entries)
+        del self._pending_logs[: len(entries)]
+
+    def _collect_registry_events(self) -> None:
+        for log_type, message in self.registry.drain_events():
+            self.log_event(log_type, message)
+
+    async def _heartbeat_loop(self) -> None:
+        """Refresh last_seen every heartbeat_interval; survive database outages and re-register after them."""
+        delay = self.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                if not self.database_ok:
+                    await self.register()
+                else:
+                    async with self.db.begin() as conn:
+                        if not await client_queries.touch_client(conn, self.client_id):
+                            await self.register()
+                        elif self.discovery.reach != self._published_reach:
+                            await client_queries.update_session_info(conn, self.client_id, self.session_info())
+                            self._published_reach = dict(self.discovery.reach)
+                was_down = not self.database_ok
+                self.database_ok = True
+                if was_down:
+                    self.log_event("warning", f"database reachable again; client {self.client_id} re-registered")
+                await self._flush_logs()
+                delay = self.settings.heartbeat_interval
+            except DB_ERRORS as exc:
+                if self.database_ok:
+                    self.log_event("error", f"database unreachable, retrying with backoff: {exc}")
+                self.database_ok = False
+                delay = min(max(delay * 2, self.settings.heartbeat_interval), MAX_BACKOFF_SECONDS)
+
+    async def _sweep_loop(self) -> None:
+        """Mark clients inactive whose last_seen is older than inactive_after (the seed's cleanup)."""
+        interval = max(1.0, min(self.settings.inactive_after / 4, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.db.begin() as conn:
+                    changed = await maintenance_queries.mark_inactive_clients(
+                        conn, older_than_seconds=self.settings.inactive_after
+                    )
+                if changed:
+                    self.log_event("info", f"marked {changed} client(s) inactive (unseen for {self.settings.inactive_after:.0f} s)")
+            except DB_ERRORS as exc:
+                log.debug("sweep skipped: %s", exc)
+
+    async def _events_loop(self) -> None:
+        """Move discovery events to the log and learn how peers see us."""
+        while True:
+            await asyncio.sleep(1.0)
+            self._collect_registry_events()
+            if not self.database_ok:
+                continue
+            ids = [state.peer.client_id for state in self.registry.verified()]
+            if not ids:
+                continue
+            try:
+                async with self.db.connect() as conn:
+                    rows = await client_queries.get_clients(conn, ids)
+            except DB_ERRORS:
+                continue
+            for row in rows:
+                state = self.registry.get(row["id"])
+                reach = (row.get("session_info") or {}).get("reach", {}) if isinstance(row.get("session_info"), dict) else {}
+                if state is not None:
+                    state.extra["reach_back"] = reach.get(self.client_id)
+
+
+async def run_until_stopped(settings: Settings, *, headless: bool = True) -> int:
+    """Run an agent until SIGINT or SIGTERM; returns the exit code."""
+    if settings.database_url is None:
+        # The embedded database is this agent's own file: keep it at the current schema by itself.
+        embedded = create_database(settings.effective_database_url)
+        try:
+            before, after = await upgrade(embedded)
+            if before != after:
+                log.info("embedded database %s at schema revision %s", settings.sqlite_path, after)
+        finally:
+            await embedded.dispose()
+    db = await open_current_database(settings.effective_database_url)
+    agent = Agent(settings, db, headless=headless)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await agent.start()
+        print(f"AI Farm agent {agent.client_id} running; dashboard at {agent.dashboard_url}", flush=True)
+        if headless:
+            log.info("running headless: no tray icon")
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await agent.stop()
+    print("AI Farm agent stopped", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,145 @@
+"""The `aifarm` command line: parse arguments, load settings, configure logging, run one command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from app import __version__
+from app.config import SPEC_BY_NAME, Settings, load_settings
+from app.errors import AifarmError
+
+log = logging.getLogger("app")
+
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+def _help(name: str) -> str:
+    return SPEC_BY_NAME[name].help
+
+
+def _common(parser: argparse.ArgumentParser, *, json_output: bool = False) -> None:
+    parser.add_argument("--database-url", metavar="URL", help=_help("database_url"))
+    parser.add_argument("--data-dir", metavar="DIR", help=_help("data_dir"))
+    parser.add_argument("--config", metavar="FILE", help="Settings file (default: the user's config dir).")
+    parser.add_argument("--log-level", metavar="LEVEL", help=_help("log_level"))
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="aifarm",
+        description="AI Farm: donate this machine's GPU/CPU time to a LAN training farm.",
+    )
+    parser.add_argument("--version", action="version", version=f"aifarm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="Run the agent (dashboard, peer API, discovery, training).")
+    _common(run)
+    run.add_argument("--headless", action="store_true", help="No tray icon, even when a display is available.")
+    run.add_argument("--port", type=int, metavar="N", dest="dashboard_port", help=_help("dashboard_port"))
+    run.add_argument("--peer-port", type=int, metavar="N", dest="peer_port", help=_help("peer_port"))
+    run.add_argument("--host", metavar="ADDR", dest="dashboard_host", help=_help("dashboard_host"))
+    run.add_argument("--expose", action="store_const", const=True, help=_help("expose"))
+    run.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
+    run.add_argument("--heartbeat-interval", metavar="DURATION", help=_help("heartbeat_interval"))
+    run.set_defaults(handler="run_agent")
+
+    db = sub.add_parser("db", help="Create, upgrade and check the farm database.")
+    db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="Create the database schema or upgrade it to this version.")
+    _common(upgrade)
+    upgrade.set_defaults(handler="db_upgrade")
+    check = db_sub.add_parser("check", help="Compare the live schema with the seed schema and print every difference.")
+    _common(check, json_output=True)
+    check.set_defaults(handler="db_check")
+
+    tasks = sub.add_parser("tasks", help="List tasks.")
+    _common(tasks, json_output=True)
+    tasks.add_argument("--status", choices=("pending", "running", "completed", "failed", "error"))
+    tasks.add_argument("--type", metavar="TYPE")
+    tasks.add_argument("--sort", choices=("priority", "newest", "oldest"), default="priority")
+    tasks.add_argument("--limit", type=int, default=50, metavar="N")
+    tasks.add_argument("--offset", type=int, default=0, metavar="N")
+    tasks.set_defaults(handler="list_tasks")
+
+    clients = sub.add_parser("clients", help="List the farm's clients.")
+    _common(clients, json_output=True)
+    clients.add_argument("--status", choices=("active", "inactive"))
+    clients.set_defaults(handler="list_clients")
+
+    stats = sub.add_parser("stats", help="Task completion statistics and farm totals.")
+    _common(stats, json_output=True)
+    stats.set_defaults(handler="show_stats")
+
+    peers = sub.add_parser("peers", help="List the peers the running agent of this data dir sees.")
+    _common(peers, json_output=True)
+    peers.set_defaults(handler="show_peers")
+
+    join = sub.add_parser("join", help="Join a farm: store its database URL (mode 0600) for this data dir.")
+    _common(join)
+    join.add_argument("url", metavar="DATABASE_URL", help="mysql://USER:PASSWORD@HOST[:PORT]/DATABASE")
+    join.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
+    join.set_defaults(handler="join_farm")
+
+    leave = sub.add_parser("leave", help="Leave the farm: go back to the embedded database.")
+    _common(leave)
+    leave.set_defaults(handler="leave_farm")
+
+    config = sub.add_parser("config", help="Show the effective settings and where each came from.")
+    _common(config, json_output=True)
+    config.set_defaults(handler="show_config")
+    return parser
+
+
+_SETTING_ARGS = ("database_url", "data_dir", "log_level", "dashboard_port", "peer_port", "dashboard_host",
+                 "expose", "farm_name", "heartbeat_interval")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings with the command line's flags as the top layer."""
+    from pathlib import Path
+
+    cli = {name: getattr(args, name) for name in _SETTING_ARGS if getattr(args, name, None) is not None}
+    config_file = Path(args.config) if getattr(args, "config", None) else None
+    return load_settings(cli=cli, config_file=config_file)
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr once, at the configured level."""
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiohttp.access", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        configure_logging(settings.log_level)
+        from app import commands  # imported here: SQLAlchemy and alembic are not needed for --help/--version
+
+        handler: Handler = getattr(commands, args.handler)
+        return asyncio.run(handler(args, settings))
+    except AifarmError as exc:
+        print(f"aifarm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""The bodies of the `aifarm` subcommands; each returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from app.config import Settings, settings_as_dict
+from app.db.engine import create_database
+from app.db.migrate import open_current_database, upgrade
+from app.db.queries import clients as client_queries
+from app.db.queries import tasks as task_queries
+from app.textui import format_duration, format_table, print_json, relative_time
+
+
+async def run_agent(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm run`: the agent, until Ctrl-C or SIGTERM."""
+    from app.agent import run_until_stopped
+
+    return await run_until_stopped(settings, headless=bool(args.headless))
+
+
+async def db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm db upgrade`: create or upgrade the schema."""
+    db = create_database(settings.effective_database_url)
+    try:
+        before, after = await upgrade(db)
+    finally:
+        await db.dispose()
+    if before == after:
+        print(f"{db.display_url}: schema is current (revision {after})")
+    else:
+        print(f"{db.display_url}: schema upgraded from {before or 'empty'} to revision {after}")
+    return 0
+
+
+async def db_check(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm db check`: print every difference between the live schema and the seed's; exit 1 if any."""
+    from app.db.check import check_schema
+
+    db = create_database(settings.effective_database_url)
+    try:
+        await db.ping()
+        report = await check_schema(db)
+    finally:
+        await db.dispose()
+    if args.json:
+        print_json({"differences": report.differences, "additions": report.additions})
+    else:
+        for line in report.differences:
+            print(f"difference: {line}")
+        for line in report.additions:
+            print(f"addition: {line}")
+        if not report.differences:
+            print(f"{db.display_url}: the schema matches the seed document ({len(report.additions)} documented additions)")
+    return 1 if report.differences else 0
+
+
+async def list_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm tasks`: a page of tasks."""
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        async with db.connect() as conn:
+            rows, total = await task_queries.list_tasks(
+                conn, status=args.status, type=args.type, sort=args.sort, limit=args.limit, offset=args.offset
+            )
+    finally:
+        await db.dispose()
+    if args.json:
+        print_json({"tasks": rows, "total": total, "limit": args.limit, "offset": args.offset})
+        return 0
+    if not rows:
+        print("no tasks" + (" match these filters" if args.status or args.type else " yet: submit one with `aifarm submit FILE.json`"))
+        return 0
+    table = [
+        (
+            row["id"],
+            (row["config"] or {}).get("name", "-") if isinstance(row["config"], dict) else "-",
+            row["type"],
+            row["status"],
+            row["priority"],
+            _progress(row["result"]),
+            row["client_id"],
+            relative_time(row["created_at"]),
+        )
+        for row in rows
+    ]
+    print(format_table(("ID", "NAME", "TYPE", "STATUS", "PRIORITY", "PROGRESS", "CLIENT", "CREATED"), table))
+    if total > len(rows):
+        print(f"({len(rows)} of {total}; use --offset/--limit for more)")
+    return 0
+
+
+def _progress(result: Any) -> str:
+    if isinstance(result, dict) and isinstance(result.get("progress"), (int, float)):
+        return f"{result['progress']:.1f}%"
+    return "-"
+
+
+async def list_clients(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm clients`: every client of the farm."""
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        async with db.connect() as conn:
+            rows = await client_queries.list_clients(conn, status=args.status)
+    finally:
+        await db.dispose()
+    if args.json:
+        print_json({"clients": rows})
+        return 0
+    if not rows:
+        print("no clients yet: start an agent with `aifarm run`")
+        return 0
+    table = [
+        (
+            row["id"],
+            row["hostname"],
+            row["status"],
+            _cores(row["cpu_info"]),
+            _ram(row["ram_info"]),
+            len(row["gpu_info"] or []),
+            row["version"],
+            relative_time(row["last_seen"]),
+        )
+        for row in rows
+    ]
+    print(format_table(("ID", "HOST", "STATUS", "CORES", "RAM", "GPUS", "VERSION", "LAST SEEN"), table))
+    return 0
+
+
+def _cores(cpu: Any) -> Any:
+    return cpu.get("logical_cores") if isinstance(cpu, dict) else None
+
+
+def _ram(ram: Any) -> str | None:
+    if isinstance(ram, dict) and isinstance(ram.get("total_mb"), (int, float)):
+        return f"{ram['total_mb'] / 1024:.1f} GiB"
+    return None
+
+
+async def show_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm stats`: completion statistics by type, tasks by status, clients by status."""
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        async with db.connect() as conn:
+            by_type = await task_queries.completion_statistics(conn)
+            tasks_by_status = await task_queries.count_by_status(conn)
+            clients_by_status = await client_queries.count_by_status(conn)
+    finally:
+        await db.dispose()
+    if args.json:
+        print_json({"by_type": by_type, "tasks_by_status": tasks_by_status, "clients_by_status": clients_by_status})
+        return 0
+    print("tasks:   " + (", ".join(f"{n} {s}" for s, n in sorted(tasks_by_status.items())) or "none"))
+    print("clients: " + (", ".join(f"{n} {s}" for s, n in sorted(clients_by_status.items())) or "none"))
+    if by_type:
+        print()
+        rows = [
+            (r["type"], r["total"], r["completed"], r["failed"], format_duration(r["avg_completion_time"])) for r in by_type
+        ]
+        print(format_table(("TYPE", "TOTAL", "COMPLETED", "FAILED", "AVG COMPLETION"), rows))
+    return 0
+
+
+async def show_config(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm config`: the effective settings and their sources."""
+    values = settings_as_dict(settings)
+    if args.json:
+        print_json(values)
+        return 0
+    rows = [(name, value, settings.sources.get(name, "default")) for name, value in values.items()]
+    print(format_table(("SETTING", "VALUE", "FROM"), rows))
+    sys.stdout.flush()
+    return 0
+
+
+async def show_peers(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm peers`: what the running agent of this data dir sees on the LAN."""
+    from app.agent_client import get_from_running_agent
+
+    view = await get_from_running_agent(settings, "/api/v1/peers")
+    if args.json:
+        print_json(view)
+        return 0
+    rows = []
+    for peer in view["peers"]:
+        reach = {True: "yes", False: "NO", None: "?"}[peer.get("reachable")]
+        back = peer.get("reaches_us")
+        back_text = "?" if not isinstance(back, dict) else ("yes" if back.get("ok") else "NO")
+        rows.append((peer["client_id"], peer["hostname"], ",".join(peer["addresses"]), peer["peer_port"],
+                     "yes" if peer["verified"] else "no", reach, back_text, peer["source"]))
+    if rows:
+        print(format_table(("CLIENT", "HOST", "ADDRESSES", "PORT", "VERIFIED", "WE REACH", "REACHES US", "SOURCE"), rows))
+    else:
+        print(f"no peers of farm {view['farm_name']!r} seen yet")
+    for peer in view["peers"]:
+        if peer.get("reach_error"):
+            print(f"  {peer['client_id']}: {peer['reach_error']}")
+    for peer in view["other_farms"]:
+        print(f"other farm on the LAN: {peer['farm_name']!r} ({peer['client_id']} at {','.join(peer['addresses'])})")
+    for client in view["not_on_lan"]:
+        print(f"registered but not seen on the LAN: {client['client_id']} ({client.get('hostname') or '?'})")
+    return 0
+
+
+async def join_farm(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm join URL`: check the farm database, then store its URL (0600) and farm name for this data dir."""
+    from app.db.queries import farms as farm_queries
+    from app.db.urls import parse_database_url, redact_url
+    from app.settings_file import update_local
+
+    url = parse_database_url(args.url)
+    db = await open_current_database(args.url)
+    try:
+        async with db.begin() as conn:
+            await farm_queries.ensure_secret(conn, args.farm_name or settings.farm_name)
+    finally:
+        await db.dispose()
+    values: dict[str, Any] = {"database_url": args.url}
+    if args.farm_name:
+        values["farm_name"] = args.farm_name
+    path = update_local(settings.data_dir, values)
+    print(f"joined farm {args.farm_name or settings.farm_name!r} at {redact_url(url)}; saved in {path}")
+    print("restart the agent (`aifarm run`) for it to take effect")
+    return 0
+
+
+async def leave_farm(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm leave`: go back to the embedded database."""
+    from app.settings_file import update_local
+
+    path = update_local(settings.data_dir, unset=("database_url", "farm_name"))
+    print(f"left the farm; this agent uses its embedded database again ({path} updated)")
+    return 0

@@ -1,0 +1,363 @@
+"""One frozen, validated settings object: defaults < config file < AIFARM_* environment < CLI flags."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from app.errors import ConfigError
+
+ENV_PREFIX = "AIFARM_"
+CONFIG_FILE_NAME = "config.toml"
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (database, checkpoints, tokens)."""
+    return Path(platformdirs.user_data_dir("aifarm", appauthor=False))
+
+
+def default_config_file() -> Path:
+    """The per-user settings file."""
+    return Path(platformdirs.user_config_dir("aifarm", appauthor=False)) / CONFIG_FILE_NAME
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_FARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as '500ms', '5s', '5m', '1h', '30d'."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 5s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError("expected a duration such as 5s, 5m or 1h")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("expected a whole number")
+        try:
+            number = int(str(value).strip()) if not isinstance(value, int) else value
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
+def _optional_int(low: int, high: int) -> Callable[[Any], int | None]:
+    inner = _int_in(low, high)
+
+    def parse(value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "unlimited")):
+            return None
+        return inner(value)
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _host(value: Any) -> str:
+    text = str(value).strip()
+    if not text or any(ch.isspace() for ch in text) or "/" in text:
+        raise ValueError("expected an IP address or host name")
+    return text
+
+
+def _farm_name(value: Any) -> str:
+    text = str(value).strip()
+    if not _FARM_NAME.match(text):
+        raise ValueError("use 1-63 letters, digits, '-' or '_', starting with a letter or digit")
+    return text
+
+
+def _path(value: Any) -> Path:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("expected a path")
+    return Path(text).expanduser()
+
+
+def _optional_path(value: Any) -> Path | None:
+    if value is None or str(value).strip() == "":
+        return None
+    return _path(value)
+
+
+def _peer_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = [str(item).strip() for item in value]
+    else:
+        raise ValueError('expected a list such as ["host:port"]')
+    for item in items:
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{item!r} is not host:port")
+    return tuple(items)
+
+
+def _gpu_list(value: Any) -> tuple[int, ...] | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "all")):
+        return None
+    if isinstance(value, str):
+        value = [item for item in value.split(",") if item.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError('expected "all" or a list of GPU indexes such as [0, 1]')
+    out = []
+    for item in value:
+        try:
+            index = int(str(item).strip())
+        except ValueError:
+            raise ValueError(f"{item!r} is not a GPU index") from None
+        if index < 0:
+            raise ValueError("GPU indexes start at 0")
+        out.append(index)
+    return tuple(out)
+
+
+def _log_level(value: Any) -> str:
+    text = str(value).strip().upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return text
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """A setting's name, parser, default and help text."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+
+
+SPECS: tuple[SettingSpec, ...] = (
+    SettingSpec("database_url", _optional_str, None,
+                "Farm database URL (mysql://user:pass@host/ai_farm). Empty: an embedded SQLite file in the data dir."),
+    SettingSpec("data_dir", _path, None, "Directory for the embedded database, checkpoints, models and tokens."),
+    SettingSpec("dashboard_host", _host, "127.0.0.1",
+                "Address the dashboard listens on. Anything but loopback needs expose=true."),
+    SettingSpec("dashboard_port", _int_in(0, 65535), 8470, "TCP port of the local dashboard (0: any free port)."),
+    SettingSpec("expose", _bool, False,
+                "Allow the dashboard on a non-loopback address (the API token is then always required)."),
+    SettingSpec("peer_host", _host, "0.0.0.0", "Address the peer API listens on for other agents of the farm."),
+    SettingSpec("peer_port", _int_in(0, 65535), 8471, "TCP port of the peer API (0: any free port)."),
+    SettingSpec("farm_name", _farm_name, "default", "Name of the farm; agents only pair with peers of the same name."),
+    SettingSpec("mdns", _bool, True, "Advertise and browse with zeroconf; turn off where multicast is blocked (use peers)."),
+    SettingSpec("peers", _peer_list, (), 'Peer API addresses to contact where multicast does not reach: ["host:port"].'),
+    SettingSpec("heartbeat_interval", parse_duration, 2.0, "How often the agent refreshes clients.last_seen."),
+    SettingSpec("inactive_after", parse_duration, 300.0,
+                "A client whose last_seen is older than this is marked inactive by the sweep."),
+    SettingSpec("failure_timeout", parse_duration, 10.0,
+                "A training rank whose agent has not heartbeated for this long is considered failed."),
+    SettingSpec("max_attempts", _int_in(1, 1000), 5, "Attempts of a task before it is marked failed."),
+    SettingSpec("paused", _bool, False, "Start with donation paused: no new tasks are claimed."),
+    SettingSpec("cpu_threads", _optional_int(1, 4096), None, "CPU threads training may use (empty: all but one core)."),
+    SettingSpec("ram_limit_mb", _optional_int(64, 1 << 30), None, "RAM training may use, in MB (empty: no cap)."),
+    SettingSpec("gpu_memory_limit_mb", _optional_int(0, 1 << 30), None, "GPU memory training may use per GPU, in MB."),
+    SettingSpec("gpus", _gpu_list, None, 'GPUs training may use: "all" or a list of indexes.'),
+    SettingSpec("retention_days", _int_in(1, 36500), 30, "Completed and failed tasks older than this are deleted."),
+    SettingSpec("log_level", _log_level, "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
+)
+
+SPEC_BY_NAME: dict[str, SettingSpec] = {spec.name: spec for spec in SPECS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of one agent or command; build with `load_settings`."""
+
+    database_url: str | None
+    data_dir: Path
+    dashboard_host: str
+    dashboard_port: int
+    expose: bool
+    peer_host: str
+    peer_port: int
+    farm_name: str
+    mdns: bool
+    peers: tuple[str, ...]
+    heartbeat_interval: float
+    inactive_after: float
+    failure_timeout: float
+    max_attempts: int
+    paused: bool
+    cpu_threads: int | None
+    ram_limit_mb: int | None
+    gpu_memory_limit_mb: int | None
+    gpus: tuple[int, ...] | None
+    retention_days: int
+    log_level: str
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The embedded database file used when no database URL is set."""
+        return self.data_dir / "aifarm.sqlite3"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file's URL."""
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    unknown = sorted(set(data) - set(SPEC_BY_NAME))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
+    return data
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, str]:
+    return {spec.name: env[ENV_PREFIX + spec.name.upper()] for spec in SPECS if ENV_PREFIX + spec.name.upper() in env}
+
+
+def _validate(raw: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        if spec.name in raw:
+            value, source = raw[spec.name]
+            try:
+                values[spec.name] = spec.parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"setting {spec.name} = {value!r} (from {source}) is invalid: {exc}") from None
+        else:
+            values[spec.name] = spec.default
+    return values
+
+
+def _layer(raw: dict[str, tuple[Any, str]], values: Mapping[str, Any], source: str) -> None:
+    for name, value in values.items():
+        if value is not None:
+            raw[name] = (value, source)
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Merge defaults, the user config file, the data dir's config file, AIFARM_* env and CLI flags."""
+    env = os.environ if env is None else env
+    cli = {name: value for name, value in (cli or {}).items() if value is not None}
+    unknown = sorted(set(cli) - set(SPEC_BY_NAME))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}")
+    if config_file is None:
+        config_file = Path(env["AIFARM_CONFIG"]) if env.get("AIFARM_CONFIG") else default_config_file()
+
+    raw: dict[str, tuple[Any, str]] = {}
+    _layer(raw, _read_toml(config_file), str(config_file))
+    env_values = _env_values(env)
+    _layer(raw, env_values, "environment")
+    _layer(raw, cli, "command line")
+
+    data_dir_value = raw.get("data_dir", (str(default_data_dir()), "default"))
+    try:
+        data_dir = _path(data_dir_value[0])
+    except ValueError as exc:
+        raise ConfigError(
+            f"setting data_dir = {data_dir_value[0]!r} (from {data_dir_value[1]}) is invalid: {exc}"
+        ) from None
+
+    # The data dir's own file holds what `aifarm join`/`prefs` wrote for this agent; env and CLI still win.
+    local_file = data_dir / CONFIG_FILE_NAME
+    if local_file.resolve() != config_file.resolve():
+        merged: dict[str, tuple[Any, str]] = {}
+        _layer(merged, _read_toml(config_file), str(config_file))
+        local_values = _read_toml(local_file)
+        if "data_dir" in local_values:
+            raise ConfigError(f"{local_file}: data_dir cannot be set inside the data dir's own config file")
+        _layer(merged, local_values, str(local_file))
+        _layer(merged, env_values, "environment")
+        _layer(merged, cli, "command line")
+        raw = merged
+    raw["data_dir"] = (str(data_dir), raw.get("data_dir", ("", "default"))[1])
+
+    values = _validate(raw)
+    if not values["expose"] and not _is_loopback(values["dashboard_host"]):
+        host_source = raw.get("dashboard_host", ("", "default"))[1]
+        raise ConfigError(
+            f"setting dashboard_host = {values['dashboard_host']!r} (from {host_source}) is not a loopback address; "
+            "set expose = true (or pass --expose) to serve the dashboard beyond this machine"
+        )
+    sources = {name: source for name, (_, source) in raw.items()}
+    return Settings(**values, sources=sources)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(name, default, help) for every setting, for `aifarm config` and the README."""
+    return [(spec.name, repr(spec.default), spec.help) for spec in SPECS]
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    """Plain values of every setting, with the database password hidden."""
+    from app.db.urls import redact_url
+
+    out: dict[str, Any] = {}
+    for item in fields(Settings):
+        if item.name == "sources":
+            continue
+        value = getattr(settings, item.name)
+        if item.name == "database_url" and value:
+            value = redact_url(value)
+        out[item.name] = str(value) if isinstance(value, Path) else (list(value) if isinstance(value, tuple) else value)
+    return out

@@ -1,0 +1,177 @@
+"""The async engine for MySQL/MariaDB (aiomysql) or SQLite (aiosqlite), with each backend's connection set-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from app.db.urls import parse_database_url, redact_url
+from app.errors import DatabaseUnavailable, SchemaError
+
+log = logging.getLogger(__name__)
+
+# Every MySQL session works in UTC and strict mode, whatever the server's defaults are.
+MYSQL_INIT = (
+    "SET time_zone = '+00:00', "
+    "sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
+)
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# MySQL client error codes that mean "cannot talk to the server".
+_UNREACHABLE = {2002, 2003, 2005, 2006, 2013, 2055}
+_ACCESS_DENIED = {1044, 1045, 1698}
+_UNKNOWN_DATABASE = 1049
+
+
+class Database:
+    """An engine plus what the product needs to know about it; the caller owns transactions."""
+
+    def __init__(self, url: URL, engine: AsyncEngine) -> None:
+        self.url = url
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        """'mysql' or 'sqlite'."""
+        return self.engine.dialect.name
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password hidden."""
+        return redact_url(self.url)
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection inside a transaction that commits on success and rolls back on error."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, InterfaceError) as exc:
+            if not is_connection_error(exc):
+                raise
+            raise describe_connect_error(exc, self.url) from exc
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads; statements run in an implicit transaction rolled back at exit."""
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, InterfaceError) as exc:
+            if not is_connection_error(exc):
+                raise
+            raise describe_connect_error(exc, self.url) from exc
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the server answers a trivial query."""
+        from sqlalchemy import text
+
+        async with self.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def create_database(url_text: str, *, pool_size: int = 5, echo: bool = False) -> Database:
+    """A Database for the URL; nothing is connected until first use."""
+    url = parse_database_url(url_text)
+    if url.drivername.startswith("mysql"):
+        return Database(url, _mysql_engine(url, pool_size=pool_size, echo=echo))
+    return Database(url, _sqlite_engine(url, echo=echo))
+
+
+def _mysql_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:
+    query = dict(url.query)
+    query.setdefault("charset", "utf8mb4")
+    url = url.set(query=query)
+    connect_args: dict[str, Any] = {"init_command": MYSQL_INIT, "connect_timeout": 5}
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_timeout=10,
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
+    path = Path(url.database or "")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create the directory of the SQLite database {path}: {exc.strerror}") from None
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when a transaction begins (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so two writers wait for each other (busy_timeout)
+        # instead of failing when a read lock cannot be upgraded.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def mysql_error_code(exc: BaseException) -> int | None:
+    """The MySQL error number inside a SQLAlchemy/DBAPI exception, if any."""
+    orig = getattr(exc, "orig", exc)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def is_connection_error(exc: DBAPIError) -> bool:
+    """True when the error means the database cannot be reached or opened, not that a statement failed."""
+    code = mysql_error_code(exc)
+    if code in _UNREACHABLE or code in _ACCESS_DENIED or code == _UNKNOWN_DATABASE:
+        return True
+    if getattr(exc, "connection_invalidated", False) or isinstance(exc, InterfaceError):
+        return True
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "unable to open database" in text or "can't connect" in text
+
+
+def describe_connect_error(exc: DBAPIError, url: URL) -> Exception:
+    """A one-line domain error for a failure to reach or log in to the database."""
+    where = f"{url.host}:{url.port or 3306}" if url.drivername.startswith("mysql") else str(url.database)
+    code = mysql_error_code(exc)
+    if code in _ACCESS_DENIED:
+        return DatabaseUnavailable(f"the database at {where} refused the login of user {url.username!r} (wrong password or no grant)")
+    if code == _UNKNOWN_DATABASE:
+        return SchemaError(f"database {url.database!r} does not exist on {where}; create it with `aifarm db upgrade`")
+    if code in _UNREACHABLE or code is None and url.drivername.startswith("mysql"):
+        return DatabaseUnavailable(f"cannot reach the database server at {where}: {_first_line(exc)}")
+    if url.drivername.startswith("sqlite"):
+        return DatabaseUnavailable(f"cannot open the SQLite database {where}: {_first_line(exc)}")
+    return DatabaseUnavailable(f"database error at {where}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", exc)
+    args = getattr(orig, "args", ())
+    text = str(args[1]) if len(args) > 1 else str(orig)
+    return text.splitlines()[0] if text else type(orig).__name__

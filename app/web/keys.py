@@ -1,0 +1,13 @@
+"""Typed application keys shared by the web modules."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from app.agent import Agent
+
+AGENT_KEY: web.AppKey["Agent"] = web.AppKey("agent")
+ALLOWED_HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts", frozenset)

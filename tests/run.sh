@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian/Ubuntu machine, then run it.
+# Usage: bash tests/run.sh [pytest arguments]
+#   AIFARM_VENV           virtual environment to use/create (default: .venv in the checkout)
+#   AIFARM_TORCH_SPEC     the torch requirement installed first (default: torch==2.13.0)
+#   AIFARM_TEST_MYSQL_URL use this MySQL/MariaDB server instead of starting a throwaway one
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${AIFARM_VENV:-.venv}
+
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh: missing $*; install with: sudo apt-get install -y $*" >&2
+    return 0
+  fi
+  echo "tests/run.sh: installing $* with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "$@" >/dev/null
+}
+
+missing=()
+if [ -z "${AIFARM_TEST_MYSQL_URL:-}" ] && ! command -v mariadbd >/dev/null && ! command -v mysqld >/dev/null \
+   && [ ! -x /usr/sbin/mariadbd ] && [ ! -x /usr/sbin/mysqld ]; then
+  missing+=(mariadb-server)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install "${missing[@]}"
+fi
+
+bash installer/setup-venv.sh "$venv" test
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+exec "$venv/bin/python" -m pytest "$@"
