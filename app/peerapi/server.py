@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PEER_AGENT_KEY: web.AppKey["Agent"] = web.AppKey("peer_agent")
-PEER_CLIENT_KEY = "peer_client_id"
 MAX_REQUEST_BYTES = 1 << 20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -42,7 +41,7 @@ async def require_farm_signature(request: web.Request, handler: Handler) -> web.
     sender = auth.verify(secret, request.headers.get("Authorization"), request.method, request.path_qs)
     if sender is None:
         return _unauthorized("missing or invalid farm signature")
-    request[PEER_CLIENT_KEY] = sender
+    log.debug("peer API %s %s from %s", request.method, request.path, sender)
     return await handler(request)
 
 

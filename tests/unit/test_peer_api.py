@@ -1,0 +1,184 @@
+"""The peer API server and client over a real 127.0.0.1 socket: signatures required, errors a volunteer can act on."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from app.peerapi import auth
+from app.peerapi.client import PeerClient, PeerError
+from app.peerapi.server import create_peer_app
+
+SECRET = "farm-secret-for-tests-0123456789"
+STATUS_PATH = "/peer/v1/status"
+STATUS = {"client_id": "server-0123456789ab", "farm_name": "lab", "version": "1.2.3", "peer_port": 8471}
+
+ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
+ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+
+
+class StubAgent:
+    """The duck-typed interface the peer app reads: farm_secret and peer_status()."""
+
+    def __init__(self, farm_secret: str | None) -> None:
+        self.farm_secret = farm_secret
+        self.status_calls = 0
+
+    def peer_status(self) -> dict[str, Any]:
+        """A fixed status answer (and a count of calls)."""
+        self.status_calls += 1
+        return dict(STATUS)
+
+
+class SecretHolder:
+    """The object PeerClient reads the farm secret from."""
+
+    def __init__(self, farm_secret: str | None) -> None:
+        self.farm_secret = farm_secret
+
+
+def _signed(secret: str = SECRET, path: str = STATUS_PATH, now: float | None = None) -> dict[str, str]:
+    """Headers with a signature of GET path by a test client."""
+    return {"Authorization": auth.sign(secret, "GET", path, "caller-0123456789ab", now=now)}
+
+
+async def _assert_unauthorized(response: Any) -> None:
+    """401 with the unauthorized error body and no status data."""
+    assert response.status == 401
+    assert response.headers.get("WWW-Authenticate") == auth.SCHEME
+    body = await response.json()
+    assert body["error"]["code"] == "unauthorized"
+    assert set(body) == {"error"}
+    text = await response.text()
+    for value in STATUS.values():
+        assert str(value) not in text
+
+
+async def test_request_without_authorization_is_401(aiohttp_client: ClientFactory) -> None:
+    """No Authorization header: 401 and the status route is not run."""
+    agent = StubAgent(SECRET)
+    client = await aiohttp_client(create_peer_app(agent))
+    await _assert_unauthorized(await client.get(STATUS_PATH))
+    assert agent.status_calls == 0
+
+
+async def test_request_with_wrong_secret_is_401(aiohttp_client: ClientFactory) -> None:
+    """A signature made with another secret: 401."""
+    agent = StubAgent(SECRET)
+    client = await aiohttp_client(create_peer_app(agent))
+    await _assert_unauthorized(await client.get(STATUS_PATH, headers=_signed(secret="other-farm")))
+    assert agent.status_calls == 0
+
+
+async def test_request_with_stale_timestamp_is_401(aiohttp_client: ClientFactory) -> None:
+    """A correctly signed but old request (a replay): 401."""
+    agent = StubAgent(SECRET)
+    client = await aiohttp_client(create_peer_app(agent))
+    stale = time.time() - auth.MAX_SKEW_SECONDS - 30
+    await _assert_unauthorized(await client.get(STATUS_PATH, headers=_signed(now=stale)))
+
+
+async def test_signature_for_another_path_is_401(aiohttp_client: ClientFactory) -> None:
+    """A signature is bound to its path and query string."""
+    client = await aiohttp_client(create_peer_app(StubAgent(SECRET)))
+    await _assert_unauthorized(await client.get(STATUS_PATH + "?x=1", headers=_signed()))
+
+
+async def test_unsigned_request_to_unknown_path_is_401_not_404(aiohttp_client: ClientFactory) -> None:
+    """Without a signature the server does not reveal which routes exist."""
+    client = await aiohttp_client(create_peer_app(StubAgent(SECRET)))
+    await _assert_unauthorized(await client.get("/peer/v1/nothing-here"))
+
+
+async def test_signed_request_gets_the_status(aiohttp_client: ClientFactory) -> None:
+    """A fresh signature with the farm secret: 200 and the agent's status."""
+    agent = StubAgent(SECRET)
+    client = await aiohttp_client(create_peer_app(agent))
+    response = await client.get(STATUS_PATH, headers=_signed())
+    assert response.status == 200
+    assert await response.json() == STATUS
+    assert agent.status_calls == 1
+
+
+async def test_no_farm_secret_is_503(aiohttp_client: ClientFactory) -> None:
+    """An agent without a farm secret answers 503 not_ready to everyone."""
+    agent = StubAgent(None)
+    client = await aiohttp_client(create_peer_app(agent))
+    response = await client.get(STATUS_PATH, headers=_signed())
+    assert response.status == 503
+    assert (await response.json())["error"]["code"] == "not_ready"
+    assert agent.status_calls == 0
+
+
+@pytest.fixture
+async def peer_client() -> AsyncIterator[PeerClient]:
+    """A started PeerClient that signs with SECRET (closed after the test)."""
+    client = PeerClient("caller-0123456789ab", SecretHolder(SECRET))
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_peer_client_gets_the_status(aiohttp_server: ServerFactory, peer_client: PeerClient) -> None:
+    """PeerClient signs its request and returns the JSON status."""
+    server = await aiohttp_server(create_peer_app(StubAgent(SECRET)))
+    assert await peer_client.get_json("127.0.0.1", server.port, STATUS_PATH) == STATUS
+
+
+async def test_peer_client_with_wrong_secret_reports_the_signature(aiohttp_server: ServerFactory) -> None:
+    """A server of another farm refuses us; the error says the signature was refused."""
+    server = await aiohttp_server(create_peer_app(StubAgent("another-farm-secret")))
+    client = PeerClient("caller-0123456789ab", SecretHolder(SECRET))
+    await client.start()
+    try:
+        with pytest.raises(PeerError, match="signature") as info:
+            await client.get_json("127.0.0.1", server.port, STATUS_PATH)
+    finally:
+        await client.close()
+    assert f"127.0.0.1:{server.port}" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+async def test_peer_client_against_server_without_secret_reports_http_status(
+    aiohttp_server: ServerFactory, peer_client: PeerClient
+) -> None:
+    """A peer that is not ready yet: the error names the HTTP status."""
+    server = await aiohttp_server(create_peer_app(StubAgent(None)))
+    with pytest.raises(PeerError, match="HTTP 503"):
+        await peer_client.get_json("127.0.0.1", server.port, STATUS_PATH)
+
+
+async def test_peer_client_closed_port_cannot_connect(peer_client: PeerClient) -> None:
+    """Nothing listens on the port: the error says it cannot connect."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(PeerError, match=f"cannot connect to 127.0.0.1:{port}"):
+        await peer_client.get_json("127.0.0.1", port, STATUS_PATH)
+
+
+async def test_peer_client_without_secret_is_not_ready() -> None:
+    """No farm secret yet: PeerClient refuses before any network traffic."""
+    client = PeerClient("caller-0123456789ab", SecretHolder(None))
+    await client.start()
+    try:
+        with pytest.raises(PeerError, match="not ready"):
+            await client.get_json("127.0.0.1", 9, STATUS_PATH)
+    finally:
+        await client.close()
+
+
+async def test_peer_client_not_started_is_not_ready() -> None:
+    """get_json before start() raises PeerError rather than crashing."""
+    client = PeerClient("caller-0123456789ab", SecretHolder(SECRET))
+    with pytest.raises(PeerError, match="not ready"):
+        await client.get_json("127.0.0.1", 9, STATUS_PATH)
