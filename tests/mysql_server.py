@@ -29,6 +29,7 @@ class MysqlServer:
     datadir: Path | None = None
     port: int | None = None
     socket_path: Path | None = None
+    bind_address: str = "127.0.0.1"
 
     def url(self, database: str) -> str:
         """The URL of one database on this server."""
@@ -53,9 +54,9 @@ class MysqlServer:
         self.process.wait(timeout=30)
 
     def restart(self) -> None:
-        """Start a stopped server again on the same data dir and port."""
+        """Start a stopped server again on the same data dir, address and port."""
         assert self.datadir is not None and self.port is not None and self.workdir is not None
-        self.process = _start(self.datadir, self.port, self.workdir)
+        self.process = _start(self.datadir, self.port, self.workdir, self.bind_address)
 
 
 def _find_binary(*names: str) -> str | None:
@@ -73,7 +74,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(datadir: Path, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def _start(datadir: Path, port: int, workdir: Path, bind_address: str = "127.0.0.1") -> subprocess.Popen[bytes]:
     server = _find_binary("mariadbd", "mysqld")
     if server is None:
         raise RuntimeError(INSTALL_HINT)
@@ -83,7 +84,7 @@ def _start(datadir: Path, port: int, workdir: Path) -> subprocess.Popen[bytes]:
         "--no-defaults",
         f"--datadir={datadir}",
         f"--port={port}",
-        "--bind-address=127.0.0.1",
+        f"--bind-address={bind_address}",
         f"--socket={sock}",
         f"--pid-file={workdir / 'mysqld.pid'}",
         "--skip-log-bin",
@@ -101,7 +102,7 @@ def _start(datadir: Path, port: int, workdir: Path) -> subprocess.Popen[bytes]:
             log = (workdir / "error.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"the test MariaDB server exited at start:\n{log}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            with socket.create_connection((bind_address, port), timeout=0.5) as conn:
                 if conn.recv(1):
                     return process
         except OSError:
@@ -110,10 +111,10 @@ def _start(datadir: Path, port: int, workdir: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError("the test MariaDB server did not answer within 60 s")
 
 
-def start_server() -> MysqlServer:
+def start_server(bind_address: str = "127.0.0.1") -> MysqlServer:
     """AIFARM_TEST_MYSQL_URL's server, or a fresh throwaway one (raises RuntimeError saying how to get one)."""
     url = os.environ.get("AIFARM_TEST_MYSQL_URL")
-    if url:
+    if url and bind_address == "127.0.0.1":
         return MysqlServer(base_url=url.rstrip("/").rsplit("/", 1)[0] if url.count("/") > 2 else url.rstrip("/"))
     install_db = _find_binary("mariadb-install-db", "mysql_install_db")
     if install_db is None:
@@ -129,12 +130,13 @@ def start_server() -> MysqlServer:
         shutil.rmtree(workdir, ignore_errors=True)
         raise RuntimeError(f"mariadb-install-db failed: {done.stderr[-2000:]}")
     port = free_port()
-    process = _start(datadir, port, workdir)
+    process = _start(datadir, port, workdir, bind_address)
     return MysqlServer(
-        base_url=f"mysql://root@127.0.0.1:{port}",
+        base_url=f"mysql://root@{bind_address}:{port}",
         process=process,
         workdir=workdir,
         datadir=datadir,
         port=port,
         socket_path=workdir / "mysqld.sock",
+        bind_address=bind_address,
     )

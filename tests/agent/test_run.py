@@ -128,3 +128,15 @@ def test_dashboard_refuses_foreign_host_header(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)
+
+
+def test_agent_process_never_loads_torch(tmp_path: Path) -> None:
+    """The agent stays small: no torch library is mapped into its process."""
+    proc, client_id, url = start_agent(tmp_path, "--data-dir", str(tmp_path / "d"))
+    try:
+        assert get(url)[0] == 200
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libtorch" not in maps and "/torch/" not in maps
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)

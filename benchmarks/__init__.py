@@ -1,0 +1,1 @@
+"""Measured figures of AI Farm; `python -m benchmarks` runs them all and writes results/latest.md."""
