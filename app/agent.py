@@ -8,8 +8,10 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Coroutine
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +32,9 @@ from app.identity import load_or_create_client_id
 from app.netinfo import local_addresses
 from app.peerapi.client import PeerClient
 from app.runtime_files import load_or_create_api_token, remove_agent_file, write_agent_file
+from app.scheduling.decide import Capacity, cpu_cores_of, ram_of
+from app.scheduling.scheduler import Scheduler
+from app.training.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,11 @@ class Agent:
             verify_interval=min(settings.heartbeat_interval, 2.0),
             use_mdns=settings.mdns,
         )
+        self.catalog = Catalog.load()
+        self.inventory: dict[str, Any] = {"cpu": {}, "ram": {}, "gpus": []}
+        self.paused_until: float | None = None
+        self.pause_after_current = False
+        self.scheduler = Scheduler(self)
         self._pending_logs: list[tuple[str, str, datetime]] = []
         self._published_reach: dict[str, Any] = {}
         self._runners: list[web.AppRunner] = []
@@ -95,6 +105,8 @@ class Agent:
             "dashboard_url": self.dashboard_url,
             "peer_port": self.peer_port,
             "started_at": self.started_at.isoformat(),
+            "donation": self.donation_state(),
+            "work": self.scheduler.describe(),
         }
 
     def peer_status(self) -> dict[str, Any]:
@@ -131,6 +143,173 @@ class Agent:
             peer["reaches_us"] = back
         return view
 
+    # ----- donation and capacity -----
+
+    def donation_state(self) -> dict[str, Any]:
+        """Paused or donating, until when, and whether the current task finishes first."""
+        if self.paused_until is not None and time.time() >= self.paused_until:
+            self.paused, self.paused_until = False, None
+        until = datetime.fromtimestamp(self.paused_until, timezone.utc).isoformat() if self.paused_until else None
+        if self.pause_after_current:
+            summary = "finishing the current task, then pausing"
+        elif self.paused:
+            summary = f"paused until {until}" if until else "paused"
+        else:
+            summary = "donating"
+        return {"paused": self.paused, "until": until, "finish_current": self.pause_after_current, "summary": summary}
+
+    def may_claim(self) -> bool:
+        """True when the volunteer allows new work now."""
+        return not self.donation_state()["paused"] and not self.pause_after_current and self.database_ok
+
+    async def pause(self, *, seconds: float | None = None, finish_current: bool = False) -> None:
+        """Stop claiming; release the current task at once unless it may finish first."""
+        if finish_current and self.scheduler.busy:
+            self.pause_after_current = True
+            self.log_event("info", "donation: finishing the current task, then pausing")
+            return
+        self.paused = True
+        self.paused_until = time.time() + seconds if seconds else None
+        self.log_event("info", f"donation paused{f' for {seconds:.0f} s' if seconds else ''}")
+        await self.scheduler.release_current("the volunteer paused donation")
+
+    async def resume(self) -> None:
+        """Donate again."""
+        self.paused, self.paused_until, self.pause_after_current = False, None, False
+        self.log_event("info", "donation resumed")
+
+    def on_task_ended(self, run: Any, outcome: Any) -> None:
+        """Called by the scheduler when this machine's rank of a task ended."""
+        if self.pause_after_current:
+            self.pause_after_current = False
+            self.paused = True
+            self.log_event("info", "donation paused after the current task")
+
+    def capacity(self) -> Capacity:
+        """What this machine offers after the volunteer's limits."""
+        gpus = self.allowed_gpus()
+        gpu_memory = max((int(g.get("memory_total_mb") or 0) for g in gpus), default=0)
+        if self.settings.gpu_memory_limit_mb is not None:
+            gpu_memory = min(gpu_memory, self.settings.gpu_memory_limit_mb)
+        cores = self.settings.cpu_threads or cpu_cores_of(self.inventory["cpu"])
+        ram = ram_of(self.inventory["ram"])
+        if self.settings.ram_limit_mb is not None:
+            ram = min(ram, self.settings.ram_limit_mb)
+        return Capacity(gpu_memory, cores, ram)
+
+    def allowed_gpus(self) -> list[dict[str, Any]]:
+        """The GPUs the volunteer allows training to use."""
+        gpus = [g for g in self.inventory["gpus"] if isinstance(g, dict)]
+        if self.settings.gpus is not None:
+            gpus = [g for g in gpus if g.get("index") in self.settings.gpus]
+        return gpus
+
+    def training_threads(self) -> int:
+        """Threads per worker: the volunteer's limit, else all cores but one."""
+        return self.settings.cpu_threads or max(1, cpu_cores_of(self.inventory["cpu"]) - 1)
+
+    def device_spec(self) -> dict[str, Any]:
+        """Where the worker trains: the first allowed GPU, else the CPU; with the memory cap."""
+        gpus = self.allowed_gpus()
+        if not gpus:
+            return {"device": "cpu"}
+        gpu = gpus[0]
+        spec: dict[str, Any] = {"device": f"cuda:{gpu.get('index', 0)}"}
+        total = gpu.get("memory_total_mb")
+        if self.settings.gpu_memory_limit_mb and total:
+            spec["gpu_memory_fraction"] = min(1.0, self.settings.gpu_memory_limit_mb / float(total))
+        return spec
+
+    async def backend_for(self, task_id: int, n_clients: int) -> str:
+        """NCCL when every rank of the task has a GPU, gloo otherwise."""
+        if n_clients == 1 or not self.allowed_gpus():
+            return "gloo"
+        from app.db.queries import claims as claim_queries
+        from app.scheduling.decide import gpu_memory_of
+
+        async with self.db.connect() as conn:
+            members = (await claim_queries.members_of_running(conn, task_id)).get(task_id, {}).get("members", [])
+            rows = await client_queries.get_clients(conn, [m["client_id"] for m in members])
+            infos = {r["id"]: (await client_queries.get_client(conn, r["id"]) or {}).get("gpu_info") for r in rows}
+        return "nccl" if infos and all(gpu_memory_of(info) > 0 for info in infos.values()) else "gloo"
+
+    async def fetch_checkpoint(self, owner_id: str | None, relative: str, sha256: str) -> Path | None:
+        """A verified local copy of a checkpoint file (fetched from its owner's peer API when remote), or None."""
+        from app.files import safe_relative, sha256_file
+
+        if not relative or len(sha256) != 64:
+            return None
+        if owner_id == self.client_id:
+            path = safe_relative(self.settings.data_dir, relative)
+        else:
+            path = safe_relative(self.settings.data_dir / "fetched" / str(owner_id), relative)
+        if path is None:
+            return None
+        if path.exists():
+            actual = await asyncio.to_thread(sha256_file, path)
+            if actual == sha256:
+                return path
+            self.log_event("warning", f"checkpoint {relative} does not match its sha256 (file altered?); refused")
+            if owner_id == self.client_id:
+                return None
+        if owner_id == self.client_id or owner_id is None:
+            return None
+        endpoint = await self.peer_endpoint(owner_id)
+        if endpoint is None:
+            return None
+        from app.peerapi.client import PeerError
+
+        try:
+            await self.peer_client.download(endpoint[0], endpoint[1], f"/peer/v1/files/{relative}", path, sha256)
+        except PeerError as exc:
+            self.log_event("warning", f"cannot fetch {relative} from {owner_id}: {exc}")
+            return None
+        return path
+
+    async def peer_endpoint(self, client_id: str) -> tuple[str, int] | None:
+        """Where to reach a client's peer API: the LAN registry, else its registered session."""
+        state = self.registry.get(client_id)
+        if state is not None and state.verified:
+            return state.peer.endpoint()
+        async with self.db.connect() as conn:
+            row = await client_queries.get_client(conn, client_id)
+        if row is None or row["status"] != "active":
+            return None
+        session = row["session_info"] or {}
+        port = session.get("peer_port")
+        addresses = [a["ip"] for a in session.get("addresses", []) if isinstance(a, dict) and a.get("ip")]
+        if not port or not addresses:
+            return None
+        non_loopback = [a for a in addresses if not a.startswith("127.")]
+        if row.get("hostname") == self.hostname:
+            return "127.0.0.1", int(port)
+        return (non_loopback or addresses)[0], int(port)
+
+    def after_model_registered(self, name: str, version: str, relative: str, sha256: str) -> None:
+        """Copy a new model to one other active peer, in the background."""
+        self._spawn(self._replicate(name, version, relative, sha256), f"replicate-{name}-{version}")
+
+    async def _replicate(self, name: str, version: str, relative: str, sha256: str) -> None:
+        from app.db.queries import models as model_queries
+        from app.peerapi.client import PeerError
+
+        for state in self.registry.verified():
+            endpoint = state.peer.endpoint()
+            if endpoint is None:
+                continue
+            try:
+                await self.peer_client.post_json(endpoint[0], endpoint[1], "/peer/v1/replicate",
+                                                 {"client_id": self.client_id, "path": relative, "sha256": sha256})
+            except PeerError as exc:
+                self.log_event("warning", f"model {name} v{version}: copy to {state.peer.client_id} failed: {exc}")
+                continue
+            async with self.db.begin() as conn:
+                row = await model_queries.get_version(conn, name, version)
+                if row is not None:
+                    await model_queries.add_replica(conn, row["id"], state.peer.client_id)
+            self.log_event("info", f"model {name} v{version} copied to {state.peer.client_id}")
+            return
+
     # ----- lifecycle -----
 
     async def start(self) -> None:
@@ -157,9 +336,16 @@ class Agent:
         self._spawn(self.discovery.manual_loop(), "manual-peers")
         self._spawn(self.discovery.reach_loop(), "reachability")
         self._spawn(self._events_loop(), "peer-events")
+        await self.scheduler.void_previous_session()
+        self._spawn(self.scheduler.claim_loop(), "scheduler")
+        self._spawn(self.scheduler.failure_loop(), "failure-sweep")
 
     async def stop(self) -> None:
-        """Stop loops, say goodbye, mark this client inactive, close servers and the database, in reverse order."""
+        """Release work (emergency checkpoint), stop loops, say goodbye, mark inactive, close everything."""
+        try:
+            await self.scheduler.release_current("the agent is stopping")
+        except Exception:  # stopping must go on
+            log.exception("could not release the current task cleanly")
         for task in reversed(self._tasks):
             task.cancel()
         for task in reversed(self._tasks):
@@ -214,6 +400,7 @@ class Agent:
     async def register(self) -> None:
         """Upsert this machine's clients row: inventory, session, active, seen now."""
         cpu, ram, gpus = await asyncio.to_thread(lambda: (inventory.cpu_info(), inventory.ram_info(), inventory.gpu_info()))
+        self.inventory = {"cpu": cpu, "ram": ram, "gpus": gpus}
         async with self.db.begin() as conn:
             await client_queries.upsert_client(
                 conn,

@@ -78,6 +78,38 @@ def build_parser() -> argparse.ArgumentParser:
     _common(stats, json_output=True)
     stats.set_defaults(handler="show_stats")
 
+    submit = sub.add_parser("submit", help="Submit a training task from a JSON file (or - for standard input).")
+    _common(submit, json_output=True)
+    submit.add_argument("file", metavar="FILE", help="the task as JSON: type, requirements, config, priority")
+    submit.add_argument("--wait", action="store_true", help="Follow the task with a progress bar until it ends.")
+    submit.set_defaults(handler="submit_task")
+
+    show = sub.add_parser("task", help="Show one task: status, progress, ranks, why it waits.")
+    _common(show, json_output=True)
+    show.add_argument("task_id", type=int, metavar="ID")
+    show.set_defaults(handler="show_task")
+
+    cancel = sub.add_parser("cancel", help="Cancel a pending or running task.")
+    _common(cancel)
+    cancel.add_argument("task_id", type=int, metavar="ID")
+    cancel.set_defaults(handler="cancel_task")
+
+    retry = sub.add_parser("retry", help="Put a failed or errored task back in the queue.")
+    _common(retry)
+    retry.add_argument("task_id", type=int, metavar="ID")
+    retry.set_defaults(handler="retry_task")
+
+    pause = sub.add_parser("pause", help="Stop claiming new tasks on this machine (the running agent of the data dir).")
+    _common(pause)
+    pause.add_argument("--for", dest="duration", metavar="DURATION", help="resume by itself after this long (e.g. 1h)")
+    pause.add_argument("--finish-current", action="store_true",
+                       help="let the current task finish, then pause (otherwise it is checkpointed and released)")
+    pause.set_defaults(handler="pause_agent")
+
+    resume = sub.add_parser("resume", help="Resume donating on this machine.")
+    _common(resume)
+    resume.set_defaults(handler="resume_agent")
+
     peers = sub.add_parser("peers", help="List the peers the running agent of this data dir sees.")
     _common(peers, json_output=True)
     peers.set_defaults(handler="show_peers")

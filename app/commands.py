@@ -58,15 +58,20 @@ async def db_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def list_tasks(args: argparse.Namespace, settings: Settings) -> int:
-    """`aifarm tasks`: a page of tasks."""
+    """`aifarm tasks`: a page of tasks, and why pending ones wait."""
+    from app.scheduling.service import why_pending
+
     db = await open_current_database(settings.effective_database_url)
     try:
         async with db.connect() as conn:
             rows, total = await task_queries.list_tasks(
                 conn, status=args.status, type=args.type, sort=args.sort, limit=args.limit, offset=args.offset
             )
+        waiting = await why_pending(db, rows)
     finally:
         await db.dispose()
+    for row in rows:
+        row["waiting_for"] = waiting.get(row["id"])
     if args.json:
         print_json({"tasks": rows, "total": total, "limit": args.limit, "offset": args.offset})
         return 0
@@ -89,6 +94,9 @@ async def list_tasks(args: argparse.Namespace, settings: Settings) -> int:
     print(format_table(("ID", "NAME", "TYPE", "STATUS", "PRIORITY", "PROGRESS", "CLIENT", "CREATED"), table))
     if total > len(rows):
         print(f"({len(rows)} of {total}; use --offset/--limit for more)")
+    for row in rows:
+        if row.get("waiting_for"):
+            print(f"task {row['id']} waits: {row['waiting_for']}")
     return 0
 
 
@@ -232,4 +240,152 @@ async def leave_farm(args: argparse.Namespace, settings: Settings) -> int:
 
     path = update_local(settings.data_dir, unset=("database_url", "farm_name"))
     print(f"left the farm; this agent uses its embedded database again ({path} updated)")
+    return 0
+
+
+def _read_task_file(path: str) -> Any:
+    import json
+
+    from app.errors import ValidationError
+
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror}", {"file": exc.strerror or "unreadable"}) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = "standard input" if path == "-" else path
+        raise ValidationError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                              {"file": "not valid JSON"}) from None
+
+
+async def submit_task(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm submit FILE`: validate, insert, print the id (or the task as JSON); --wait follows it."""
+    from app.scheduling import service
+    from app.training.catalog import Catalog
+
+    data = _read_task_file(args.file)
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        row = await service.submit(db, data, Catalog.load())
+        if args.json:
+            print_json(row)
+        else:
+            print(row["id"])
+        sys.stdout.flush()
+        if args.wait:
+            return await _follow(db, row["id"], quiet=args.json)
+    finally:
+        await db.dispose()
+    return 0
+
+
+async def _follow(db: Any, task_id: int, *, quiet: bool) -> int:
+    import asyncio
+
+    from app.scheduling import service
+
+    last = ""
+    while True:
+        task = await service.get(db, task_id)
+        result = task["result"] if isinstance(task["result"], dict) else {}
+        progress = float(result.get("progress") or 0.0)
+        filled = int(progress / 100 * 30)
+        metrics = result.get("metrics") or {}
+        loss = f" loss {metrics['loss']:.4f}" if isinstance(metrics.get("loss"), (int, float)) else ""
+        waiting = f" ({task['waiting_for']})" if task.get("waiting_for") else ""
+        line = f"task {task_id} [{'#' * filled}{'.' * (30 - filled)}] {progress:5.1f}% {task['status']}{loss}{waiting}"
+        if not quiet and line != last:
+            print("\r" + line.ljust(len(last)), end="", file=sys.stderr, flush=True)
+            last = line
+        if task["status"] in ("completed", "failed", "error"):
+            if not quiet:
+                print(file=sys.stderr)
+                if task["status"] != "completed" and task.get("error_log"):
+                    print(task["error_log"].splitlines()[-1], file=sys.stderr)
+            return 0 if task["status"] == "completed" else 1
+        await asyncio.sleep(1.0)
+
+
+async def show_task(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm task ID`: one task in detail."""
+    from app.db.queries import assignments as assignment_queries
+    from app.scheduling import service
+
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        task = await service.get(db, args.task_id)
+        async with db.connect() as conn:
+            ranks = await assignment_queries.list_for_task(conn, args.task_id)
+    finally:
+        await db.dispose()
+    task["assignments"] = ranks
+    if args.json:
+        print_json(task)
+        return 0
+    config = task["config"] if isinstance(task["config"], dict) else {}
+    print(f"task {task['id']}: {config.get('name', '-')} ({task['type']}), {task['status']}, priority {task['priority']}")
+    print(f"  {config.get('model')} on {config.get('dataset')}, {config.get('n_clients', 1)} client(s), progress {_progress(task['result'])}")
+    if task.get("waiting_for"):
+        print(f"  waiting: {task['waiting_for']}")
+    run = task.get("run") or {}
+    if run:
+        print(f"  generation {run['generation']}, failed attempts {run['failures']}, coordinator {run['coordinator_id'] or '-'}")
+    for rank in ranks:
+        print(f"  rank {rank['rank']}: {rank['client_id']} ({rank['status']})")
+    if task.get("error_log"):
+        print("  log: " + task["error_log"].splitlines()[-1])
+    return 0
+
+
+async def cancel_task(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm cancel ID`."""
+    from app.scheduling import service
+
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        status = await service.cancel(db, args.task_id)
+    finally:
+        await db.dispose()
+    print(f"task {args.task_id} cancelled ({status})")
+    return 0
+
+
+async def retry_task(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm retry ID`."""
+    from app.scheduling import service
+
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        await service.retry(db, args.task_id)
+    finally:
+        await db.dispose()
+    print(f"task {args.task_id} is pending again")
+    return 0
+
+
+async def pause_agent(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm pause [--for 1h] [--finish-current]`: tell the running agent."""
+    from app.agent_client import request_running_agent
+    from app.config import parse_duration
+    from app.errors import ValidationError
+
+    body: dict[str, Any] = {"finish_current": bool(args.finish_current)}
+    if args.duration:
+        try:
+            body["seconds"] = parse_duration(args.duration)
+        except ValueError as exc:
+            raise ValidationError(f"--for {args.duration!r}: {exc}", {"for": str(exc)}) from None
+    state = await request_running_agent(settings, "POST", "/api/v1/pause", body)
+    print(state.get("summary", "paused"))
+    return 0
+
+
+async def resume_agent(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm resume`."""
+    from app.agent_client import request_running_agent
+
+    state = await request_running_agent(settings, "POST", "/api/v1/resume", {})
+    print(state.get("summary", "donating"))
     return 0

@@ -167,3 +167,16 @@ farms = Table(
     Column("secret", String(128), nullable=False),
     Column("created_at", _datetime(), nullable=False),
 )
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column("task_id", Integer, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("generation", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("coordinator_id", String(255), ForeignKey("clients.id", ondelete="SET NULL")),
+    Column("rendezvous_host", String(255)),
+    Column("rendezvous_port", Integer),
+    Column("formed_at", _datetime()),
+    Column("updated_at", _datetime(), nullable=False),
+)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from app.files import publish_atomically
 from app.peerapi import auth
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=3)
+MAX_DOWNLOAD_BYTES = 20 * (1 << 30)
 
 
 class PeerError(Exception):
@@ -33,6 +37,60 @@ class PeerClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _headers(self, method: str, path: str) -> dict[str, str]:
+        secret = self._secret_source.farm_secret
+        if secret is None or self._session is None:
+            raise PeerError("this agent is not ready (no farm secret yet)")
+        return {"Authorization": auth.sign(secret, method, path, self.own_client_id)}
+
+    async def download(self, host: str, port: int, path: str, dest: Path, sha256: str,
+                       max_bytes: int = MAX_DOWNLOAD_BYTES) -> None:
+        """Stream a peer's file to dest through a temporary file; kept only when its sha256 matches."""
+        headers = self._headers("GET", path)
+        shown = f"[{host}]" if ":" in host else host
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.download")
+        digest, size = hashlib.sha256(), 0
+        assert self._session is not None
+        try:
+            async with self._session.get(f"http://{shown}:{port}{path}", headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=None, sock_read=60, connect=5)) as response:
+                if response.status != 200:
+                    raise PeerError(f"{host}:{port} answered HTTP {response.status} for {path}")
+                with tmp.open("wb") as handle:
+                    async for chunk in response.content.iter_chunked(1 << 20):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise PeerError(f"{path} from {host}:{port} is larger than {max_bytes} bytes")
+                        digest.update(chunk)
+                        handle.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise PeerError(f"{path} from {host}:{port} does not match its sha256; discarded")
+            publish_atomically(tmp, dest)
+        except aiohttp.ClientError as exc:
+            raise PeerError(f"downloading {path} from {host}:{port} failed: {exc}") from None
+        except asyncio.TimeoutError:
+            raise PeerError(f"downloading {path} from {host}:{port} timed out") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def post_json(self, host: str, port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON to a peer API path and return its JSON answer; raises PeerError."""
+        headers = self._headers("POST", path)
+        shown = f"[{host}]" if ":" in host else host
+        assert self._session is not None
+        try:
+            async with self._session.post(f"http://{shown}:{port}{path}", json=body, headers=headers,
+                                          timeout=aiohttp.ClientTimeout(total=600)) as response:
+                data = await response.json(content_type=None)
+                if response.status != 200 or not isinstance(data, dict):
+                    raise PeerError(f"{host}:{port} answered HTTP {response.status}: {data}")
+                return data
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise PeerError(f"talking to {host}:{port} failed: {exc}") from None
+        except asyncio.TimeoutError:
+            raise PeerError(f"{host}:{port} did not answer in time") from None
 
     async def get_json(self, host: str, port: int, path: str) -> dict[str, Any]:
         """GET a peer API path and return its JSON body; raises PeerError."""

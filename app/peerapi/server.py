@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from app.files import safe_relative
 from app.peerapi import auth
 
 if TYPE_CHECKING:
@@ -50,9 +51,44 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(request.app[PEER_AGENT_KEY].peer_status())
 
 
+SERVED_ROOTS = ("checkpoints", "models")
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    """A checkpoint or model file of this agent's data dir; nothing outside those two folders, no traversal."""
+    agent = request.app[PEER_AGENT_KEY]
+    relative = request.match_info["path"]
+    if relative.split("/", 1)[0] not in SERVED_ROOTS:
+        raise web.HTTPNotFound(reason="not a served file")
+    path = safe_relative(agent.settings.data_dir, relative)
+    if path is None:
+        raise web.HTTPBadRequest(reason="invalid file name")
+    if not path.is_file():
+        raise web.HTTPNotFound(reason="no such file")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+async def replicate(request: web.Request) -> web.Response:
+    """Fetch a model file from the peer that asks, verify its sha256, and keep a copy."""
+    agent = request.app[PEER_AGENT_KEY]
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(reason="body is not JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("path"), str) or not isinstance(body.get("sha256"), str) \
+            or not isinstance(body.get("client_id"), str) or not body["path"].startswith("models/"):
+        raise web.HTTPBadRequest(reason="expected client_id, path (models/...) and sha256")
+    path = await agent.fetch_checkpoint(body["client_id"], body["path"], body["sha256"])
+    if path is None:
+        return web.json_response({"ok": False, "error": "could not fetch or verify the file"}, status=502)
+    return web.json_response({"ok": True})
+
+
 def create_peer_app(agent: "Agent") -> web.Application:
     """The peer API application."""
     app = web.Application(middlewares=[require_farm_signature], client_max_size=MAX_REQUEST_BYTES)
     app[PEER_AGENT_KEY] = agent
     app.router.add_get("/peer/v1/status", status)
+    app.router.add_get("/peer/v1/files/{path:.+}", get_file)
+    app.router.add_post("/peer/v1/replicate", replicate)
     return app

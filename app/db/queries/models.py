@@ -1,0 +1,59 @@
+"""SQL about model_versions: register the next version of a name, list, look up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.db import dialect
+from app.db.queries import row_dict
+from app.db.schema import model_versions
+
+
+def _as_int(version: str) -> int:
+    return int(version) if version.isdigit() else 0
+
+
+async def register(conn: AsyncConnection, *, name: str, url: str, config: dict[str, Any], sha256: str) -> str:
+    """Insert the next version ("1", "2", ...) of a model name; the unique key decides a race."""
+    for _ in range(10):
+        versions = (await conn.execute(select(model_versions.c.version).where(model_versions.c.name == name))).scalars()
+        version = str(max((_as_int(v) for v in versions), default=0) + 1)
+        try:
+            async with conn.begin_nested():
+                await conn.execute(insert(model_versions).values(
+                    name=name, version=version, url=url, config=config, hash=sha256, created_at=dialect.now(conn)))
+            return version
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"could not register a new version of {name!r}")
+
+
+async def list_versions(conn: AsyncConnection, name: str | None = None) -> list[dict[str, Any]]:
+    """Versions (of one name, or all), newest first."""
+    query = select(model_versions).order_by(model_versions.c.name, model_versions.c.id.desc())
+    if name:
+        query = query.where(model_versions.c.name == name)
+    return [row_dict(r) for r in await conn.execute(query)]
+
+
+async def get_version(conn: AsyncConnection, name: str, version: str | None) -> dict[str, Any] | None:
+    """One version, or the newest of a name when version is None."""
+    rows = await list_versions(conn, name)
+    if version is None:
+        return rows[0] if rows else None
+    return next((r for r in rows if r["version"] == version), None)
+
+
+async def add_replica(conn: AsyncConnection, version_id: int, client_id: str) -> None:
+    """Note in config.replicas that another client holds a verified copy."""
+    row = (await conn.execute(select(model_versions.c.config).where(model_versions.c.id == version_id))).first()
+    if row is None:
+        return
+    config = dict(row.config or {})
+    replicas = [r for r in config.get("replicas", []) if r != client_id] + [client_id]
+    config["replicas"] = replicas
+    await conn.execute(update(model_versions).where(model_versions.c.id == version_id).values(config=config))

@@ -1,0 +1,1 @@
+"""Scheduling: task validation, claiming, ranks, election, failure detection."""

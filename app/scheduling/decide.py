@@ -1,0 +1,132 @@
+"""Pure "decide the next step" functions over database state: no I/O, unit-tested on their own."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a client offers to the farm, after its volunteer's limits."""
+
+    gpu_memory_mb: int
+    cpu_cores: int
+    ram_mb: int
+
+
+@dataclass(frozen=True)
+class Member:
+    """A client that holds a rank of a task."""
+
+    client_id: str
+    rank: int
+    gpu_memory_mb: int
+    cpu_cores: int
+
+
+def gpu_memory_of(gpu_info: Any) -> int:
+    """The largest GPU memory (MB) in a clients.gpu_info list; 0 without GPUs."""
+    if not isinstance(gpu_info, list):
+        return 0
+    sizes = [int(gpu.get("memory_total_mb") or 0) for gpu in gpu_info if isinstance(gpu, dict)]
+    return max(sizes, default=0)
+
+
+def cpu_cores_of(cpu_info: Any) -> int:
+    """Logical cores from clients.cpu_info."""
+    if isinstance(cpu_info, dict):
+        return int(cpu_info.get("logical_cores") or cpu_info.get("physical_cores") or 1)
+    return 1
+
+
+def ram_of(ram_info: Any) -> int:
+    """Total RAM (MB) from clients.ram_info."""
+    return int(ram_info.get("total_mb") or 0) if isinstance(ram_info, dict) else 0
+
+
+def elect(members: Sequence[Member]) -> list[Member]:
+    """The new rank order: most GPU memory first, then most CPU cores, then client id (deterministic)."""
+    ordered = sorted(members, key=lambda m: (-m.gpu_memory_mb, -m.cpu_cores, m.client_id))
+    return [Member(m.client_id, rank, m.gpu_memory_mb, m.cpu_cores) for rank, m in enumerate(ordered)]
+
+
+def lowest_free_rank(taken: Iterable[int], n_clients: int) -> int | None:
+    """The smallest rank in 0..n_clients-1 nobody holds, or None when the group is full."""
+    held = set(taken)
+    return next((rank for rank in range(n_clients) if rank not in held), None)
+
+
+def meets(requirements: dict[str, Any], capacity: Capacity) -> list[str]:
+    """The requirements this capacity does not meet (empty when it may run the task)."""
+    problems = []
+    for key, have in (("min_gpu_memory", capacity.gpu_memory_mb), ("min_cpu_cores", capacity.cpu_cores),
+                      ("min_ram", capacity.ram_mb)):
+        need = int(requirements.get(key) or 0)
+        if need > have:
+            problems.append(f"{key}={need}")
+    return problems
+
+
+def explain_pending(requirements: dict[str, Any], capacities: Sequence[Capacity], n_clients: int = 1) -> str | None:
+    """Why no active client can take this task, or None when enough clients could."""
+    if not capacities:
+        return "no active client"
+    able = [c for c in capacities if not meets(requirements, c)]
+    if len(able) >= n_clients:
+        return None
+    if able:
+        return f"needs {n_clients} clients meeting its requirements, {len(able)} active client(s) do"
+    largest = {
+        "min_gpu_memory": max(c.gpu_memory_mb for c in capacities),
+        "min_cpu_cores": max(c.cpu_cores for c in capacities),
+        "min_ram": max(c.ram_mb for c in capacities),
+    }
+    unmet = [key for key in ("min_gpu_memory", "min_cpu_cores", "min_ram")
+             if int(requirements.get(key) or 0) > largest[key]]
+    if unmet:
+        parts = [f"{key}={int(requirements[key])} (largest: {largest[key]})" for key in unmet]
+        return "no active client meets " + ", ".join(parts)
+    return "no single active client meets all of its requirements at once"
+
+
+def failure_reason(
+    members: Sequence[dict[str, Any]], now: datetime, failure_timeout: timedelta
+) -> str | None:
+    """Why a formed attempt has failed, from its members' rows, or None while it is healthy.
+
+    Each member dict has client_id, rank, status (assignment), client_status and last_seen.
+    """
+    for member in sorted(members, key=lambda m: m["rank"]):
+        who = f"rank {member['rank']} ({member['client_id']})"
+        if member["status"] == "failed":
+            return f"{who} reported a failure"
+        if member.get("client_status") != "active":
+            return f"{who} stopped (client inactive)"
+        last_seen = member.get("last_seen")
+        if last_seen is None or now - last_seen > failure_timeout:
+            age = "never" if last_seen is None else f"{(now - last_seen).total_seconds():.0f} s ago"
+            return f"{who} stopped heartbeating (last seen {age})"
+    return None
+
+
+def after_failure(failures: int, max_attempts: int) -> str:
+    """The status of a task whose attempt just failed: back to the queue, or failed for good."""
+    return "failed" if failures >= max_attempts else "pending"
+
+
+def choose_rendezvous_host(own: Sequence[dict[str, Any]], others: Sequence[Sequence[dict[str, Any]]],
+                           same_host: bool) -> str:
+    """The coordinator address every other member can reach: loopback on one host, else a shared subnet's."""
+    if same_host:
+        return "127.0.0.1"
+    own_v4 = [a for a in own if ":" not in str(a.get("ip", "")) and not str(a.get("ip", "")).startswith("127.")]
+    for address in own_v4:
+        network = ipaddress.ip_interface(f"{address['ip']}/{address.get('prefix', 32)}").network
+        if all(any(ipaddress.ip_address(o["ip"]) in network for o in member if ":" not in str(o.get("ip", "")))
+               for member in others):
+            return str(address["ip"])
+    return str(own_v4[0]["ip"]) if own_v4 else "127.0.0.1"

@@ -1,0 +1,89 @@
+"""Task operations shared by the CLI, the API and the dashboard: submit, cancel, retry, priority, why pending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.db.engine import Database
+from app.db.queries import claims as claim_queries
+from app.db.queries import logs as log_queries
+from app.db.queries import tasks as task_queries
+from app.errors import NotFound
+from app.scheduling.decide import explain_pending
+from app.scheduling.validation import validate_task
+from app.training.catalog import Catalog
+
+
+async def submit(db: Database, data: Any, catalog: Catalog, client_id: str | None = None) -> dict[str, Any]:
+    """Validate and insert a task as pending; returns the new row. Nothing is written when it is invalid."""
+    spec = validate_task(data, catalog)
+    async with db.begin() as conn:
+        task_id = await task_queries.insert_task(
+            conn, type=spec.type, requirements=spec.requirements, config=spec.config, priority=spec.priority
+        )
+        await log_queries.add_task_log(conn, task_id, client_id, "info", f"submitted: {spec.config['name']} "
+                                       f"({spec.config['model']} on {spec.config['dataset']}, "
+                                       f"{spec.config['n_clients']} client(s), priority {spec.priority})")
+        row = await task_queries.get_task(conn, task_id)
+    assert row is not None
+    return row
+
+
+async def get(db: Database, task_id: int) -> dict[str, Any]:
+    """A task with its run state and, while pending, why it waits."""
+    async with db.connect() as conn:
+        row = await task_queries.get_task(conn, task_id)
+        if row is None:
+            raise NotFound(f"task {task_id} does not exist")
+        run = await claim_queries.get_run(conn, task_id)
+        waiting = None
+        if row["status"] == "pending":
+            waiting = await _why_pending(conn, row)
+    return {**row, "run": run, "waiting_for": waiting}
+
+
+async def _why_pending(conn: Any, row: dict[str, Any]) -> str | None:
+    config = row["config"] if isinstance(row["config"], dict) else {}
+    n_clients = config.get("n_clients", 1) if config.get("distributed") else 1
+    return explain_pending(row["requirements"] or {}, await claim_queries.active_capacities(conn), n_clients)
+
+
+async def why_pending(db: Database, rows: list[dict[str, Any]]) -> dict[int, str | None]:
+    """For each pending row, why no active client can take it (None: it can be claimed)."""
+    async with db.connect() as conn:
+        capacities = await claim_queries.active_capacities(conn)
+    out = {}
+    for row in rows:
+        if row["status"] != "pending":
+            continue
+        config = row["config"] if isinstance(row["config"], dict) else {}
+        n_clients = config.get("n_clients", 1) if config.get("distributed") else 1
+        out[row["id"]] = explain_pending(row["requirements"] or {}, capacities, n_clients)
+    return out
+
+
+async def cancel(db: Database, task_id: int, client_id: str | None = None) -> str:
+    """Cancel a pending or running task."""
+    async with db.begin() as conn:
+        status = await claim_queries.cancel(conn, task_id)
+        await log_queries.add_task_log(conn, task_id, client_id, "warning", "cancelled by the user")
+    return status
+
+
+async def retry(db: Database, task_id: int, client_id: str | None = None) -> str:
+    """Re-queue a failed or errored task."""
+    async with db.begin() as conn:
+        status = await claim_queries.retry(conn, task_id)
+        await log_queries.add_task_log(conn, task_id, client_id, "info", "retried by the user")
+    return status
+
+
+async def set_priority(db: Database, task_id: int, priority: int) -> None:
+    """Change a task's priority (validated like a submission's)."""
+    from app.errors import ValidationError
+
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -1000 <= priority <= 1000:
+        raise ValidationError("priority must be a whole number between -1000 and 1000",
+                              {"priority": "must be a whole number between -1000 and 1000"})
+    async with db.begin() as conn:
+        await claim_queries.set_priority(conn, task_id, priority)

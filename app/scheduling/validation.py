@@ -1,0 +1,259 @@
+"""The one task validator used by `aifarm submit`, POST /api/v1/tasks and the dashboard form.
+
+It names every problem (as `field path: message`) and returns a normalised task; nothing is written
+unless it passes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import ValidationError
+from app.training.catalog import Catalog, check_option
+
+TASK_TYPES = ("training",)
+MAX_N_CLIENTS = 64
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+INTERVAL = re.compile(r"^\s*(\d+)\s*(steps?|s|sec|seconds?|m|min|minutes?)\s*$")
+
+TOP_LEVEL = {"type", "requirements", "config", "priority"}
+REQUIREMENTS = ("min_gpu_memory", "min_cpu_cores", "min_ram")
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """A config field: type, bounds, default (None: required)."""
+
+    kind: str
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+
+CONFIG_FIELDS: dict[str, ConfigField] = {
+    "name": ConfigField("name", help="name of the model; the final model is registered under it"),
+    "model": ConfigField("model", help="a model recipe"),
+    "dataset": ConfigField("dataset", help="a dataset recipe"),
+    "batch_size": ConfigField("int", None, 1, 65_536, help="samples per step on each rank"),
+    "learning_rate": ConfigField("float", None, 0, 10, help="optimizer step size (> 0)"),
+    "epochs": ConfigField("int", None, 1, 100_000, help="passes over the training split"),
+    "distributed": ConfigField("bool", help="train on several clients at once"),
+    "n_clients": ConfigField("int", None, 1, MAX_N_CLIENTS, help="clients (ranks) of a distributed task"),
+    "optimizer": ConfigField("str", "adam", choices=("adam", "adamw", "sgd"), help="optimizer"),
+    "momentum": ConfigField("float", 0.9, 0, 0.999, help="SGD momentum"),
+    "weight_decay": ConfigField("float", 0.0, 0, 1, help="weight decay"),
+    "lr_schedule": ConfigField("str", "constant", choices=("constant", "cosine", "step"), help="learning-rate schedule"),
+    "seed": ConfigField("int", 0, 0, 2**31 - 1, help="seed of initialisation and shuffling"),
+    "validation_split": ConfigField("float", 0.1, 0.01, 0.5, help="share of the data held out for validation"),
+    "checkpoint_interval": ConfigField("interval", "200 steps", help="'N steps' or 'N s' between regular checkpoints"),
+    "keep_checkpoints": ConfigField("int", 3, 1, 100, help="regular checkpoints kept per task"),
+    "max_steps": ConfigField("optional_int", None, 1, 10**9, help="stop after this many steps (optional)"),
+    "max_attempts": ConfigField("optional_int", None, 1, 100, help="failed attempts before the task fails"),
+    "model_options": ConfigField("options", {}, help="options of the model recipe"),
+    "dataset_options": ConfigField("options", {}, help="options of the dataset recipe"),
+}
+REQUIRED_CONFIG = ("name", "model", "dataset", "batch_size", "learning_rate", "epochs", "distributed", "n_clients")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A validated task, ready to insert."""
+
+    type: str
+    requirements: dict[str, int]
+    config: dict[str, Any]
+    priority: int
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and (not isinstance(value, float) or math.isfinite(value)))
+
+
+def parse_interval(value: Any) -> tuple[int, str] | None:
+    """(count, 'steps'|'seconds') from '200 steps', '30s', '5 min' or a bare number of steps."""
+    if _is_int(value) and value > 0:
+        return value, "steps"
+    if not isinstance(value, str):
+        return None
+    match = INTERVAL.match(value)
+    if not match or int(match.group(1)) <= 0:
+        return None
+    count, unit = int(match.group(1)), match.group(2)
+    if unit.startswith("step"):
+        return count, "steps"
+    if unit.startswith("m"):
+        return count * 60, "seconds"
+    return count, "seconds"
+
+
+def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
+    if spec.kind == "name":
+        if not isinstance(value, str) or not NAME.match(value):
+            return "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    elif spec.kind in ("int", "optional_int"):
+        if spec.kind == "optional_int" and value is None:
+            return None
+        if not _is_int(value):
+            return "must be a whole number"
+        if spec.minimum is not None and value < spec.minimum:
+            return f"must be at least {spec.minimum:g}"
+        if spec.maximum is not None and value > spec.maximum:
+            return f"must be at most {spec.maximum:g}"
+    elif spec.kind == "float":
+        if not _is_number(value):
+            return "must be a number"
+        if name == "learning_rate" and value <= 0:
+            return "must be greater than 0"
+        if spec.minimum is not None and value < spec.minimum:
+            return f"must be at least {spec.minimum:g}"
+        if spec.maximum is not None and value > spec.maximum:
+            return f"must be at most {spec.maximum:g}"
+    elif spec.kind == "bool":
+        if not isinstance(value, bool):
+            return "must be true or false"
+    elif spec.kind == "str":
+        if not isinstance(value, str) or value not in spec.choices:
+            return f"must be one of {', '.join(spec.choices)}"
+    elif spec.kind == "interval":
+        if parse_interval(value) is None:
+            return "must be a number of steps or a text such as '200 steps', '30 s' or '5 min'"
+    elif spec.kind == "options":
+        if not isinstance(value, dict):
+            return "must be an object"
+    return None
+
+
+def validate_task(data: Any, catalog: Catalog) -> TaskSpec:
+    """A normalised TaskSpec, or ValidationError naming every problem (field path -> message)."""
+    problems: dict[str, str] = {}
+    if not isinstance(data, dict):
+        raise ValidationError("a task must be a JSON object with type, requirements, config and priority",
+                              {"task": "must be a JSON object"})
+    for key in sorted(set(data) - TOP_LEVEL):
+        problems[key] = "unknown field"
+
+    task_type = data.get("type", "training")
+    if task_type not in TASK_TYPES:
+        problems["type"] = f"must be one of {', '.join(TASK_TYPES)}"
+
+    requirements: dict[str, int] = {}
+    raw_req = data.get("requirements", {})
+    if not isinstance(raw_req, dict):
+        problems["requirements"] = "must be an object with min_gpu_memory, min_cpu_cores and min_ram"
+    else:
+        for key in sorted(set(raw_req) - set(REQUIREMENTS)):
+            problems[f"requirements.{key}"] = "unknown field"
+        for key in REQUIREMENTS:
+            value = raw_req.get(key, 0)
+            if not _is_int(value):
+                problems[f"requirements.{key}"] = "must be a whole number"
+            elif not 0 <= value <= 10**9:
+                problems[f"requirements.{key}"] = "must be between 0 and 1000000000"
+            else:
+                requirements[key] = value
+
+    priority = data.get("priority", 0)
+    if not _is_int(priority):
+        problems["priority"] = "must be a whole number"
+    elif not -1000 <= priority <= 1000:
+        problems["priority"] = "must be between -1000 and 1000"
+
+    config = _validate_config(data.get("config"), catalog, problems)
+    if problems:
+        listed = "; ".join(f"{path}: {message}" for path, message in problems.items())
+        count = len(problems)
+        raise ValidationError(f"invalid task ({count} problem{'s' if count > 1 else ''}): {listed}", problems)
+    return TaskSpec(task_type, requirements, config, priority)
+
+
+def _validate_config(raw: Any, catalog: Catalog, problems: dict[str, str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        problems["config"] = "must be an object with name, model, dataset, batch_size, learning_rate, epochs, distributed and n_clients"
+        return {}
+    for key in sorted(set(raw) - set(CONFIG_FIELDS)):
+        problems[f"config.{key}"] = "unknown field"
+    config: dict[str, Any] = {}
+    for name, spec in CONFIG_FIELDS.items():
+        if name not in raw:
+            if name in REQUIRED_CONFIG:
+                problems[f"config.{name}"] = "is required"
+            else:
+                config[name] = spec.default
+            continue
+        error = _check_field(name, spec, raw[name])
+        if error:
+            problems[f"config.{name}"] = error
+        else:
+            config[name] = raw[name]
+
+    model, dataset = config.get("model"), config.get("dataset")
+    if "model" in raw and not isinstance(raw["model"], str):
+        problems["config.model"] = "must be a text"
+    elif isinstance(model, str) and model not in catalog.models:
+        problems["config.model"] = f"unknown model {model!r}; available: {', '.join(sorted(catalog.models))}"
+    if "dataset" in raw and not isinstance(raw["dataset"], str):
+        problems["config.dataset"] = "must be a text"
+    elif isinstance(dataset, str) and dataset not in catalog.datasets:
+        problems["config.dataset"] = f"unknown dataset {dataset!r}; available: {', '.join(sorted(catalog.datasets))}"
+
+    if config.get("distributed") is False and isinstance(config.get("n_clients"), int) and config["n_clients"] != 1:
+        problems["config.n_clients"] = "must be 1 when distributed is false"
+
+    if isinstance(model, str) and model in catalog.models and isinstance(config.get("model_options"), dict):
+        config["model_options"] = _validate_options("config.model_options", catalog.models[model],
+                                                    config["model_options"], problems)
+    if isinstance(dataset, str) and dataset in catalog.datasets and isinstance(config.get("dataset_options"), dict):
+        config["dataset_options"] = _validate_options("config.dataset_options", catalog.datasets[dataset],
+                                                      config["dataset_options"], problems)
+        _check_data_fit(config, catalog, problems)
+    return config
+
+
+def _validate_options(path: str, recipe: Any, given: dict[str, Any], problems: dict[str, str]) -> dict[str, Any]:
+    if not recipe.builtin:
+        return dict(given)  # an installed recipe validates its own options in the worker
+    out: dict[str, Any] = {}
+    for key in sorted(set(given) - set(recipe.options)):
+        problems[f"{path}.{key}"] = f"unknown option of {recipe.kind} {recipe.name!r}"
+    for key, option in recipe.options.items():
+        if key not in given:
+            if option.required:
+                problems[f"{path}.{key}"] = "is required"
+            elif option.default is not None:
+                out[key] = option.default
+            continue
+        error = check_option(key, option, given[key])
+        if error:
+            problems[f"{path}.{key}"] = error
+        else:
+            out[key] = given[key]
+    for key, option in recipe.options.items():
+        if option.kind == "source" and isinstance(out.get(key), str) and "://" in out[key]:
+            sha_key = "sha256" if key == "source" else f"{key}_sha256"
+            if sha_key in recipe.options and sha_key not in out and f"{path}.{sha_key}" not in problems:
+                problems[f"{path}.{sha_key}"] = f"is required when {key} is a URL"
+    return out
+
+
+def _check_data_fit(config: dict[str, Any], catalog: Catalog, problems: dict[str, str]) -> None:
+    model, dataset = catalog.models.get(config.get("model", "")), catalog.datasets.get(config.get("dataset", ""))
+    if model is None or dataset is None or not model.builtin or not dataset.builtin:
+        return
+    produced = set(dataset.data)
+    if dataset.name == "synthetic":
+        produced = {config["dataset_options"].get("kind", "vector")}
+    if not produced & set(model.data):
+        problems["config.dataset"] = (
+            f"model {model.name!r} needs {' or '.join(sorted(model.data))} data; "
+            f"dataset {dataset.name!r} gives {' or '.join(sorted(produced))}"
+        )

@@ -1,0 +1,159 @@
+"""The recipe catalog: names and options of the models and datasets a task may name. No torch here.
+
+Built-in recipes are listed below; their code lives in app/training/recipes/ and is imported by workers
+only. Recipes a volunteer installs are Python entry points in the group `aifarm.recipes`, named
+`model.NAME` or `dataset.NAME`; the catalog lists them by name without importing them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+ENTRY_POINT_GROUP = "aifarm.recipes"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One recipe option: its type, default, bounds and help."""
+
+    kind: str  # "int", "float", "str", "bool", "int_list", "sha256", "source"
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    required: bool = False
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model or dataset recipe's description."""
+
+    name: str
+    kind: str  # "model" or "dataset"
+    data: frozenset[str]  # models: input kinds accepted; datasets: kinds produced
+    options: dict[str, Option] = field(default_factory=dict)
+    description: str = ""
+    builtin: bool = True
+
+
+_SOURCE = Option("source", help="a local file path or an http(s) URL")
+_SHA = Option("sha256", help="sha256 of the file (required for URLs)")
+
+BUILTIN_MODELS: dict[str, Recipe] = {
+    "mlp": Recipe("mlp", "model", frozenset({"vector", "image"}), {
+        "hidden": Option("int_list", [128, 64], 1, 8192, help="sizes of the hidden layers"),
+        "dropout": Option("float", 0.0, 0.0, 0.9, help="dropout after each hidden layer"),
+    }, "multi-layer perceptron on feature vectors (images are flattened)"),
+    "cnn": Recipe("cnn", "model", frozenset({"image"}), {
+        "channels": Option("int_list", [16, 32], 1, 512, help="channels of the two convolution blocks"),
+        "hidden": Option("int", 128, 8, 8192, help="size of the dense layer"),
+    }, "small convolutional network for 28x28 single-channel images"),
+    "char_lstm": Recipe("char_lstm", "model", frozenset({"tokens"}), {
+        "embedding": Option("int", 64, 4, 4096, help="embedding size"),
+        "hidden": Option("int", 128, 8, 8192, help="LSTM hidden size"),
+        "layers": Option("int", 1, 1, 8, help="LSTM layers"),
+    }, "character-level LSTM language model (predicts the next character)"),
+}
+
+BUILTIN_DATASETS: dict[str, Recipe] = {
+    "synthetic": Recipe("synthetic", "dataset", frozenset({"vector", "image", "tokens"}), {
+        "kind": Option("str", "vector", choices=("vector", "image", "tokens"), help="what to generate"),
+        "samples": Option("int", 2048, 16, 50_000_000, help="number of samples"),
+        "features": Option("int", 32, 1, 1_000_000, help="features per vector sample"),
+        "classes": Option("int", 4, 2, 10_000, help="number of classes"),
+        "seq_len": Option("int", 32, 2, 4096, help="sequence length for tokens"),
+        "vocab": Option("int", 32, 2, 65_536, help="vocabulary size for tokens"),
+        "noise": Option("float", 0.5, 0.0, 100.0, help="noise around the class centres"),
+        "seed": Option("int", 0, 0, 2**31 - 1, help="the generator's seed: same seed, same data"),
+    }, "deterministic generated data of any size, for tests and benchmarks"),
+    "mnist": Recipe("mnist", "dataset", frozenset({"image", "vector"}), {
+        "images": Option("source", required=True, help="IDX images file (path or URL, .gz allowed)"),
+        "labels": Option("source", required=True, help="IDX labels file (path or URL, .gz allowed)"),
+        "images_sha256": _SHA,
+        "labels_sha256": _SHA,
+    }, "MNIST-format IDX files (28x28 grey images and labels), from a path or a URL with its sha256"),
+    "csv": Recipe("csv", "dataset", frozenset({"vector"}), {
+        "source": Option("source", required=True, help="CSV file with a header row (path or URL)"),
+        "sha256": _SHA,
+        "label_column": Option("str", required=True, help="the column holding the class label"),
+    }, "tabular data: numeric feature columns and a label column"),
+    "text": Recipe("text", "dataset", frozenset({"tokens"}), {
+        "source": Option("source", required=True, help="UTF-8 text file (path or URL)"),
+        "sha256": _SHA,
+        "seq_len": Option("int", 64, 2, 4096, help="characters per training sequence"),
+    }, "plain text for character-level language models"),
+}
+
+
+def installed_recipes() -> dict[str, Recipe]:
+    """Recipes installed as `aifarm.recipes` entry points, by '<kind>.<name>' (not imported)."""
+    out: dict[str, Recipe] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        kind, _, name = ep.name.partition(".")
+        if kind in ("model", "dataset") and name:
+            out[ep.name] = Recipe(name, kind, frozenset({"vector", "image", "tokens"}), {}, f"installed: {ep.value}",
+                                  builtin=False)
+    return out
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The models and datasets this machine knows."""
+
+    models: dict[str, Recipe]
+    datasets: dict[str, Recipe]
+
+    @classmethod
+    def load(cls) -> "Catalog":
+        """Built-in recipes plus those installed on this machine."""
+        models, datasets = dict(BUILTIN_MODELS), dict(BUILTIN_DATASETS)
+        for recipe in installed_recipes().values():
+            (models if recipe.kind == "model" else datasets).setdefault(recipe.name, recipe)
+        return cls(models, datasets)
+
+    def has(self, model: str, dataset: str) -> bool:
+        """True when both recipes are available here."""
+        return model in self.models and dataset in self.datasets
+
+
+def check_option(name: str, option: Option, value: Any) -> str | None:
+    """What is wrong with an option value, or None."""
+    kind = option.kind
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
+            return f"must be {'a whole number' if kind == 'int' else 'a number'}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be finite"
+        if option.minimum is not None and value < option.minimum:
+            return f"must be at least {option.minimum:g}"
+        if option.maximum is not None and value > option.maximum:
+            return f"must be at most {option.maximum:g}"
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            return "must be true or false"
+    elif kind == "int_list":
+        if not isinstance(value, list) or not value or len(value) > 16:
+            return "must be a list of 1 to 16 whole numbers"
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int):
+                return "must be a list of whole numbers"
+            if (option.minimum is not None and item < option.minimum) or (option.maximum is not None and item > option.maximum):
+                return f"each must be between {option.minimum:g} and {option.maximum:g}"
+    elif kind == "sha256":
+        if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value.lower()):
+            return "must be 64 hexadecimal characters"
+    elif kind == "source":
+        if not isinstance(value, str) or not value.strip() or len(value) > 2048:
+            return "must be a file path or an http(s) URL"
+        if "://" in value and not value.lower().startswith(("http://", "https://")):
+            return "only http:// and https:// URLs are supported"
+    elif kind == "str":
+        if not isinstance(value, str) or not value or len(value) > 255:
+            return "must be a non-empty text of at most 255 characters"
+        if option.choices and value not in option.choices:
+            return f"must be one of {', '.join(option.choices)}"
+    return None

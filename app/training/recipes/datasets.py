@@ -1,0 +1,411 @@
+"""Built-in datasets: synthetic, mnist (IDX files), csv and text, loaded into train/validation TensorDatasets."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import http.client
+import io
+import math
+import os
+import re
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from app.training.catalog import BUILTIN_DATASETS, Recipe, check_option
+from app.training.recipes import DataError, RecipeError
+
+KINDS = ("vector", "image", "tokens")
+DOWNLOAD_TIMEOUT_S = 30.0
+CHUNK_BYTES = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+IDX_IMAGES_MAGIC = 0x00000803
+IDX_LABELS_MAGIC = 0x00000801
+MNIST_SIDE = 28
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a dataset produces: its input kind, per-sample input shape and number of classes."""
+
+    kind: str  # "vector" | "image" | "tokens"
+    input_shape: tuple[int, ...]  # per-sample: (features,) | (1, 28, 28) | (seq_len,)
+    n_classes: int  # classes, or vocabulary size for tokens
+    vocab: tuple[str, ...] | None = None  # characters for the text dataset
+
+
+Loaded = tuple[torch.Tensor, torch.Tensor, DataInfo]
+
+
+def resolved_options(recipe: Recipe, options: Any) -> dict[str, Any]:
+    """The recipe's options with catalog defaults filled in, checked against the catalog; RecipeError if wrong."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise RecipeError(f"{recipe.kind} {recipe.name!r}: options must be a mapping, not {type(options).__name__}")
+    unknown = sorted(set(options) - set(recipe.options))
+    if unknown:
+        raise RecipeError(f"{recipe.kind} {recipe.name!r}: unknown option(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(recipe.options))}")
+    out: dict[str, Any] = {}
+    for key, option in recipe.options.items():
+        value = options.get(key)
+        if value is None:
+            if option.required:
+                raise RecipeError(f"{recipe.kind} {recipe.name!r}: option {key!r} is required")
+            if option.default is None:
+                out[key] = None
+                continue
+            value = option.default
+        problem = check_option(key, option, value)
+        if problem:
+            raise RecipeError(f"{recipe.kind} {recipe.name!r}: option {key!r} {problem} (got {value!r})")
+        out[key] = list(value) if isinstance(value, list) else value
+    return out
+
+
+def load_dataset(name: str, options: dict, *, cache_dir: Path, validation_split: float, seed: int,
+                 want: str | None = None,
+                 log: Callable[[str], None] = print) -> tuple[TensorDataset, TensorDataset, DataInfo]:
+    """Load a built-in dataset and split it deterministically into (train, validation, info)."""
+    recipe = BUILTIN_DATASETS.get(name) if isinstance(name, str) else None
+    if recipe is None:
+        raise RecipeError(f"unknown dataset {name!r}; built-in datasets: {', '.join(sorted(BUILTIN_DATASETS))}")
+    if want is not None and want not in KINDS:
+        raise RecipeError(f"unknown input kind {want!r}; expected one of {', '.join(KINDS)}")
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+            or not math.isfinite(validation_split) or not 0 <= validation_split < 1:
+        raise RecipeError(f"validation_split must be a number in [0, 1), got {validation_split!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise RecipeError(f"seed must be a whole number, got {seed!r}")
+    opts = resolved_options(recipe, options)
+    cache = Path(cache_dir)
+    if name == "synthetic":
+        inputs, targets, info = _synthetic(opts)
+    elif name == "mnist":
+        inputs, targets, info = _mnist(opts, cache, log)
+    elif name == "csv":
+        inputs, targets, info = _csv(opts, cache, log)
+    else:
+        inputs, targets, info = _text(opts, cache, log)
+    if info.kind == "image" and want == "vector":
+        inputs = inputs.reshape(inputs.shape[0], -1)
+        info = DataInfo("vector", (int(inputs.shape[1]),), info.n_classes, info.vocab)
+    train, validation = split_dataset(inputs, targets, validation_split, seed)
+    return train, validation, info
+
+
+def split_dataset(inputs: torch.Tensor, targets: torch.Tensor, validation_split: float,
+                  seed: int) -> tuple[TensorDataset, TensorDataset]:
+    """A seeded permutation split: validation gets the first round(n*split) samples (at least 1, at most n-1)."""
+    n = int(inputs.shape[0])
+    if n != int(targets.shape[0]):
+        raise RecipeError(f"{n} inputs but {int(targets.shape[0])} targets")
+    if n < 2:
+        raise RecipeError(f"the dataset has {n} sample(s); at least 2 are needed for a training and a validation set")
+    n_val = min(max(1, round(n * validation_split)), n - 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    return TensorDataset(inputs[train_idx], targets[train_idx]), TensorDataset(inputs[val_idx], targets[val_idx])
+
+
+# --- synthetic -----------------------------------------------------------------------------------------------------
+
+def _synthetic(opts: dict[str, Any]) -> Loaded:
+    """Deterministic generated data: Gaussian blobs, patterned images or arithmetic token sequences."""
+    gen = torch.Generator().manual_seed(int(opts["seed"]))
+    samples, classes, noise = int(opts["samples"]), int(opts["classes"]), float(opts["noise"])
+    kind = opts["kind"]
+    if kind == "vector":
+        features = int(opts["features"])
+        centres = torch.randn(classes, features, generator=gen) * 2.0
+        labels = torch.randperm(samples, generator=gen) % classes
+        inputs = centres[labels] + noise * torch.randn(samples, features, generator=gen)
+        return inputs.float(), labels.long(), DataInfo("vector", (features,), classes)
+    if kind == "image":
+        coarse = torch.rand(classes, 1, 7, 7, generator=gen)
+        patterns = torch.nn.functional.interpolate(coarse, size=(MNIST_SIDE, MNIST_SIDE), mode="bilinear",
+                                                   align_corners=False)
+        labels = torch.randperm(samples, generator=gen) % classes
+        inputs = patterns[labels] + noise * torch.randn(samples, 1, MNIST_SIDE, MNIST_SIDE, generator=gen)
+        return inputs.clamp_(0.0, 1.0).float(), labels.long(), DataInfo("image", (1, MNIST_SIDE, MNIST_SIDE), classes)
+    if kind == "tokens":
+        seq_len, vocab = int(opts["seq_len"]), int(opts["vocab"])
+        max_step = max(1, min(3, vocab - 1))
+        starts = torch.randint(0, vocab, (samples, 1), generator=gen)
+        steps = torch.randint(1, max_step + 1, (samples, 1), generator=gen)
+        seqs = (starts + steps * torch.arange(seq_len + 1).unsqueeze(0)) % vocab
+        seqs = seqs.long()
+        return seqs[:, :-1].contiguous(), seqs[:, 1:].contiguous(), DataInfo("tokens", (seq_len,), vocab)
+    raise RecipeError(f"synthetic: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+# --- sources: local paths and verified downloads -------------------------------------------------------------------
+
+def _is_url(source: str) -> bool:
+    """True for an http(s) URL."""
+    return source.lower().startswith(("http://", "https://"))
+
+
+def _sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_source(source: str, sha256: str | None, *, cache_dir: Path, what: str,
+                 log: Callable[[str], None] = print) -> Path:
+    """A local file for a source: the path itself (verified when sha256 is given) or a verified cached download."""
+    if not isinstance(source, str) or not source.strip():
+        raise RecipeError(f"{what}: the source must be a file path or an http(s) URL")
+    expected = sha256.strip().lower() if isinstance(sha256, str) and sha256.strip() else None
+    if expected is not None and not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise RecipeError(f"{what}: the sha256 must be 64 hexadecimal characters, got {sha256!r}")
+    if _is_url(source):
+        if not expected:
+            raise RecipeError(f"{what}: a sha256 is required for the URL {source}")
+        return _download(source, expected, Path(cache_dir), log)
+    if "://" in source:
+        raise RecipeError(f"{what}: only http:// and https:// URLs are supported, not {source}")
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise DataError(f"{what}: file not found: {path}")
+    if expected:
+        try:
+            actual = _sha256_file(path)
+        except OSError as exc:
+            raise DataError(f"{what}: cannot read {path}: {exc}") from exc
+        if actual != expected:
+            raise DataError(f"sha256 mismatch for {path}: expected {expected}, got {actual}")
+    return path
+
+
+def _download(url: str, expected: str, cache_dir: Path, log: Callable[[str], None]) -> Path:
+    """Download url into cache_dir/<sha256> (reusing a verified cached copy); DataError on any failure."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the cache directory {cache_dir}: {exc}") from exc
+    target = cache_dir / expected
+    if target.is_file():
+        try:
+            if _sha256_file(target) == expected:
+                log(f"using cached {url} ({target})")
+                return target
+            target.unlink()  # a stale or damaged copy: fetch it again
+        except OSError:
+            pass
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=".download-", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        received = 0
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                    length = response.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() and int(length) > 0 else None
+                    next_pct = 10
+                    while chunk := response.read(CHUNK_BYTES):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        if total:
+                            pct = min(100, received * 100 // total)
+                            if pct >= next_pct:
+                                log(f"downloading {url}: {pct}% of {total} bytes ...")
+                                next_pct = (pct // 10 + 1) * 10
+            except urllib.error.HTTPError as exc:
+                raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+            except urllib.error.URLError as exc:
+                raise DataError(f"download of {url} failed: {exc.reason}") from exc
+            except (TimeoutError, http.client.HTTPException, OSError, ValueError) as exc:
+                raise DataError(f"download of {url} failed: {exc or type(exc).__name__}") from exc
+        if total is None:
+            log(f"downloading {url}: {received} bytes in total (size was not announced)")
+        elif received != total:
+            raise DataError(f"download of {url} failed: received {received} of {total} bytes")
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise DataError(f"sha256 mismatch for {url}: expected {expected}, got {actual}")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise DataError(f"download of {url} failed: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    """A file's bytes, gunzipped when the file is gzip-compressed."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{what}: cannot read {path}: {exc}") from exc
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise RecipeError(f"{what}: {path} is not a valid gzip file: {exc}") from exc
+    return data
+
+
+def _load_source(opts: dict[str, Any], key: str, sha_key: str, cache_dir: Path, what: str,
+                 log: Callable[[str], None]) -> tuple[bytes, str]:
+    """The bytes of a source option (downloaded and verified as needed) and a name for messages."""
+    source = opts[key]
+    path = fetch_source(source, opts.get(sha_key), cache_dir=cache_dir, what=what, log=log)
+    return _read_bytes(path, what), source
+
+
+# --- mnist ---------------------------------------------------------------------------------------------------------
+
+def parse_idx_images(data: bytes, name: str) -> np.ndarray:
+    """The (N, 28, 28) uint8 images of an IDX images file; RecipeError naming the file when malformed."""
+    if len(data) < 16:
+        raise RecipeError(f"{name}: truncated IDX header ({len(data)} bytes, expected at least 16)")
+    magic, count, rows, cols = struct.unpack(">IIII", data[:16])
+    if magic != IDX_IMAGES_MAGIC:
+        raise RecipeError(f"{name}: wrong magic number 0x{magic:08x} for an IDX images file "
+                          f"(expected 0x{IDX_IMAGES_MAGIC:08x})")
+    if (rows, cols) != (MNIST_SIDE, MNIST_SIDE):
+        raise RecipeError(f"{name}: images are {rows}x{cols}, expected {MNIST_SIDE}x{MNIST_SIDE}")
+    if count == 0:
+        raise RecipeError(f"{name}: the file holds no images")
+    expected = 16 + count * rows * cols
+    if len(data) != expected:
+        raise RecipeError(f"{name}: header announces {count} images ({expected} bytes) but the file has "
+                          f"{len(data)} bytes")
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
+
+
+def parse_idx_labels(data: bytes, name: str) -> np.ndarray:
+    """The (N,) uint8 labels of an IDX labels file; RecipeError naming the file when malformed."""
+    if len(data) < 8:
+        raise RecipeError(f"{name}: truncated IDX header ({len(data)} bytes, expected at least 8)")
+    magic, count = struct.unpack(">II", data[:8])
+    if magic != IDX_LABELS_MAGIC:
+        raise RecipeError(f"{name}: wrong magic number 0x{magic:08x} for an IDX labels file "
+                          f"(expected 0x{IDX_LABELS_MAGIC:08x})")
+    if len(data) != 8 + count:
+        raise RecipeError(f"{name}: header announces {count} labels ({8 + count} bytes) but the file has "
+                          f"{len(data)} bytes")
+    return np.frombuffer(data, dtype=np.uint8, offset=8)
+
+
+def _mnist(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> Loaded:
+    """MNIST-format IDX images and labels as (N,1,28,28) floats in [0,1] and int64 classes."""
+    image_bytes, image_name = _load_source(opts, "images", "images_sha256", cache_dir, "mnist images", log)
+    label_bytes, label_name = _load_source(opts, "labels", "labels_sha256", cache_dir, "mnist labels", log)
+    images = parse_idx_images(image_bytes, image_name)
+    labels = parse_idx_labels(label_bytes, label_name)
+    if len(images) != len(labels):
+        raise RecipeError(f"count mismatch: {image_name} holds {len(images)} images but {label_name} holds "
+                          f"{len(labels)} labels")
+    inputs = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    targets = torch.from_numpy(labels.astype(np.int64))
+    n_classes = max(10, int(labels.max()) + 1)
+    return inputs, targets, DataInfo("image", (1, MNIST_SIDE, MNIST_SIDE), n_classes)
+
+
+# --- csv -----------------------------------------------------------------------------------------------------------
+
+def _decode(data: bytes, name: str) -> str:
+    """UTF-8 text (a byte-order mark is dropped); RecipeError naming the file when not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{name}: not UTF-8 text (invalid byte at offset {exc.start})") from exc
+
+
+def _csv(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> Loaded:
+    """Numeric feature columns (standardised) and a label column mapped to sorted class indices."""
+    data, name = _load_source(opts, "source", "sha256", cache_dir, "csv", log)
+    label_column = opts["label_column"]
+    reader = csv.reader(io.StringIO(_decode(data, name), newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise RecipeError(f"{name}: the file is empty (a header row is needed)")
+        header = [column.strip() for column in header]
+        if label_column not in header:
+            raise RecipeError(f"{name}: label column {label_column!r} not found; available columns: "
+                              f"{', '.join(repr(c) for c in header)}")
+        label_at = header.index(label_column)
+        feature_at = [i for i in range(len(header)) if i != label_at]
+        if not feature_at:
+            raise RecipeError(f"{name}: no feature columns besides the label column {label_column!r}")
+        rows: list[list[float]] = []
+        raw_labels: list[str] = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            line = reader.line_num
+            if len(row) != len(header):
+                raise RecipeError(f"{name}: row {line} has {len(row)} cells but the header has {len(header)} columns")
+            label = row[label_at].strip()
+            if not label:
+                raise RecipeError(f"{name}: row {line} has an empty label in column {label_column!r}")
+            values: list[float] = []
+            for i in feature_at:
+                cell = row[i].strip()
+                try:
+                    value = float(cell)
+                except ValueError:
+                    value = math.nan
+                if not math.isfinite(value):
+                    raise RecipeError(f"{name}: column {header[i]!r}, row {line}: {cell!r} is not a finite number")
+                values.append(value)
+            rows.append(values)
+            raw_labels.append(label)
+    except csv.Error as exc:
+        raise RecipeError(f"{name}: malformed CSV at row {reader.line_num}: {exc}") from exc
+    if not rows:
+        raise RecipeError(f"{name}: no data rows after the header")
+    distinct = set(raw_labels)
+    try:
+        classes = sorted(distinct, key=int)
+    except ValueError:
+        classes = sorted(distinct)
+    if len(classes) < 2:
+        raise RecipeError(f"{name}: label column {label_column!r} has only one distinct value {classes[0]!r}")
+    index = {label: i for i, label in enumerate(classes)}
+    features = np.asarray(rows, dtype=np.float64)
+    mean, std = features.mean(axis=0), features.std(axis=0)
+    std[std == 0] = 1.0
+    inputs = torch.from_numpy(((features - mean) / std).astype(np.float32))
+    targets = torch.tensor([index[label] for label in raw_labels], dtype=torch.int64)
+    return inputs, targets, DataInfo("vector", (len(feature_at),), len(classes))
+
+
+# --- text ----------------------------------------------------------------------------------------------------------
+
+def _text(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> Loaded:
+    """Non-overlapping windows of seq_len+1 characters: inputs and next-character targets over a sorted vocabulary."""
+    data, name = _load_source(opts, "source", "sha256", cache_dir, "text", log)
+    text = _decode(data, name)
+    seq_len = int(opts["seq_len"])
+    if len(text) < seq_len + 1:
+        raise RecipeError(f"{name}: the text has {len(text)} characters, fewer than seq_len+1 = {seq_len + 1}")
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    points, ids = np.unique(codes, return_inverse=True)
+    vocab = tuple(chr(int(p)) for p in points)
+    windows = len(text) // (seq_len + 1)
+    seqs = torch.from_numpy(ids[: windows * (seq_len + 1)].astype(np.int64).reshape(windows, seq_len + 1))
+    return (seqs[:, :-1].contiguous(), seqs[:, 1:].contiguous(),
+            DataInfo("tokens", (seq_len,), len(vocab), vocab))
