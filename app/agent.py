@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
 MAX_BUFFERED_LOGS = 10_000
+METRICS_INTERVAL = 10.0
 DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, OSError)
 
 
@@ -229,9 +230,8 @@ class Agent:
 
         async with self.db.connect() as conn:
             members = (await claim_queries.members_of_running(conn, task_id)).get(task_id, {}).get("members", [])
-            rows = await client_queries.get_clients(conn, [m["client_id"] for m in members])
-            infos = {r["id"]: (await client_queries.get_client(conn, r["id"]) or {}).get("gpu_info") for r in rows}
-        return "nccl" if infos and all(gpu_memory_of(info) > 0 for info in infos.values()) else "gloo"
+            rows = [await client_queries.get_client(conn, m["client_id"]) for m in members]
+        return "nccl" if rows and all(row and gpu_memory_of(row["gpu_info"]) > 0 for row in rows) else "gloo"
 
     async def fetch_checkpoint(self, owner_id: str | None, relative: str, sha256: str) -> Path | None:
         """A verified local copy of a checkpoint file (fetched from its owner's peer API when remote), or None."""
@@ -339,6 +339,7 @@ class Agent:
         await self.scheduler.void_previous_session()
         self._spawn(self.scheduler.claim_loop(), "scheduler")
         self._spawn(self.scheduler.failure_loop(), "failure-sweep")
+        self._spawn(self._metrics_loop(), "performance-metrics")
 
     async def stop(self) -> None:
         """Release work (emergency checkpoint), stop loops, say goodbye, mark inactive, close everything."""
@@ -473,6 +474,30 @@ class Agent:
                     self.log_event("info", f"marked {changed} client(s) inactive (unseen for {self.settings.inactive_after:.0f} s)")
             except DB_ERRORS as exc:
                 log.debug("sweep skipped: %s", exc)
+
+    async def _metrics_loop(self) -> None:
+        """Record this machine's CPU, RAM and GPU use in performance_metrics every METRICS_INTERVAL."""
+        import psutil
+
+        from app.db.queries import metrics as metric_queries
+
+        psutil.cpu_percent(interval=None)
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL)
+            values = [("cpu_percent", psutil.cpu_percent(interval=None)),
+                      ("ram_used_mb", psutil.virtual_memory().used / 2**20)]
+            if self.inventory["gpus"]:
+                for gpu in await asyncio.to_thread(inventory.gpu_info):
+                    if gpu.get("utilization_pct") is not None:
+                        values.append((f"gpu{gpu['index']}_utilization_pct", gpu["utilization_pct"]))
+                    values.append((f"gpu{gpu['index']}_memory_used_mb", gpu.get("memory_used_mb") or 0))
+            running = self.scheduler.current
+            try:
+                async with self.db.begin() as conn:
+                    await metric_queries.record_metrics(conn, self.client_id, values,
+                                                        task_id=running.task_id if running else None)
+            except DB_ERRORS as exc:
+                log.debug("performance metrics not recorded: %s", exc)
 
     async def _events_loop(self) -> None:
         """Move discovery events to the log and learn how peers see us."""

@@ -389,3 +389,45 @@ async def resume_agent(args: argparse.Namespace, settings: Settings) -> int:
     state = await request_running_agent(settings, "POST", "/api/v1/resume", {})
     print(state.get("summary", "donating"))
     return 0
+
+
+async def list_models(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm models [NAME]`: versions with hash and final metrics."""
+    from app.db.queries import models as model_queries
+
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        async with db.connect() as conn:
+            rows = await model_queries.list_versions(conn, args.name)
+    finally:
+        await db.dispose()
+    if args.json:
+        print_json({"models": rows})
+        return 0
+    if not rows:
+        print("no model versions yet: they are registered when a training task completes")
+        return 0
+    table = []
+    for row in rows:
+        metrics = (row["config"] or {}).get("final_metrics") or {}
+        acc = metrics.get("val_accuracy")
+        table.append((row["name"], row["version"], row["hash"][:12] if row["hash"] else "-",
+                      f"{acc:.3f}" if isinstance(acc, (int, float)) else "-", row["url"], relative_time(row["created_at"])))
+    print(format_table(("NAME", "VERSION", "SHA256", "VAL ACC", "URL", "CREATED"), table))
+    return 0
+
+
+async def pull_model(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm models pull NAME[:VERSION] [-o FILE]`: download and verify."""
+    from pathlib import Path
+
+    from app.model_store import pull
+
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        row, path = await pull(db, args.ref, Path(args.output) if args.output else None, settings.farm_name,
+                               progress=not args.quiet)
+    finally:
+        await db.dispose()
+    print(f"{row['name']} v{row['version']} saved to {path} (sha256 {row['hash']} verified)")
+    return 0

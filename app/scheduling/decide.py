@@ -28,24 +28,33 @@ class Member:
     cpu_cores: int
 
 
+def _count(value: Any) -> int:
+    """A non-negative whole number from a stored JSON value; 0 for anything malformed (never raises)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return max(number, 0)
+
+
 def gpu_memory_of(gpu_info: Any) -> int:
     """The largest GPU memory (MB) in a clients.gpu_info list; 0 without GPUs."""
     if not isinstance(gpu_info, list):
         return 0
-    sizes = [int(gpu.get("memory_total_mb") or 0) for gpu in gpu_info if isinstance(gpu, dict)]
+    sizes = [_count(gpu.get("memory_total_mb")) for gpu in gpu_info if isinstance(gpu, dict)]
     return max(sizes, default=0)
 
 
 def cpu_cores_of(cpu_info: Any) -> int:
     """Logical cores from clients.cpu_info."""
     if isinstance(cpu_info, dict):
-        return int(cpu_info.get("logical_cores") or cpu_info.get("physical_cores") or 1)
+        return _count(cpu_info.get("logical_cores")) or _count(cpu_info.get("physical_cores")) or 1
     return 1
 
 
 def ram_of(ram_info: Any) -> int:
     """Total RAM (MB) from clients.ram_info."""
-    return int(ram_info.get("total_mb") or 0) if isinstance(ram_info, dict) else 0
+    return _count(ram_info.get("total_mb")) if isinstance(ram_info, dict) else 0
 
 
 def elect(members: Sequence[Member]) -> list[Member]:

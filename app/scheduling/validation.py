@@ -16,7 +16,7 @@ from app.training.catalog import Catalog, check_option
 
 TASK_TYPES = ("training",)
 MAX_N_CLIENTS = 64
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
 INTERVAL = re.compile(r"^\s*(\d+)\s*(steps?|s|sec|seconds?|m|min|minutes?)\s*$")
 
 TOP_LEVEL = {"type", "requirements", "config", "priority"}
@@ -251,6 +251,8 @@ def _check_data_fit(config: dict[str, Any], catalog: Catalog, problems: dict[str
         return
     produced = set(dataset.data)
     if dataset.name == "synthetic":
+        if "config.dataset_options.kind" in problems:
+            return  # the kind itself is wrong: do not report a mismatch with the default it fell back to
         produced = {config["dataset_options"].get("kind", "vector")}
     if not produced & set(model.data):
         problems["config.dataset"] = (

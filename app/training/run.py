@@ -180,7 +180,7 @@ class TaskRun:
         metrics = {**(message.get("metrics") or {}), "sha256": message["sha256"], "step": message["step"],
                    "epoch": message["epoch"], "rank": self.rank, "size": path.stat().st_size,
                    "generation": self.generation}
-        full = kind in checkpoint_queries.FULL_TYPES
+        full = kind in ("regular", "emergency", "final")
         async with self.db.begin() as conn:
             await checkpoint_queries.record(conn, task_id=self.task_id, generation=self.generation,
                                             client_id=self.agent.client_id, path=relative, kind=kind, metrics=metrics,
@@ -248,7 +248,7 @@ class TaskRun:
 
     async def _choose_resume(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         async with self.db.connect() as conn:
-            candidates = await checkpoint_queries.resume_candidates(conn, self.task_id)
+            candidates = await checkpoint_queries.resume_candidates(conn, self.task_id, self.agent.client_id)
         for row in candidates:
             metrics = row["metrics"] or {}
             local = await self.agent.fetch_checkpoint(row["client_id"], row["path"], metrics.get("sha256", ""))

@@ -345,11 +345,9 @@ class Trainer:
               step: int, metrics: dict[str, Any]) -> None:
         suffix = f"-r{self.rank}" if kind == "distributed" or (kind == "emergency" and self.rank) else ""
         path = self.checkpoint_dir / f"{kind}-{step:09d}{suffix}.pt"
-        if kind == "distributed":
-            sha = save_checkpoint(path, {"rng": _rng_state(), "rank": self.rank, "step": step, "epoch": epoch,
-                                         "step_in_epoch": step_in_epoch})
-        else:
-            sha = self._write(path, model, optimizer, scheduler, epoch, step_in_epoch, step, metrics)
+        # Every rank writes the whole replica (DDP keeps them identical) plus its own RNG and sampler
+        # position, so the group can resume from any survivor when rank 0's machine is gone.
+        sha = self._write(path, model, optimizer, scheduler, epoch, step_in_epoch, step, metrics)
         self.channel.send("checkpoint", kind=kind, path=str(path), sha256=sha, step=step, epoch=epoch,
                           metrics=metrics)
 

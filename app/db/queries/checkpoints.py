@@ -12,7 +12,7 @@ from app.db.queries import row_dict
 from app.db.queries.claims import check_fence
 from app.db.schema import checkpoints, task_assignments, tasks
 
-FULL_TYPES = ("regular", "emergency", "final")
+FULL_TYPES = ("regular", "distributed", "emergency", "final")
 
 
 async def record(conn: AsyncConnection, *, task_id: int, generation: int, client_id: str, path: str, kind: str,
@@ -34,12 +34,19 @@ async def record(conn: AsyncConnection, *, task_id: int, generation: int, client
     return int(result.inserted_primary_key[0])
 
 
-async def resume_candidates(conn: AsyncConnection, task_id: int) -> list[dict[str, Any]]:
-    """Full checkpoints of a task, newest step first (ties: newest row first)."""
+async def resume_candidates(conn: AsyncConnection, task_id: int, prefer_client: str | None = None) -> list[dict[str, Any]]:
+    """Checkpoints a task can resume from (every rank's are whole), newest step first; at one step, this
+    client's own files first (no transfer), then rank 0's, then the newest row."""
     rows = [row_dict(r) for r in await conn.execute(
         select(checkpoints).where(checkpoints.c.task_id == task_id, checkpoints.c.type.in_(FULL_TYPES))
     )]
-    return sorted(rows, key=lambda r: (int((r["metrics"] or {}).get("step", -1)), r["id"]), reverse=True)
+
+    def key(row: dict[str, Any]) -> tuple[int, int, int, int]:
+        metrics = row["metrics"] or {}
+        return (int(metrics.get("step", -1)), int(row["client_id"] == prefer_client),
+                int(metrics.get("rank", 1) == 0), row["id"])
+
+    return sorted(rows, key=key, reverse=True)
 
 
 async def rank_state(conn: AsyncConnection, task_id: int, rank: int, step: int) -> dict[str, Any] | None:

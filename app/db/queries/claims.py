@@ -123,11 +123,17 @@ async def form_group(conn: AsyncConnection, task_id: int) -> Formation:
     members = [Member(r.client_id, r.rank, gpu_memory_of(r.gpu_info), cpu_cores_of(r.cpu_info)) for r in rows]
     order = elect(members)
     ids = {r.client_id: r.id for r in rows}
-    # Two steps keep (task_id, rank) unique at every moment: first to negative ranks, then to the new ones.
-    await conn.execute(
-        update(task_assignments).where(task_assignments.c.task_id == task_id).values(rank=-1 - task_assignments.c.rank)
-    )
-    for member in order:
+    before = {r.client_id: r.rank for r in rows}
+    # Only rows whose rank changes are touched: rewriting a unique key to the same value still deletes and
+    # re-inserts its index entry, and on InnoDB those gap locks deadlock concurrent formations.
+    moved = [member for member in order if before[member.client_id] != member.rank]
+    if moved:
+        # Two steps keep (task_id, rank) unique at every moment: first to negative ranks, then to the new ones.
+        await conn.execute(
+            update(task_assignments).where(task_assignments.c.id.in_([ids[m.client_id] for m in moved]))
+            .values(rank=-1 - task_assignments.c.rank)
+        )
+    for member in moved:
         await conn.execute(update(task_assignments).where(task_assignments.c.id == ids[member.client_id]).values(rank=member.rank))
     coordinator = order[0].client_id
     now = dialect.now(conn)

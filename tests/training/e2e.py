@@ -1,0 +1,102 @@
+"""Helpers for end-to-end training tests: tasks, database reads, worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from app.db.engine import create_database
+from app.db.migrate import upgrade
+from app.db.queries import checkpoints as checkpoint_queries
+from app.db.queries import claims as claim_queries
+from app.db.queries import logs as log_queries
+from app.db.queries import tasks as task_queries
+from tests.agent.harness import agent_env
+
+
+def mlp_task(name: str = "demo", *, n_clients: int = 1, epochs: int = 3, samples: int = 4000,
+             checkpoint: str = "20 steps", **config: Any) -> dict[str, Any]:
+    """A small deterministic MLP task on synthetic data."""
+    return {
+        "type": "training",
+        "requirements": {"min_cpu_cores": 1},
+        "priority": 0,
+        "config": {
+            "name": name, "model": "mlp", "dataset": "synthetic", "batch_size": 32, "learning_rate": 0.01,
+            "epochs": epochs, "distributed": n_clients > 1, "n_clients": n_clients, "checkpoint_interval": checkpoint,
+            "dataset_options": {"samples": samples, "features": 16, "classes": 4, "noise": 2.0},
+            **config,
+        },
+    }
+
+
+async def upgraded(url: str) -> None:
+    """Create the schema."""
+    db = create_database(url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.dispose()
+
+
+def submit(tmp_path: Path, url: str, task: dict[str, Any]) -> int:
+    """`aifarm submit` through the real CLI; returns the id."""
+    path = tmp_path / f"task-{len(list(tmp_path.glob('task-*.json')))}.json"
+    path.write_text(json.dumps(task))
+    done = subprocess.run([sys.executable, "-m", "app", "submit", str(path), "--database-url", url],
+                          capture_output=True, text=True, env=agent_env(tmp_path), timeout=60)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip())
+
+
+async def read(url: str, fn: Any, *args: Any) -> Any:
+    """Run one query function on a fresh connection."""
+    db = create_database(url)
+    try:
+        async with db.connect() as conn:
+            return await fn(conn, *args)
+    finally:
+        await db.dispose()
+
+
+def sync(coro: Any) -> Any:
+    """Run a coroutine from synchronous polling code (own thread, own loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def task(url: str, task_id: int) -> dict[str, Any]:
+    """The task row, synchronously."""
+    return sync(read(url, task_queries.get_task, task_id))
+
+
+def run_state(url: str, task_id: int) -> dict[str, Any] | None:
+    """The task_runs row, synchronously."""
+    return sync(read(url, claim_queries.get_run, task_id))
+
+
+def checkpoints(url: str, task_id: int) -> list[dict[str, Any]]:
+    """Checkpoint rows, newest first, synchronously."""
+    return sync(read(url, checkpoint_queries.list_for_task, task_id))
+
+
+def task_logs(url: str, task_id: int) -> list[str]:
+    """task_logs messages, oldest first."""
+    rows = sync(read(url, lambda conn, t: log_queries.recent_task_logs(conn, t, 1000), task_id))
+    return [r["message"] for r in reversed(rows)]
+
+
+def worker_pids(agent_pid: int) -> list[int]:
+    """Training worker processes under an agent."""
+    try:
+        children = psutil.Process(agent_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [c.pid for c in children if "app.training.worker" in " ".join(c.cmdline())]
