@@ -260,7 +260,7 @@ class Additions(TypedDict):
 # Extended by later migrations: tables, and per table the seed-style (unprefixed) names of added indexes.
 ADDITIONS: Additions = {
     "tables": {"farms", "task_runs"},
-    "indexes": {name: set() for name in EXPECTED} | {"tasks": {"idx_claim"}, "task_assignments": {"unique_task_client"}},
+    "indexes": {name: set() for name in EXPECTED} | {"tasks": {"idx_claim"}},
 }
 
 

@@ -18,6 +18,7 @@ from app.db.engine import create_database
 from app.db.migrate import upgrade
 from tests.agent.harness import AgentProcess, agent_env, wait_for
 from tests.mysql_server import MysqlServer, start_server
+from tests.training.e2e import mlp_task, submit, task, task_logs
 
 SUBNET = "10.213.{}."
 
@@ -138,6 +139,15 @@ async def test_three_hosts_discover_each_other_across_the_bridge(tmp_path: Path,
             addresses = {p["client_id"]: p["addresses"] for p in view["peers"]}
             assert addresses[agents[1].client_id] == [hosts[1].address]
             assert addresses[agents[2].client_id] == [hosts[2].address]
+
+            # A distributed task across two of the hosts: gloo talks over the bridge, not loopback.
+            task_id = submit(tmp_path, url, mlp_task("acrosshosts", n_clients=2, epochs=2))
+            wait_for(lambda: task(url, task_id)["status"] in ("completed", "failed", "error"), 180,
+                     "the distributed task across namespaces to end")
+            row = task(url, task_id)
+            assert row["status"] == "completed", row["error_log"]
+            published = [m for m in task_logs(url, task_id) if m.startswith("rendezvous published at")]
+            assert published and not published[0].split(" at ")[1].startswith("127."), published
         finally:
             for agent in agents:
                 agent.stop()

@@ -148,8 +148,13 @@ class Ledger:
 
 async def _wait_for_group(db: Database, client_id: str, task_id: int, ledger: Ledger, join_wait: float,
                           poll: float) -> tuple[int, int] | None:
-    """Hold the rank until the group forms ((rank, generation)), or give it back after join_wait (None)."""
+    """Hold the rank until the group forms ((rank, generation)), or give it back after join_wait (None).
+
+    The wait is jittered like the scheduler's claim interval: agents that give back in lockstep and claim again
+    at the same moment would skip each other's locked task (SKIP LOCKED) and split into groups again.
+    """
     since = time.monotonic()
+    join_wait *= random.uniform(1.0, 1.5)
     while True:
         await asyncio.sleep(poll)
         ledger.polls += 1
@@ -168,19 +173,22 @@ async def _wait_for_group(db: Database, client_id: str, task_id: int, ledger: Le
 
 
 async def _agent(db: Database, client_id: str, capacity: Capacity, ledger: Ledger, join_wait: float,
-                 poll: float) -> None:
-    """Claim, wait for the group, complete as coordinator; until every task is completed."""
+                 poll: float, holding: Claim | None = None) -> None:
+    """Claim (or start from a rank already held), wait for the group, complete as coordinator; until all are done."""
     while not ledger.done:
-        try:
-            async with db.begin() as conn:
-                got = await claim_next(conn, client_id, capacity)
-        except IntegrityError:
-            ledger.integrity_retries += 1
-            continue
-        if got is None:
-            ledger.empty_claims += 1
-            await asyncio.sleep(poll)
-            continue
+        if holding is not None:
+            got, holding = holding, None
+        else:
+            try:
+                async with db.begin() as conn:
+                    got = await claim_next(conn, client_id, capacity)
+            except IntegrityError:
+                ledger.integrity_retries += 1
+                continue
+            if got is None:
+                ledger.empty_claims += 1
+                await asyncio.sleep(poll)
+                continue
         ledger.claims += 1
         if got.formed:
             assert got.generation is not None
@@ -280,6 +288,36 @@ async def test_stress_mariadb_20_agents_2000_tasks(mysql_url: str) -> None:
 async def test_stress_sqlite_4_agents_300_tasks(sqlite_url: str) -> None:
     """4 agents with their own engines drain 240 single and 60 distributed tasks on one SQLite file."""
     await _stress(sqlite_url, agents=4, singles=240, distributed=60, pool_size=1)
+
+
+async def test_split_groups_give_ranks_back(database_url: str) -> None:
+    """Three agents each holding a rank of a different 3-client task give ranks back until every task forms."""
+    setup = create_database(database_url)
+    await upgrade(setup)
+    caps = {cid: await register(setup, cid, gpu_mb=gpu) for cid, gpu in (("x", 1000), ("y", 3000), ("z", 2000))}
+    ids = [await add_task(setup, n_clients=3, priority=p) for p in (3, 2, 1)]
+    holds = {}
+    for cid, task_id in zip(caps, ids):
+        holds[cid] = await claim(setup, cid, caps[cid], skip=[t for t in ids if t != task_id])
+        assert holds[cid] is not None and holds[cid].task_id == task_id and not holds[cid].formed
+    ledger = Ledger(total=3)
+    databases = {cid: create_database(database_url, pool_size=1) for cid in caps}
+    try:
+        await asyncio.wait_for(asyncio.gather(*(
+            _agent(databases[cid], cid, caps[cid], ledger, join_wait=0.3, poll=0.02, holding=holds[cid])
+            for cid in caps)), timeout=60)
+    finally:
+        for d in databases.values():
+            await d.dispose()
+    # The first group to form needs all three agents, so the two that held other tasks gave those back.
+    assert ledger.releases >= 2
+    assert ledger.claims == 9 + ledger.releases
+    assert ledger.completions == Counter({task_id: 1 for task_id in ids})
+    for task_id in ids:
+        assert (await task_row(setup, task_id))["client_id"] == "y"
+        assert await ranks_of(setup, task_id) == {"y": 0, "z": 1, "x": 2}
+        assert ledger.formations[(task_id, 1)] == {"y": 0, "z": 1, "x": 2}
+    await setup.dispose()
 
 
 # --- order, requirements, election -------------------------------------------------------------------

@@ -1,9 +1,8 @@
-"""Additions for scheduling: the claim index, one node rank per client per task, and `task_runs`.
+"""Additions for scheduling: the claim index and `task_runs`.
 
 - `tasks.idx_claim (status, priority DESC, created_at, id)`: serves the claim's
   `ORDER BY priority DESC, created_at ASC` so `FOR UPDATE SKIP LOCKED` walks it in order (MariaDB skips
   rows it should see without an index that serves the order).
-- `task_assignments.unique_task_client (task_id, client_id)`: a client holds at most one rank of a task.
 - `task_runs`: per task, the election generation (a fencing token: every coordinator write names it),
   the failures so far, the coordinator and its rendezvous address.
 
@@ -37,13 +36,11 @@ TASK_RUNS_COLUMNS = """
 def upgrade() -> None:
     if op.get_bind().dialect.name == "mysql":
         op.execute("CREATE INDEX idx_claim ON tasks (status, priority DESC, created_at, id)")
-        op.execute("CREATE UNIQUE INDEX unique_task_client ON task_assignments (task_id, client_id)")
         op.execute(
             f"CREATE TABLE task_runs ({TASK_RUNS_COLUMNS}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"
         )
     else:
         op.execute("CREATE INDEX tasks_idx_claim ON tasks (status, priority DESC, created_at, id)")
-        op.execute("CREATE UNIQUE INDEX task_assignments_unique_task_client ON task_assignments (task_id, client_id)")
         op.execute(f"CREATE TABLE task_runs ({TASK_RUNS_COLUMNS.replace('INT NOT NULL PRIMARY KEY', 'INTEGER NOT NULL PRIMARY KEY')})")
         op.execute("CREATE INDEX task_runs_fk_coordinator_id ON task_runs (coordinator_id)")
 
@@ -51,8 +48,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP TABLE task_runs")
     if op.get_bind().dialect.name == "mysql":
-        op.execute("DROP INDEX unique_task_client ON task_assignments")
         op.execute("DROP INDEX idx_claim ON tasks")
     else:
-        op.execute("DROP INDEX task_assignments_unique_task_client")
         op.execute("DROP INDEX tasks_idx_claim")
