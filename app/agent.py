@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from app.db.queries import farms as farm_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import maintenance as maintenance_queries
 from app.discovery.registry import PeerRegistry
+from app.donation import Rules, blockers, read_state
 from app.discovery.service import DiscoveryService
 from app.errors import AifarmError, DatabaseUnavailable
 from app.identity import load_or_create_client_id
@@ -35,19 +36,22 @@ from app.runtime_files import load_or_create_api_token, remove_agent_file, write
 from app.scheduling.decide import Capacity, cpu_cores_of, ram_of
 from app.scheduling.scheduler import Scheduler
 from app.training.catalog import Catalog
+from app.web.security import LoginLinks
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
 MAX_BUFFERED_LOGS = 10_000
 METRICS_INTERVAL = 10.0
+RULES_INTERVAL = 5.0
 DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, OSError)
 
 
 class Agent:
     """One machine's agent: registration, heartbeat, discovery, peer API, dashboard; owns its background tasks."""
 
-    def __init__(self, settings: Settings, db: Database, *, headless: bool = True) -> None:
+    def __init__(self, settings: Settings, db: Database, *, headless: bool = True,
+                 reload: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
         self.db = db
         self.headless = headless
@@ -79,6 +83,10 @@ class Agent:
         self.paused_until: float | None = None
         self.pause_after_current = False
         self.scheduler = Scheduler(self)
+        self.login_links = LoginLinks()
+        self._reload = reload
+        self.notifier: Callable[[str], None] | None = None
+        self._last_blockers: list[str] = []
         self._pending_logs: list[tuple[str, str, datetime]] = []
         self._published_reach: dict[str, Any] = {}
         self._runners: list[web.AppRunner] = []
@@ -92,6 +100,10 @@ class Agent:
         host = self.settings.dashboard_host
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{self.dashboard_port}/"
+
+    def login_url(self) -> str:
+        """A one-time link that signs a browser in to the dashboard."""
+        return f"{self.dashboard_url}login?token={self.login_links.issue()}"
 
     def describe(self) -> dict[str, Any]:
         """A summary of this agent for pages, the API and the tray."""
@@ -108,6 +120,7 @@ class Agent:
             "started_at": self.started_at.isoformat(),
             "donation": self.donation_state(),
             "work": self.scheduler.describe(),
+            "peer_count": len(self.registry.verified()),
         }
 
     def peer_status(self) -> dict[str, Any]:
@@ -157,11 +170,51 @@ class Agent:
             summary = f"paused until {until}" if until else "paused"
         else:
             summary = "donating"
-        return {"paused": self.paused, "until": until, "finish_current": self.pause_after_current, "summary": summary}
+        return {"paused": self.paused, "until": until, "finish_current": self.pause_after_current, "summary": summary,
+                "on_hold": self._last_blockers}
+
+    def rules(self) -> Rules:
+        """The donation rules from the current settings."""
+        s = self.settings
+        return Rules(s.idle_only, s.idle_minutes, s.schedule, s.pause_on_battery, s.max_gpu_temperature)
+
+    def blockers(self) -> list[str]:
+        """Why the volunteer's rules forbid work right now (empty: work is allowed)."""
+        return blockers(self.rules(), read_state(self.allowed_gpus()))
 
     def may_claim(self) -> bool:
         """True when the volunteer allows new work now."""
-        return not self.donation_state()["paused"] and not self.pause_after_current and self.database_ok
+        return (not self.donation_state()["paused"] and not self.pause_after_current and self.database_ok
+                and not self.blockers())
+
+    async def reload_settings(self) -> None:
+        """Re-read the settings files (prefs changed): limits and rules apply from the next decision on."""
+        if self._reload is None:
+            return
+        new = await asyncio.to_thread(self._reload)
+        changed = [k for k in ("cpu_threads", "ram_limit_mb", "gpu_memory_limit_mb", "gpus", "idle_only", "idle_minutes",
+                               "schedule", "pause_on_battery", "max_gpu_temperature", "paused")
+                   if getattr(new, k) != getattr(self.settings, k)]
+        self.settings = new
+        if "paused" in changed:
+            self.paused = new.paused
+        if changed:
+            self.log_event("info", f"preferences changed: {', '.join(changed)}")
+
+    async def _rules_loop(self) -> None:
+        """Release the current work (emergency checkpoint) as soon as a donation rule forbids working."""
+        announced: tuple[str, ...] = ()
+        while True:
+            await asyncio.sleep(RULES_INTERVAL)
+            reasons = tuple(await asyncio.to_thread(self.blockers))
+            self._last_blockers = list(reasons)
+            if reasons != announced and reasons:
+                self.log_event("info", "donation on hold: " + "; ".join(reasons))
+            elif reasons != announced:
+                self.log_event("info", "donation rules allow work again")
+            announced = reasons
+            if reasons and self.scheduler.busy:
+                await self.scheduler.release_current("; ".join(reasons))
 
     async def pause(self, *, seconds: float | None = None, finish_current: bool = False) -> None:
         """Stop claiming; release the current task at once unless it may finish first."""
@@ -181,6 +234,10 @@ class Agent:
 
     def on_task_ended(self, run: Any, outcome: Any) -> None:
         """Called by the scheduler when this machine's rank of a task ended."""
+        if self.notifier is not None and outcome.kind in ("completed", "failed", "error"):
+            name = run.config.get("name", run.task_id)
+            text = {"completed": "completed", "failed": "failed (it will be retried)", "error": "failed for good"}[outcome.kind]
+            self.notifier(f"Task {name} {text}")
         if self.pause_after_current:
             self.pause_after_current = False
             self.paused = True
@@ -340,6 +397,7 @@ class Agent:
         self._spawn(self.scheduler.claim_loop(), "scheduler")
         self._spawn(self.scheduler.failure_loop(), "failure-sweep")
         self._spawn(self._metrics_loop(), "performance-metrics")
+        self._spawn(self._rules_loop(), "donation-rules")
 
     async def stop(self) -> None:
         """Release work (emergency checkpoint), stop loops, say goodbye, mark inactive, close everything."""
@@ -487,7 +545,8 @@ class Agent:
             values = [("cpu_percent", psutil.cpu_percent(interval=None)),
                       ("ram_used_mb", psutil.virtual_memory().used / 2**20)]
             if self.inventory["gpus"]:
-                for gpu in await asyncio.to_thread(inventory.gpu_info):
+                self.inventory["gpus"] = await asyncio.to_thread(inventory.gpu_info) or self.inventory["gpus"]
+                for gpu in self.inventory["gpus"]:
                     if gpu.get("utilization_pct") is not None:
                         values.append((f"gpu{gpu['index']}_utilization_pct", gpu["utilization_pct"]))
                     values.append((f"gpu{gpu['index']}_memory_used_mb", gpu.get("memory_used_mb") or 0))
@@ -504,6 +563,12 @@ class Agent:
         while True:
             await asyncio.sleep(1.0)
             self._collect_registry_events()
+            lost = self.registry.drain_lost()
+            run = self.scheduler.current
+            if run is not None and lost & run.members:
+                gone = ", ".join(sorted(lost & run.members))
+                self.log_event("warning", f"task {run.task_id}: group member {gone} vanished from the LAN; ending the attempt")
+                run.abort(f"group member {gone} vanished from the LAN")
             if not self.database_ok:
                 continue
             ids = [state.peer.client_id for state in self.registry.verified()]
@@ -521,7 +586,10 @@ class Agent:
                     state.extra["reach_back"] = reach.get(self.client_id)
 
 
-async def run_until_stopped(settings: Settings, *, headless: bool = True) -> int:
+async def run_until_stopped(settings: Settings, *, headless: bool = True,
+                            reload: Callable[[], Settings] | None = None,
+                            on_started: Callable[[Agent, Callable[[], None]], None] | None = None,
+                            install_signals: bool = True) -> int:
     """Run an agent until SIGINT or SIGTERM; returns the exit code."""
     if settings.database_url is None:
         # The embedded database is this agent's own file: keep it at the current schema by itself.
@@ -533,21 +601,26 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True) -> int
         finally:
             await embedded.dispose()
     db = await open_current_database(settings.effective_database_url)
-    agent = Agent(settings, db, headless=headless)
+    agent = Agent(settings, db, headless=headless, reload=reload)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if install_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     try:
         await agent.start()
         print(f"AI Farm agent {agent.client_id} running; dashboard at {agent.dashboard_url}", flush=True)
+        print(f"Sign in to the dashboard (one-time link): {agent.login_url()}", flush=True)
         if headless:
             log.info("running headless: no tray icon")
+        if on_started is not None:
+            on_started(agent, stop.set)
         await stop.wait()
         log.info("stopping")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
         await agent.stop()
     print("AI Farm agent stopped", file=sys.stderr, flush=True)
     return 0

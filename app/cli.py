@@ -123,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
     pull.set_defaults(handler="pull_model")
 
+    prefs = sub.add_parser("prefs", help="Show or change the donation preferences (applied without a restart).")
+    _common(prefs, json_output=True)
+    prefs_sub = prefs.add_subparsers(dest="prefs_command", metavar="PREFS_COMMAND")
+    prefs_set = prefs_sub.add_parser("set", help="Set a preference, e.g. `aifarm prefs set cpu_threads 2`.")
+    prefs_set.add_argument("name", metavar="NAME")
+    prefs_set.add_argument("value", metavar="VALUE")
+    _common(prefs_set)
+    prefs_unset = prefs_sub.add_parser("unset", help="Back to the default.")
+    prefs_unset.add_argument("name", metavar="NAME")
+    _common(prefs_unset)
+    prefs.set_defaults(handler="prefs")
+
+    dashboard = sub.add_parser("dashboard", help="Print a one-time sign-in link to the running agent's dashboard.")
+    _common(dashboard)
+    dashboard.add_argument("--open", action="store_true", help="Also open it in the default browser.")
+    dashboard.set_defaults(handler="open_dashboard")
+
     peers = sub.add_parser("peers", help="List the peers the running agent of this data dir sees.")
     _common(peers, json_output=True)
     peers.set_defaults(handler="show_peers")
@@ -175,6 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         configure_logging(settings.log_level)
+        if args.handler == "run_agent" and not args.headless:
+            from app.tray import display_available, run_with_tray
+
+            if display_available():
+                return run_with_tray(settings, lambda: settings_from_args(args))
+            log.info("no display found: running without a tray icon")
+            args.headless = True
         from app import commands  # imported here: SQLAlchemy and alembic are not needed for --help/--version
 
         handler: Handler = getattr(commands, args.handler)

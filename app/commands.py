@@ -17,8 +17,9 @@ from app.textui import format_duration, format_table, print_json, relative_time
 async def run_agent(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm run`: the agent, until Ctrl-C or SIGTERM."""
     from app.agent import run_until_stopped
+    from app.cli import settings_from_args
 
-    return await run_until_stopped(settings, headless=bool(args.headless))
+    return await run_until_stopped(settings, headless=bool(args.headless), reload=lambda: settings_from_args(args))
 
 
 async def db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
@@ -430,4 +431,66 @@ async def pull_model(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await db.dispose()
     print(f"{row['name']} v{row['version']} saved to {path} (sha256 {row['hash']} verified)")
+    return 0
+
+
+async def open_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm dashboard [--open]`: a fresh one-time sign-in link of the running agent."""
+    from app.agent_client import request_running_agent
+
+    link = await request_running_agent(settings, "POST", "/api/v1/login-link", {})
+    print(link["url"])
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(link["url"])
+    return 0
+
+
+PREFS = ("paused", "cpu_threads", "ram_limit_mb", "gpu_memory_limit_mb", "gpus", "idle_only", "idle_minutes", "schedule",
+         "pause_on_battery", "max_gpu_temperature")
+
+
+async def prefs(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm prefs [set NAME VALUE | unset NAME]`: the volunteer's donation preferences (no restart needed)."""
+    from app.agent_client import request_running_agent
+    from app.config import SPEC_BY_NAME, load_settings
+    from app.donation import idle_support
+    from app.errors import ConfigError
+    from app.runtime_files import read_running_agent
+    from app.settings_file import read_local, update_local
+
+    if args.prefs_command in ("set", "unset"):
+        if args.name not in PREFS:
+            raise ConfigError(f"{args.name!r} is not a donation preference; choose from {', '.join(PREFS)}")
+        before = read_local(settings.data_dir)
+        if args.prefs_command == "set":
+            try:
+                parsed = SPEC_BY_NAME[args.name].parse(args.value)
+            except ValueError as exc:
+                raise ConfigError(f"setting {args.name} = {args.value!r} is invalid: {exc}") from None
+            if parsed is None:
+                update_local(settings.data_dir, unset=(args.name,))
+            else:
+                update_local(settings.data_dir, {args.name: list(parsed) if isinstance(parsed, tuple) else parsed})
+        else:
+            update_local(settings.data_dir, unset=(args.name,))
+        try:
+            load_settings(cli={"data_dir": str(settings.data_dir)})
+        except ConfigError:
+            update_local(settings.data_dir, before, unset=tuple(set(read_local(settings.data_dir)) - set(before)))
+            raise
+        if read_running_agent(settings.data_dir) is not None:
+            await request_running_agent(settings, "POST", "/api/v1/prefs/reload", {})
+            print(f"{args.name} {'set' if args.prefs_command == 'set' else 'reset'}; the running agent applied it")
+        else:
+            print(f"{args.name} {'set' if args.prefs_command == 'set' else 'reset'}; it applies when the agent starts")
+        return 0
+    values = {name: getattr(settings, name) for name in PREFS}
+    if args.json:
+        print_json({**{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, "idle_detection": idle_support()})
+        return 0
+    print(format_table(("PREFERENCE", "VALUE", "FROM"),
+                       [(k, "-" if v is None else v, settings.sources.get(k, "default")) for k, v in values.items()]))
+    print(f"idle detection: {idle_support()}")
     return 0

@@ -154,6 +154,15 @@ def _gpu_list(value: Any) -> tuple[int, ...] | None:
     return tuple(out)
 
 
+def _schedule(value: Any) -> str | None:
+    if value is None or str(value).strip() == "":
+        return None
+    from app.donation import parse_schedule
+
+    parse_schedule(str(value))
+    return str(value).strip()
+
+
 def _log_level(value: Any) -> str:
     text = str(value).strip().upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -196,8 +205,21 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("ram_limit_mb", _optional_int(64, 1 << 30), None, "RAM training may use, in MB (empty: no cap)."),
     SettingSpec("gpu_memory_limit_mb", _optional_int(0, 1 << 30), None, "GPU memory training may use per GPU, in MB."),
     SettingSpec("gpus", _gpu_list, None, 'GPUs training may use: "all" or a list of indexes.'),
+    SettingSpec("idle_only", _bool, False, "Only compute while nobody uses the computer (keyboard and mouse idle)."),
+    SettingSpec("idle_minutes", _int_in(1, 1440), 5, "Minutes without input before the computer counts as idle."),
+    SettingSpec("schedule", _schedule, None,
+                "Weekly donation window, e.g. 'mon-fri 18:00-08:00; sat,sun 00:00-24:00' (empty: always)."),
+    SettingSpec("pause_on_battery", _bool, True, "Pause while the computer runs on battery."),
+    SettingSpec("max_gpu_temperature", _optional_int(30, 110), None, "Pause while a GPU is hotter than this (°C)."),
     SettingSpec("retention_days", _int_in(1, 36500), 30, "Completed and failed tasks older than this are deleted."),
     SettingSpec("log_level", _log_level, "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
+    SettingSpec("orphan_after", parse_duration, 3600.0,
+                "Assignments still 'assigned' and not updated for this long are deleted by maintenance."),
+    SettingSpec("log_retention_days", _int_in(1, 36500), 30, "task_logs and client_logs older than this are deleted."),
+    SettingSpec("metrics_retention_days", _int_in(1, 36500), 7,
+                "performance_metrics and task_metrics older than this are deleted."),
+    SettingSpec("admin_database_url", _optional_str, None,
+                "An account allowed to change the schema and delete in bulk; used by db upgrade/maintenance when set."),
 )
 
 SPEC_BY_NAME: dict[str, SettingSpec] = {spec.name: spec for spec in SPECS}
@@ -226,8 +248,17 @@ class Settings:
     ram_limit_mb: int | None
     gpu_memory_limit_mb: int | None
     gpus: tuple[int, ...] | None
+    idle_only: bool
+    idle_minutes: int
+    schedule: str | None
+    pause_on_battery: bool
+    max_gpu_temperature: int | None
     retention_days: int
     log_level: str
+    orphan_after: float
+    log_retention_days: int
+    metrics_retention_days: int
+    admin_database_url: str | None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -357,7 +388,7 @@ def settings_as_dict(settings: Settings) -> dict[str, Any]:
         if item.name == "sources":
             continue
         value = getattr(settings, item.name)
-        if item.name == "database_url" and value:
+        if item.name in ("database_url", "admin_database_url") and value:
             value = redact_url(value)
         out[item.name] = str(value) if isinstance(value, Path) else (list(value) if isinstance(value, tuple) else value)
     return out

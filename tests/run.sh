@@ -25,6 +25,12 @@ if [ -z "${AIFARM_TEST_MYSQL_URL:-}" ] && ! command -v mariadbd >/dev/null && ! 
    && [ ! -x /usr/sbin/mariadbd ] && [ ! -x /usr/sbin/mysqld ]; then
   missing+=(mariadb-server)
 fi
+if [ ! -x /usr/bin/chromium ]; then
+  missing+=(chromium)  # the browser tests drive Debian's chromium; no browser is ever downloaded
+fi
+if ! command -v ip >/dev/null; then
+  missing+=(iproute2)  # multi-host tests in network namespaces
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi

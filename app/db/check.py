@@ -259,7 +259,7 @@ class Additions(TypedDict):
 
 # Extended by later migrations: tables, and per table the seed-style (unprefixed) names of added indexes.
 ADDITIONS: Additions = {
-    "tables": {"farms", "task_runs"},
+    "tables": {"farms", "task_runs", "task_metrics", "maintenance_runs"},
     "indexes": {name: set() for name in EXPECTED} | {"tasks": {"idx_claim"}},
 }
 

@@ -27,6 +27,14 @@ def seconds_ago(conn: AsyncConnection, seconds: float) -> ColumnElement[Any]:
     return func.datetime("now", f"-{whole} seconds")
 
 
+def seconds_from_now(conn: AsyncConnection, seconds: float) -> ColumnElement[Any]:
+    """The database's current time plus a number of seconds (a lease's end)."""
+    whole = int(seconds)
+    if is_mysql(conn):
+        return func.date_add(func.now(), text(f"INTERVAL {whole} SECOND"))
+    return func.datetime("now", f"+{whole} seconds")
+
+
 def seconds_between(conn: AsyncConnection, start: Any, end: Any) -> ColumnElement[Any]:
     """Whole seconds from start to end (TIMESTAMPDIFF on MySQL)."""
     if is_mysql(conn):

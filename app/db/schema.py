@@ -180,3 +180,24 @@ task_runs = Table(
     Column("formed_at", _datetime()),
     Column("updated_at", _datetime(), nullable=False),
 )
+
+task_metrics = Table(
+    "task_metrics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("name", String(50), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("recorded_at", _datetime(), nullable=False),
+)
+
+maintenance_runs = Table(
+    "maintenance_runs",
+    metadata,
+    Column("sweep", String(50), primary_key=True),
+    Column("holder", String(255)),
+    Column("lease_until", _datetime()),
+    Column("last_run_at", _datetime()),
+    Column("last_result", _json()),
+)

@@ -21,6 +21,7 @@ class PeerRegistry:
         self._by_service: dict[str, str] = {}
         self._db_only: list[dict[str, Any]] = []
         self.events: deque[tuple[str, str]] = deque(maxlen=1000)
+        self.lost_ids: deque[str] = deque(maxlen=1000)
 
     def found(self, peer: Peer) -> None:
         """A peer was seen (or seen again) by zeroconf or a manual address."""
@@ -50,6 +51,7 @@ class PeerRegistry:
         state = self._peers.pop(client_id, None)
         if state is not None and state.peer.farm_name == self.farm_name:
             self.events.append(("info", f"peer {client_id} left"))
+            self.lost_ids.append(client_id)
 
     def expire(self, older_than_seconds: float, source: str) -> None:
         """Drop peers of one source not seen for a while (manual peers that stopped answering)."""
@@ -125,6 +127,12 @@ class PeerRegistry:
                 for row in self._db_only
             ],
         }
+
+    def drain_lost(self) -> set[str]:
+        """Client ids of farm peers that left since the last call."""
+        out = set(self.lost_ids)
+        self.lost_ids.clear()
+        return out
 
     def drain_events(self) -> list[tuple[str, str]]:
         """Events since the last call, oldest first."""

@@ -66,6 +66,8 @@ class TaskRun:
         self.progress: dict[str, Any] = {}
         self.buffer = _Buffer()
         self.stop_reason: str | None = None
+        self.abort_reason: str | None = None
+        self.members: set[str] = set()
         self.started_at = time.monotonic()
         self.task_dir = agent.settings.data_dir / "checkpoints" / f"task-{self.task_id}"
 
@@ -82,6 +84,12 @@ class TaskRun:
         self.stop_reason = reason
         if self.worker is not None:
             await self.worker.request_stop()
+
+    def abort(self, reason: str) -> None:
+        """End this attempt as failed at once (a member vanished): the worker is killed, no checkpoint."""
+        self.abort_reason = reason
+        if self.worker is not None:
+            self.worker.kill()
 
     async def run(self) -> Outcome:
         """Run this rank to its end and settle the attempt in the database."""
@@ -112,6 +120,9 @@ class TaskRun:
     # ----- the attempt -----
 
     async def _run(self) -> Outcome:
+        async with self.db.connect() as conn:
+            group = (await claim_queries.members_of_running(conn, self.task_id)).get(self.task_id, {})
+        self.members = {m["client_id"] for m in group.get("members", [])} - {self.agent.client_id}
         resume, rank_state = await self._choose_resume()
         rendezvous = None
         if self.n_clients > 1 and not self.coordinator:
@@ -127,6 +138,8 @@ class TaskRun:
         async for message in self.worker.messages():
             ended = await self._handle(message) or ended
         code = await self.worker.wait()
+        if self.abort_reason:
+            return Outcome("failed", self.abort_reason)
         if ended is not None:
             return ended
         if self.stop_reason:
@@ -379,6 +392,9 @@ class TaskRun:
                                           "samples_per_sec": progress.get("samples_per_sec")}
                                 await claim_queries.update_task_fenced(conn, self.task_id, self.generation,
                                                                        self.agent.client_id, {"result": result})
+                                curve = {k: v for k, v in (progress.get("metrics") or {}).items() if v is not None}
+                                curve["samples_per_sec"] = progress.get("samples_per_sec")
+                                await metric_queries.record_curve(conn, self.task_id, int(progress["step"]), curve)
                     except Fenced:
                         if not final:
                             raise

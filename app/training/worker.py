@@ -172,8 +172,8 @@ class Trainer:
         import torch
         from torch.utils.data import DataLoader
 
-        from app.training.recipes.datasets import load_dataset
-        from app.training.recipes.models import build_model, loss_and_correct
+        from app.training.recipes.models import loss_and_correct
+        from app.training.recipes.plugins import build_model, load_dataset
 
         config = self.config
         seed = int(config.get("seed", 0))

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.db.queries import assignments as assignment_queries
+from app.db.queries import checkpoints as checkpoint_queries
+from app.db.queries import clients as client_queries
+from app.db.queries import logs as log_queries
+from app.db.queries import metrics as metric_queries
+from app.db.queries import models as model_queries
 from app.db.queries import tasks as task_queries
-from app.errors import ValidationError
+from app.errors import DatabaseUnavailable, NotFound, ValidationError
 from app.scheduling import service
 from app.textui import to_json
 from app.web.keys import AGENT_KEY
@@ -146,6 +153,138 @@ async def resume(request: web.Request) -> web.Response:
     return _json(agent.donation_state())
 
 
+async def task_curve(request: web.Request) -> web.Response:
+    """Training-curve points after ?after=ID: [{id, step, name, value}]."""
+    agent = request.app[AGENT_KEY]
+    task_id = _task_id(request)
+    after = _int_param(request, "after", 0, 0, 2**62)
+    async with agent.db.connect() as conn:
+        points = await metric_queries.curve(conn, task_id, after)
+    return _json({"points": points})
+
+
+async def task_logs(request: web.Request) -> web.Response:
+    """The newest task_logs lines (?limit=)."""
+    agent = request.app[AGENT_KEY]
+    task_id = _task_id(request)
+    limit = _int_param(request, "limit", 200, 1, 1000)
+    async with agent.db.connect() as conn:
+        rows = await log_queries.recent_task_logs(conn, task_id, limit)
+    return _json({"logs": rows})
+
+
+async def task_checkpoints(request: web.Request) -> web.Response:
+    """Every checkpoint of a task, newest first."""
+    agent = request.app[AGENT_KEY]
+    async with agent.db.connect() as conn:
+        rows = await checkpoint_queries.list_for_task(conn, _task_id(request))
+    return _json({"checkpoints": rows})
+
+
+async def list_clients(request: web.Request) -> web.Response:
+    """Every client with its active task count (the seed's active-clients query for active ones)."""
+    agent = request.app[AGENT_KEY]
+    async with agent.db.connect() as conn:
+        rows = await client_queries.list_clients(conn)
+        counts = {r["id"]: r for r in await client_queries.active_clients_with_task_counts(conn)}
+        contributions = await client_queries.contributions(conn)
+    for row in rows:
+        row["active_tasks"] = counts.get(row["id"], {}).get("active_tasks", 0)
+        row["contribution"] = contributions.get(row["id"], {"compute_hours": 0.0, "samples": 0, "tasks": 0})
+    return _json({"clients": rows})
+
+
+async def get_client(request: web.Request) -> web.Response:
+    """One client, its last-hour performance (the seed's query and the series behind it) and its log."""
+    agent = request.app[AGENT_KEY]
+    client_id = request.match_info["client_id"]
+    async with agent.db.connect() as conn:
+        row = await client_queries.get_client(conn, client_id)
+        if row is None:
+            raise NotFound(f"client {client_id} does not exist")
+        summary = [r for r in await metric_queries.client_performance(conn) if r["client_id"] == client_id]
+        series = await metric_queries.client_series(conn, client_id)
+        logs = await log_queries.recent_client_logs(conn, client_id, 100)
+    return _json({"client": row, "performance": summary, "series": series, "logs": logs})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """Model versions, newest first per name."""
+    agent = request.app[AGENT_KEY]
+    async with agent.db.connect() as conn:
+        rows = await model_queries.list_versions(conn, request.query.get("name") or None)
+    return _json({"models": rows})
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Tasks and clients by status, and the seed's completion statistics by type."""
+    agent = request.app[AGENT_KEY]
+    async with agent.db.connect() as conn:
+        return _json({"tasks_by_status": await task_queries.count_by_status(conn),
+                      "clients_by_status": await client_queries.count_by_status(conn),
+                      "by_type": await task_queries.completion_statistics(conn)})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: `state` (agent, counts, peers) every 2 s, and `task` for ?task=ID (row, ranks,
+    new curve points and log lines). Browsers reconnect by themselves after an agent restart."""
+    agent = request.app[AGENT_KEY]
+    task_id = request.query.get("task")
+    watched = int(task_id) if task_id and task_id.isdigit() else None
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    await response.write(b"retry: 2000\n\n")
+    after, last_log = 0, 0
+    while True:
+        payload: dict[str, Any] = {"agent": agent.describe(), "peers": agent.peers_view()}
+        try:
+            async with agent.db.connect() as conn:
+                payload["tasks_by_status"] = await task_queries.count_by_status(conn)
+                payload["clients_by_status"] = await client_queries.count_by_status(conn)
+                task_payload = None
+                if watched is not None:
+                    row = await task_queries.get_task(conn, watched)
+                    points = await metric_queries.curve(conn, watched, after)
+                    logs = [r for r in await log_queries.recent_task_logs(conn, watched, 200) if r["id"] > last_log]
+                    assignments = await assignment_queries.list_for_task(conn, watched)
+                    if points:
+                        after = points[-1]["id"]
+                    if logs:
+                        last_log = max(r["id"] for r in logs)
+                    task_payload = {"task": row, "points": points, "logs": list(reversed(logs)), "assignments": assignments}
+        except (DatabaseUnavailable, SQLAlchemyError, OSError) as exc:
+            payload["database_error"] = str(exc)
+            task_payload = None
+        try:
+            await response.write(f"event: state\ndata: {to_json(payload).replace(chr(10), '')}\n\n".encode())
+            if task_payload is not None:
+                await response.write(f"event: task\ndata: {to_json(task_payload).replace(chr(10), '')}\n\n".encode())
+        except (ConnectionResetError, RuntimeError):
+            break
+        await asyncio.sleep(2.0)
+    return response
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of this API."""
+    from app.web.openapi import build_openapi
+
+    return web.json_response(build_openapi())
+
+
+async def reload_prefs(request: web.Request) -> web.Response:
+    """Re-read the settings files after `aifarm prefs set`."""
+    agent = request.app[AGENT_KEY]
+    await agent.reload_settings()
+    return _json(agent.donation_state())
+
+
+async def login_link(request: web.Request) -> web.Response:
+    """A new one-time sign-in link for the browser (what `aifarm dashboard` and the tray open)."""
+    return _json({"url": request.app[AGENT_KEY].login_url()})
+
+
 def add_routes(app: web.Application) -> None:
     """Register the API routes."""
     app.router.add_get("/api/v1/status", status, name="api_status")
@@ -158,3 +297,14 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/tasks/{task_id}/priority", set_priority, name="api_task_priority")
     app.router.add_post("/api/v1/pause", pause, name="api_pause")
     app.router.add_post("/api/v1/resume", resume, name="api_resume")
+    app.router.add_post("/api/v1/login-link", login_link, name="api_login_link")
+    app.router.add_post("/api/v1/prefs/reload", reload_prefs, name="api_prefs_reload")
+    app.router.add_get("/api/v1/tasks/{task_id}/curve", task_curve, name="api_task_curve")
+    app.router.add_get("/api/v1/tasks/{task_id}/logs", task_logs, name="api_task_logs")
+    app.router.add_get("/api/v1/tasks/{task_id}/checkpoints", task_checkpoints, name="api_task_checkpoints")
+    app.router.add_get("/api/v1/clients", list_clients, name="api_clients")
+    app.router.add_get("/api/v1/clients/{client_id}", get_client, name="api_client")
+    app.router.add_get("/api/v1/models", list_models, name="api_models")
+    app.router.add_get("/api/v1/stats", stats, name="api_stats")
+    app.router.add_get("/api/v1/events", events, name="api_events")
+    app.router.add_get("/api/v1/openapi.json", openapi, name="api_openapi")

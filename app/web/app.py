@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
 from app.paths import static_dir, templates_dir
-from app.web import api, middlewares
+from app.web import api, middlewares, security
+from app.web import pages
+from app.web.context import base_context
 from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY
 from app.web.views import overview
 
@@ -19,18 +21,36 @@ if TYPE_CHECKING:
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 
 
+async def login(request: web.Request) -> web.StreamResponse:
+    """Exchange a one-time link for a session cookie (HttpOnly, SameSite=Strict), then go to the overview."""
+    agent = request.app[AGENT_KEY]
+    if not agent.login_links.redeem(request.query.get("token")):
+        context = {**await base_context(request), "status": 403, "expired": True}
+        return aiohttp_jinja2.render_template("errors/signin.html", request, context, status=403)
+    target = request.query.get("next", "/")
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        target = "/"
+    response = web.HTTPSeeOther(target)
+    response.set_cookie(security.SESSION_COOKIE, security.make_session(agent.api_token), max_age=security.SESSION_MAX_AGE,
+                        httponly=True, samesite="Strict", path="/")
+    raise response
+
+
 def create_dashboard_app(agent: "Agent") -> web.Application:
     """The dashboard: pages, static assets and API routes, behind the Host check."""
-    app = web.Application(middlewares=[middlewares.host_check, middlewares.errors, middlewares.api_auth])
+    app = web.Application(middlewares=[middlewares.security_headers, middlewares.host_check, middlewares.errors, middlewares.auth])
     app[AGENT_KEY] = agent
     app[ALLOWED_HOSTS_KEY] = LOOPBACK_NAMES | {agent.settings.dashboard_host.lower()}
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=jinja2.select_autoescape(["html", "xml"], default=True),
+        context_processors=[base_context],
     )
+    app.router.add_get("/login", login, name="login")
     app.router.add_get("/", overview.overview, name="overview")
     app.router.add_get("/healthz", overview.healthz, name="healthz")
     api.add_routes(app)
+    pages.add_page_routes(app)
     app.router.add_static("/static/", static_dir(), name="static")
     return app

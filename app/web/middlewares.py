@@ -10,6 +10,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from app.errors import AifarmError, Conflict, DatabaseUnavailable, NotFound, SchemaError, ValidationError
+from app.web import security
+from app.web.context import SESSION_KEY, base_context
 from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY
 
 log = logging.getLogger(__name__)
@@ -38,19 +40,52 @@ async def host_check(request: web.Request, handler: Handler) -> web.StreamRespon
     """403 unless the Host header names this agent (a DNS-rebinding page cannot reach the dashboard)."""
     allowed = request.app[ALLOWED_HOSTS_KEY]
     if host_without_port(request.headers.get("Host", "")) not in allowed:
-        return _error_response(request, 403, "forbidden_host", "this dashboard only answers to its own address")
+        return await _error_response(request, 403, "forbidden_host", "this dashboard only answers to its own address")
     return await handler(request)
 
 
+PUBLIC_PREFIXES = ("/static/", "/login", "/healthz", "/favicon.ico")
+
+
 @web.middleware
-async def api_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """/api/ needs `Authorization: Bearer <token>` (the data dir's api_token file)."""
-    if request.path.startswith("/api/"):
-        token = request.app[AGENT_KEY].api_token
-        given = request.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-            return _error_response(request, 401, "unauthorized", "missing or wrong API token")
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CSP and the other hardening headers on every response, errors included."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(security.SECURITY_HEADERS)
+        raise
+    if not response.prepared:
+        response.headers.update(security.SECURITY_HEADERS)
+    return response
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API: bearer token or session cookie (plus CSRF header to change anything); pages: session cookie
+    (plus CSRF field on form posts). Only the login link, health check and static files are public."""
+    agent = request.app[AGENT_KEY]
+    if request.path.startswith(PUBLIC_PREFIXES):
+        return await handler(request)
+    given = request.headers.get("Authorization", "")
+    scheme, _, value = given.partition(" ")
+    if request.path.startswith("/api/") and scheme.lower() == "bearer":
+        if hmac.compare_digest(value.strip().encode(), agent.api_token.encode()):
+            return await handler(request)
+        return await _error_response(request, 401, "unauthorized", "missing or wrong API token")
+    session = security.check_session(agent.api_token, request.cookies.get(security.SESSION_COOKIE))
+    if session is None:
+        if request.path.startswith("/api/"):
+            return await _error_response(request, 401, "unauthorized", "missing or wrong API token")
+        context = {**await base_context(request), "status": 401}
+        return aiohttp_jinja2.render_template("errors/signin.html", request, context, status=401)
+    request[SESSION_KEY] = session
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        token = request.headers.get(security.CSRF_HEADER)
+        if token is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            token = (await request.post()).get(security.CSRF_FIELD)
+        if not security.check_csrf(agent.api_token, session, token if isinstance(token, str) else None):
+            return await _error_response(request, 403, "csrf", "missing or wrong CSRF token; reload the page and try again")
     return await handler(request)
 
 
@@ -61,26 +96,25 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json" and exc.status != 405:
-            return _error_response(request, exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            return await _error_response(request, exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
     except AifarmError as exc:
         for kind, status, code in _STATUS:
             if isinstance(exc, kind):
                 fields = exc.fields if isinstance(exc, ValidationError) else {}
-                return _error_response(request, status, code, str(exc), fields)
+                return await _error_response(request, status, code, str(exc), fields)
         log.warning("unmapped domain error on %s: %s", request.path, exc)
-        return _error_response(request, 500, "error", str(exc))
+        return await _error_response(request, 500, "error", str(exc))
 
 
 def _wants_json(request: web.Request) -> bool:
     return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
 
 
-def _error_response(
+async def _error_response(
     request: web.Request, status: int, code: str, message: str, fields: dict[str, str] | None = None
 ) -> web.StreamResponse:
     if _wants_json(request):
         return web.json_response({"error": {"code": code, "message": message, "fields": fields or {}}}, status=status)
-    return aiohttp_jinja2.render_template(
-        "errors/error.html", request, {"status": status, "message": message}, status=status
-    )
+    context = {**await base_context(request), "status": status, "message": message}
+    return aiohttp_jinja2.render_template("errors/error.html", request, context, status=status)

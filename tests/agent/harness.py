@@ -49,6 +49,7 @@ class AgentProcess:
                 break
             match = URL_LINE.search(line)
             if match:
+                self.signin_url = self.proc.stdout.readline().rsplit(" ", 1)[-1].strip()
                 return match.group(1), match.group(2)
         self.proc.kill()
         self.proc.wait()
@@ -75,6 +76,20 @@ class AgentProcess:
         request = urllib.request.Request(self.url.rstrip("/") + path, headers={"Authorization": f"Bearer {self.api_token}"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
+
+    def page(self, path: str = "/") -> tuple[int, str]:
+        """GET a dashboard page as a signed-in browser would (cookie from the one-time link)."""
+        if getattr(self, "_browser", None) is None:
+            import http.cookiejar
+
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            opener.open(self.signin_url, timeout=10).close()
+            self._browser = opener
+        try:
+            with self._browser.open(self.url.rstrip("/") + path, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
         """Stop with a signal and wait; returns the exit code."""

@@ -138,7 +138,7 @@ async def test_agent_survives_database_restart(tmp_path: Path) -> None:
         try:
             server.kill()
             wait_for(lambda: a.api("/healthz")["database_ok"] is False, 20, "the agent to report the outage")
-            status, body = http_get(a.url)
+            status, body = a.page("/")
             assert status == 200 and "unreachable" in body  # the dashboard still answers
             assert a.proc.poll() is None
             server.restart()

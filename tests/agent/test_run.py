@@ -18,6 +18,7 @@ from app.db.migrate import upgrade
 from app.db.queries import clients as client_queries
 
 URL_LINE = re.compile(r"agent (\S+) running; dashboard at (http://\S+)")
+SIGNIN_LINE = re.compile(r"one-time link\): (http://\S+)")
 
 
 def agent_env(tmp_path: Path) -> dict[str, str]:
@@ -44,17 +45,37 @@ def start_agent(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str,
             break
         match = URL_LINE.search(line)
         if match:
+            signin = SIGNIN_LINE.search(proc.stdout.readline())
+            assert signin, "no sign-in line"
+            SIGNIN[match.group(2)] = signin.group(1)
             return proc, match.group(1), match.group(2)
     proc.kill()
     out, err = proc.communicate()
     raise AssertionError(f"agent did not start: exit={proc.returncode}\n{out}\n{err}")
 
 
-def get(url: str, host: str | None = None) -> tuple[int, str]:
-    """GET a URL; returns (status, body) also for error statuses."""
+SIGNIN: dict[str, str] = {}
+_OPENERS: dict[str, urllib.request.OpenerDirector] = {}
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    """A cookie-keeping client signed in through the agent's one-time link."""
+    if url not in _OPENERS:
+        import http.cookiejar
+
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with opener.open(SIGNIN[url], timeout=5) as response:
+            assert response.status == 200
+        _OPENERS[url] = opener
+    return _OPENERS[url]
+
+
+def get(url: str, host: str | None = None, signed_in: bool = True) -> tuple[int, str]:
+    """GET a URL (signed in by default); returns (status, body) also for error statuses."""
     request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    opener = _opener(url) if signed_in else urllib.request.build_opener()
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with opener.open(request, timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -77,6 +98,8 @@ async def test_embedded_agent_serves_dashboard_and_stops_cleanly(tmp_path: Path,
     data_dir = tmp_path / "data"
     proc, client_id, url = start_agent(tmp_path, "--data-dir", str(data_dir))
     try:
+        status, body = get(url, signed_in=False)
+        assert status == 401 and "aifarm dashboard" in body and client_id not in body
         status, body = get(url)
         assert status == 200
         assert client_id in body and "Overview" in body

@@ -1,4 +1,4 @@
-"""Claiming ranks on MariaDB and SQLite: many agents with their own pools, order, requirements, election, cancel/retry."""
+"""Claiming ranks on MariaDB and SQLite: many agents with their own pools, order, requirements, election, cancel."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +46,18 @@ STRESS_RAM_MB = 64 * 1024
 
 
 # --- helpers (also used by test_fencing) -------------------------------------------------------------
+
+
+@asynccontextmanager
+async def upgraded(url: str) -> AsyncIterator[Database]:
+    """A Database at the current schema revision, disposed at the end."""
+    database = create_database(url)
+    try:
+        await upgrade(database)
+        yield database
+    finally:
+        await database.dispose()
+
 
 
 async def register(db: Database, client_id: str, *, gpu_mb: int = 0, cores: int = 8, ram_mb: int = 16384,
@@ -210,46 +224,46 @@ async def _agent(db: Database, client_id: str, capacity: Capacity, ledger: Ledge
 async def _stress(url: str, *, agents: int, singles: int, distributed: int, pool_size: int) -> Ledger:
     """Drain singles + distributed tasks with `agents` agents, each on its own Database; check every count."""
     rng = random.Random(20240611)
-    setup = create_database(url)
-    await upgrade(setup)
-    client_ids = [f"agent-{i:02d}" for i in range(agents)]
-    gpu = {cid: rng.choice([0, 4000, 8000, 12000, 16000, 24000]) for cid in client_ids}
-    capacities = {cid: await register(setup, cid, gpu_mb=gpu[cid], cores=STRESS_CORES, ram_mb=STRESS_RAM_MB)
-                  for cid in client_ids}
-    sizes = [1] * singles + [rng.randint(2, 4) for _ in range(distributed)]
-    rng.shuffle(sizes)
-    base = datetime(2024, 1, 1)
-    rows = [{"type": "training", "requirements": {}, "config": task_config(n), "priority": rng.randint(-3, 3),
-             "status": "pending", "created_at": base + timedelta(seconds=rng.randint(0, 86400)),
-             "updated_at": base} for n in sizes]
-    async with setup.begin() as conn:
-        await conn.execute(insert(tasks), rows)
-        ids = list((await conn.execute(select(tasks.c.id).order_by(tasks.c.id))).scalars())
-    n_of = {task_id: n for task_id, n in zip(ids, sizes)}
-    assert len(ids) == singles + distributed
+    async with upgraded(url) as setup:
+        client_ids = [f"agent-{i:02d}" for i in range(agents)]
+        gpu = {cid: rng.choice([0, 4000, 8000, 12000, 16000, 24000]) for cid in client_ids}
+        capacities = {cid: await register(setup, cid, gpu_mb=gpu[cid], cores=STRESS_CORES, ram_mb=STRESS_RAM_MB)
+                      for cid in client_ids}
+        sizes = [1] * singles + [rng.randint(2, 4) for _ in range(distributed)]
+        rng.shuffle(sizes)
+        base = datetime(2024, 1, 1)
+        rows = [{"type": "training", "requirements": {}, "config": task_config(n), "priority": rng.randint(-3, 3),
+                 "status": "pending", "created_at": base + timedelta(seconds=rng.randint(0, 86400)),
+                 "updated_at": base} for n in sizes]
+        async with setup.begin() as conn:
+            await conn.execute(insert(tasks), rows)
+            ids = list((await conn.execute(select(tasks.c.id).order_by(tasks.c.id))).scalars())
+        n_of = {task_id: n for task_id, n in zip(ids, sizes)}
+        assert len(ids) == singles + distributed
 
-    ledger = Ledger(total=len(ids))
-    databases = [create_database(url, pool_size=pool_size) for _ in client_ids]
-    started = time.monotonic()
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*(_agent(d, cid, capacities[cid], ledger, join_wait=0.5, poll=0.02)
-                             for d, cid in zip(databases, client_ids))),
-            timeout=240,
-        )
-    finally:
-        for d in databases:
-            await d.dispose()
-    elapsed = time.monotonic() - started
+        ledger = Ledger(total=len(ids))
+        databases = [create_database(url, pool_size=pool_size) for _ in client_ids]
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(_agent(d, cid, capacities[cid], ledger, join_wait=0.5, poll=0.02)
+                                 for d, cid in zip(databases, client_ids))),
+                timeout=240,
+            )
+        finally:
+            for d in databases:
+                await d.dispose()
+        elapsed = time.monotonic() - started
 
-    async with setup.connect() as conn:
-        final = {r.id: (r.status, r.client_id) for r in await conn.execute(select(tasks.c.id, tasks.c.status, tasks.c.client_id))}
-        runs = {r.task_id: (r.generation, r.coordinator_id) for r in await conn.execute(select(task_runs))}
-        held: dict[int, dict[str, int]] = {}
-        for r in await conn.execute(select(task_assignments.c.task_id, task_assignments.c.client_id, task_assignments.c.rank)):
-            assert r.client_id not in held.setdefault(r.task_id, {})
-            held[r.task_id][r.client_id] = r.rank
-    await setup.dispose()
+        async with setup.connect() as conn:
+            final = {r.id: (r.status, r.client_id)
+                     for r in await conn.execute(select(tasks.c.id, tasks.c.status, tasks.c.client_id))}
+            runs = {r.task_id: (r.generation, r.coordinator_id) for r in await conn.execute(select(task_runs))}
+            held: dict[int, dict[str, int]] = {}
+            for r in await conn.execute(select(task_assignments.c.task_id, task_assignments.c.client_id,
+                                               task_assignments.c.rank)):
+                assert r.client_id not in held.setdefault(r.task_id, {})
+                held[r.task_id][r.client_id] = r.rank
 
     # Every task completed exactly once, none lost.
     assert set(final) == set(ids)
@@ -272,13 +286,15 @@ async def _stress(url: str, *, agents: int, singles: int, distributed: int, pool
         assert held[task_id] == members  # the database's ranks are the ones the members saw
     # Every claimed rank is either part of a formed group or was given back.
     assert ledger.claims == sum(sizes) + ledger.releases
-    print(f"\nstress {url.split(':')[0]}: {agents} agents, {len(ids)} tasks ({singles} single, {distributed} distributed, "
-          f"{sum(sizes)} ranks) in {elapsed:.1f} s; claims {ledger.claims}, releases {ledger.releases}, "
+    print(f"\nstress {url.split(':')[0]}: {agents} agents, {len(ids)} tasks ({singles} single, "
+          f"{distributed} distributed, {sum(sizes)} ranks) in {elapsed:.1f} s; claims {ledger.claims}, "
+          f"releases {ledger.releases}, "
           f"integrity retries {ledger.integrity_retries}, empty claims {ledger.empty_claims}, polls {ledger.polls}")
     return ledger
 
 
 @pytest.mark.slow
+@pytest.mark.mysql
 async def test_stress_mariadb_20_agents_2000_tasks(mysql_url: str) -> None:
     """20 agents with their own pools drain 1,600 single and 400 distributed tasks on MariaDB; every count checks."""
     await _stress(mysql_url, agents=20, singles=1600, distributed=400, pool_size=1)
@@ -292,8 +308,12 @@ async def test_stress_sqlite_4_agents_300_tasks(sqlite_url: str) -> None:
 
 async def test_split_groups_give_ranks_back(database_url: str) -> None:
     """Three agents each holding a rank of a different 3-client task give ranks back until every task forms."""
-    setup = create_database(database_url)
-    await upgrade(setup)
+    async with upgraded(database_url) as setup:
+        await _split_groups(setup, database_url)
+
+
+async def _split_groups(setup: Database, database_url: str) -> None:
+    """The body of test_split_groups_give_ranks_back."""
     caps = {cid: await register(setup, cid, gpu_mb=gpu) for cid, gpu in (("x", 1000), ("y", 3000), ("z", 2000))}
     ids = [await add_task(setup, n_clients=3, priority=p) for p in (3, 2, 1)]
     holds = {}
@@ -317,7 +337,6 @@ async def test_split_groups_give_ranks_back(database_url: str) -> None:
         assert (await task_row(setup, task_id))["client_id"] == "y"
         assert await ranks_of(setup, task_id) == {"y": 0, "z": 1, "x": 2}
         assert ledger.formations[(task_id, 1)] == {"y": 0, "z": 1, "x": 2}
-    await setup.dispose()
 
 
 # --- order, requirements, election -------------------------------------------------------------------
@@ -445,15 +464,20 @@ async def test_election_orders_ranks_by_gpu_memory(db: Database) -> None:
     assert held == [{"task_id": task_id, "rank": 2, "status": "assigned", "task_status": "running", "generation": 1}]
 
 
-async def test_a_client_holds_one_rank_per_task(db: Database) -> None:
-    """Claiming again while holding a rank of the best task is refused by the (task_id, client_id) key."""
-    cap = await register(db, "a")
-    task_id = await add_task(db, n_clients=2)
+@pytest.mark.parametrize("n_clients", [2, 3])
+async def test_a_client_holds_one_rank_per_task(db: Database, n_clients: int) -> None:
+    """Claiming again while holding a rank of the best pending task takes no second rank (the schema allows it)."""
+    cap, other = await register(db, "a"), await register(db, "b")
+    task_id = await add_task(db, n_clients=n_clients)
     got = await claim(db, "a", cap)
-    assert got is not None and not got.formed
-    with pytest.raises(IntegrityError):
-        await claim(db, "a", cap)
+    assert got is not None and got.task_id == task_id and not got.formed
+    assert await claim(db, "a", cap) is None
     assert await ranks_of(db, task_id) == {"a": 0}
+    async with db.connect() as conn:
+        assert len(await assignment_queries.list_for_task(conn, task_id)) == 1
+        assert await assignment_queries.available_ranks(conn, task_id) == list(range(1, n_clients))
+    got = await claim(db, "b", other)
+    assert got is not None and got.task_id == task_id and got.rank == 1 and got.formed == (n_clients == 2)
 
 
 async def test_release_join_only_before_formation(db: Database) -> None:

@@ -269,3 +269,22 @@ async def test_killed_coordinator_is_replaced_and_fenced(tmp_path: Path, sqlite_
         for agent in agents:
             if agent.proc.poll() is None:
                 agent.stop()
+
+
+async def test_config_the_recipe_rejects_ends_as_error_at_once(tmp_path: Path, sqlite_url: str) -> None:
+    """A cnn given three conv blocks (it has two): status error after one attempt, with the reason logged."""
+    await upgraded(sqlite_url)
+    spec = {"type": "training", "requirements": {}, "priority": 0, "config": {
+        "name": "badcnn", "model": "cnn", "dataset": "synthetic", "batch_size": 16, "learning_rate": 0.01,
+        "epochs": 1, "distributed": False, "n_clients": 1, "model_options": {"channels": [4, 8, 16]},
+        "dataset_options": {"kind": "image", "samples": 64}}}
+    a = AgentProcess(tmp_path, "a", "--database-url", sqlite_url, *FAST)
+    try:
+        task_id = submit(tmp_path, sqlite_url, spec)
+        wait_for(lambda: _done(sqlite_url, task_id), 60, "the task to end")
+        row = task(sqlite_url, task_id)
+        assert row["status"] == "error"
+        assert "RecipeError" in row["error_log"] and "channels" in row["error_log"]
+        assert (run_state(sqlite_url, task_id) or {})["failures"] == 1
+    finally:
+        a.stop()

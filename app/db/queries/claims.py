@@ -2,7 +2,7 @@
 
 Every function runs inside the caller's transaction. On MySQL/MariaDB the task row is locked with
 FOR UPDATE (SKIP LOCKED when claiming), on SQLite the whole write transaction is serialised by
-BEGIN IMMEDIATE; the unique keys (task_id, rank) and (task_id, client_id) are the backstop.
+BEGIN IMMEDIATE; the unique key (task_id, rank) is the backstop, and a client never takes two ranks of a task.
 """
 
 from __future__ import annotations
@@ -96,7 +96,11 @@ async def claim_next(
     if row is None:
         return None
     task_id, n_clients = int(row.id), _n_clients(row.config)
-    taken = list((await conn.execute(select(task_assignments.c.rank).where(task_assignments.c.task_id == task_id))).scalars())
+    holders = (await conn.execute(select(task_assignments.c.rank, task_assignments.c.client_id)
+                                  .where(task_assignments.c.task_id == task_id))).all()
+    if any(holder.client_id == client_id for holder in holders):
+        return None  # one rank per client per task: the schema allows several, form_group's election does not
+    taken = [holder.rank for holder in holders]
     rank = lowest_free_rank(taken, n_clients)
     if rank is None:
         return None
@@ -274,8 +278,8 @@ async def end_attempt(conn: AsyncConnection, task_id: int, generation: int, reas
     if run is None or run["generation"] != generation:
         return None
     task = (await conn.execute(select(tasks.c.status, tasks.c.error_log).where(tasks.c.id == task_id))).first()
-    if task is None:
-        return None
+    if task is None or task.status not in ("pending", "running"):
+        return None  # completing (or failing) a task does not bump the generation: its attempt is over already
     failures = run["failures"] + (1 if failure else 0)
     status = final_status or (after_failure(failures, max_attempts) if failure else "pending")
     note = f"attempt {generation} ended: {reason}"

@@ -113,3 +113,26 @@ async def get_clients(conn: AsyncConnection, client_ids: list[str]) -> list[dict
 async def update_session_info(conn: AsyncConnection, client_id: str, session_info: dict[str, Any]) -> None:
     """Replace a client's session_info."""
     await conn.execute(update(clients).where(clients.c.id == client_id).values(session_info=session_info))
+
+
+async def contributions(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
+    """Per client: compute hours (formed attempts it trained in, assignment start to last update), samples
+    trained (from completed assignments' metrics) and tasks it completed a rank of."""
+    from app.db.schema import tasks
+
+    out: dict[str, dict[str, Any]] = {}
+    rows = await conn.execute(
+        select(task_assignments.c.client_id, task_assignments.c.assigned_at, task_assignments.c.updated_at,
+               task_assignments.c.status, task_assignments.c.metrics, tasks.c.config)
+        .select_from(task_assignments.join(tasks, tasks.c.id == task_assignments.c.task_id))
+    )
+    for row in rows:
+        entry = out.setdefault(row.client_id, {"compute_hours": 0.0, "samples": 0, "tasks": 0})
+        if row.status in ("training", "completed") and row.assigned_at and row.updated_at:
+            entry["compute_hours"] += max(0.0, (row.updated_at - row.assigned_at).total_seconds()) / 3600
+        metrics = row.metrics if isinstance(row.metrics, dict) else {}
+        config = row.config if isinstance(row.config, dict) else {}
+        if row.status == "completed":
+            entry["tasks"] += 1
+            entry["samples"] += int(metrics.get("step") or 0) * int(config.get("batch_size") or 0)
+    return out

@@ -47,3 +47,32 @@ async def client_performance(conn: AsyncConnection, *, window_seconds: float = 3
             item[key] = float(item[key])
         out.append(item)
     return out
+
+
+async def record_curve(conn: AsyncConnection, task_id: int, step: int, values: dict[str, float]) -> None:
+    """One point per metric of a task's training curves at a step."""
+    from app.db.schema import task_metrics
+
+    rows = [{"task_id": task_id, "step": step, "name": name, "value": float(value)}
+            for name, value in values.items() if isinstance(value, (int, float)) and value == value]
+    if rows:
+        await conn.execute(insert(task_metrics).values(recorded_at=dialect.now(conn)), rows)
+
+
+async def curve(conn: AsyncConnection, task_id: int, after_id: int = 0, limit: int = 5000) -> list[dict[str, Any]]:
+    """A task's curve points after a row id, oldest first: id, step, name, value."""
+    from app.db.schema import task_metrics
+
+    query = (select(task_metrics.c.id, task_metrics.c.step, task_metrics.c.name, task_metrics.c.value)
+             .where(task_metrics.c.task_id == task_id, task_metrics.c.id > after_id)
+             .order_by(task_metrics.c.id).limit(limit))
+    return [row_dict(row) for row in await conn.execute(query)]
+
+
+async def client_series(conn: AsyncConnection, client_id: str, *, window_seconds: float = 3600) -> list[dict[str, Any]]:
+    """The rows behind the seed's last-hour client performance query, oldest first, for charts."""
+    query = (select(performance_metrics.c.metric_type, performance_metrics.c.value, performance_metrics.c.recorded_at)
+             .where(performance_metrics.c.client_id == client_id,
+                    performance_metrics.c.recorded_at > dialect.seconds_ago(conn, window_seconds))
+             .order_by(performance_metrics.c.recorded_at, performance_metrics.c.id))
+    return [row_dict(row) for row in await conn.execute(query)]

@@ -1,0 +1,147 @@
+"""The bodies of the Operations subcommands (maintenance, db stats/backup/restore/create-agent-user); each returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.db.engine import Database, create_database
+from app.db.migrate import open_current_database
+from app.errors import ValidationError
+from app.textui import format_table, print_json
+
+
+def _admin_url(settings: Settings) -> str:
+    """The URL for schema changes and bulk deletes: admin_database_url when set, else the farm's URL."""
+    return settings.admin_database_url or settings.effective_database_url
+
+
+async def maintenance_run(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm maintenance run [--dry-run] [--json]`: run every sweep now, one line per sweep with its counts."""
+    from app.operations.maintenance import Maintenance, describe_counts
+
+    db = await open_current_database(settings.effective_database_url)
+    admin_db: Database | None = None
+    try:
+        if settings.admin_database_url:
+            admin_db = create_database(settings.admin_database_url)
+        holder = f"cli-{socket.gethostname()}-{os.getpid()}"
+        results = await Maintenance(db, settings, holder, admin_db).run_all(dry_run=bool(args.dry_run), force=True)
+    finally:
+        if admin_db is not None:
+            await admin_db.dispose()
+        await db.dispose()
+    if args.json:
+        print_json({"dry_run": bool(args.dry_run), "sweeps": results})
+        return 0
+    for sweep, counts in results.items():
+        print(describe_counts(sweep, counts, dry_run=bool(args.dry_run)))
+    return 1 if any("error" in counts for counts in results.values()) else 0
+
+
+async def db_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm db stats [--json]`: table sizes, slow queries (or why there are none) and this process's view."""
+    from app.operations.monitor import agent_view, database_stats
+
+    db = create_database(settings.effective_database_url)
+    try:
+        await db.ping()
+        stats = await database_stats(db)
+        view = await agent_view(db)
+    finally:
+        await db.dispose()
+    stats["agent_view"] = view
+    if args.json:
+        print_json(stats)
+        return 0
+    if stats["backend"] == "mysql":
+        print(f"{db.display_url}: MySQL/MariaDB database {stats['database']}")
+        rows: list[tuple[Any, ...]] = [(t["table_name"], t["table_rows"], f"{t['data_size_mb']:.2f}",
+                                         f"{t['index_size_mb']:.2f}") for t in stats["tables"]]
+        print(format_table(("TABLE", "ROWS (EST.)", "DATA MB", "INDEX MB"), rows))
+    else:
+        print(f"{stats['path']}: SQLite, {stats['file_size_bytes'] / 2**20:.2f} MiB "
+              f"({stats['page_count']} pages of {stats['page_size']} bytes, {stats['freelist_count']} free), "
+              f"WAL {stats['wal_size_bytes'] / 2**20:.2f} MiB")
+        print(format_table(("TABLE", "ROWS"), [(t["table_name"], t["table_rows"]) for t in stats["tables"]]))
+    print()
+    slow = stats["slow_queries"]
+    if slow["available"]:
+        print("slowest statements (average):")
+        if not slow["queries"]:
+            print("  none recorded yet")
+        for query in slow["queries"]:
+            text = " ".join(str(query.get("digest_text") or "").split())
+            print(f"  {query['avg_ms']:9.3f} ms  x{query.get('count_star')}  {text[:120]}")
+    else:
+        print(f"slow queries: {slow['message']}")
+    print()
+    pool = view["pool"]
+    print(f"round trip (median of 5 SELECT 1): {view['round_trip_ms']:.3f} ms; pool: {pool['status']}")
+    return 0
+
+
+async def db_backup(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm db backup FILE`: a consistent copy of the farm database (gzip when FILE ends in .gz)."""
+    from app.operations.backup import backup
+
+    db = create_database(_admin_url(settings))
+    try:
+        await db.ping()
+        result = await backup(db, Path(args.file))
+    finally:
+        await db.dispose()
+    print(f"backed up {db.display_url} to {result['path']} ({result['bytes']} bytes"
+          f"{', gzip' if result['compressed'] else ''})")
+    return 0
+
+
+async def db_restore(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm db restore FILE [--force]`: replace the farm database's content with a backup."""
+    from app.operations.backup import restore
+
+    db = create_database(_admin_url(settings))
+    try:
+        result = await restore(db, Path(args.file), bool(args.force))
+    finally:
+        await db.dispose()
+    replaced = f", replacing {result['replaced_rows']} rows" if result["replaced_rows"] else ""
+    print(f"restored {result['path']} into {db.display_url}{replaced}; schema revision {result['revision']}")
+    if not result["current"]:
+        print("the restored schema is older than this version: run `aifarm db upgrade`")
+    return 0
+
+
+async def db_create_agent_user(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm db create-agent-user NAME [--host HOST] [--password PW] [--apply]`: the agents' least-privilege account."""
+    from app.db.urls import parse_database_url
+    from app.operations.accounts import agent_url, agent_user_sql, apply, generate_password
+
+    admin_text = _admin_url(settings)
+    admin = parse_database_url(admin_text)
+    if not admin.drivername.startswith("mysql"):
+        raise ValidationError("create-agent-user needs a MySQL/MariaDB farm database: set database_url "
+                              "(or admin_database_url) to mysql://…", {"database_url": "not MySQL/MariaDB"})
+    assert admin.database
+    password = args.password or generate_password()
+    statements = agent_user_sql(args.name, args.host, admin.database, password)
+    url = agent_url(admin, args.name, password)
+    if not args.apply:
+        # The operator's own output: the password is shown once, here, and never logged.
+        for statement in statements:
+            print(statement + ";")
+        print(f"-- then give the agents this URL (keep it secret): {url}")
+        return 0
+    db = create_database(admin_text)
+    try:
+        await apply(db, statements)
+    finally:
+        await db.dispose()
+    print(f"account '{args.name}'@'{args.host}' may now SELECT, INSERT, UPDATE and DELETE in {admin.database} "
+          "(an existing account's password was reset)")
+    print(f"agents use: {url}")
+    return 0

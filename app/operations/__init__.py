@@ -1,0 +1,1 @@
+"""Operations: scheduled maintenance, monitoring, backup and restore, the least-privilege agent account."""

@@ -1,0 +1,60 @@
+"""The Clients pages: every machine of the farm, and one machine's hardware, performance and log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from app.db.queries import claims as claim_queries
+from app.db.queries import clients as client_queries
+from app.db.queries import logs as log_queries
+from app.db.queries import metrics as metric_queries
+from app.errors import NotFound
+from app.scheduling.decide import cpu_cores_of, ram_of
+from app.web.keys import AGENT_KEY
+
+NO_CONTRIBUTION = {"compute_hours": 0.0, "samples": 0, "tasks": 0}
+
+
+def hardware(row: dict[str, Any]) -> dict[str, Any]:
+    """Cores, RAM and GPUs of a clients row, tolerant of odd JSON."""
+    cpu = row.get("cpu_info") if isinstance(row.get("cpu_info"), dict) else {}
+    gpus = [g for g in (row.get("gpu_info") or []) if isinstance(g, dict)] if isinstance(row.get("gpu_info"), list) else []
+    return {"cores": cpu_cores_of(cpu), "physical_cores": cpu.get("physical_cores"), "cpu_model": cpu.get("model"),
+            "architecture": cpu.get("architecture"), "frequency_mhz": cpu.get("frequency_mhz"),
+            "ram_mb": ram_of(row.get("ram_info")), "gpus": gpus}
+
+
+async def client_list(request: web.Request) -> web.Response:
+    """Every client with status, hardware, last seen, active tasks and contribution."""
+    agent = request.app[AGENT_KEY]
+    async with agent.db.connect() as conn:
+        rows = await client_queries.list_clients(conn)
+        counts = {r["id"]: r["active_tasks"] for r in await client_queries.active_clients_with_task_counts(conn)}
+        contributions = await client_queries.contributions(conn)
+    clients = [{**row, "hw": hardware(row), "active_tasks": counts.get(row["id"], 0),
+                "contribution": contributions.get(row["id"], NO_CONTRIBUTION)} for row in rows]
+    return aiohttp_jinja2.render_template("clients.html", request, {"clients": clients, "own_id": agent.client_id})
+
+
+async def client_detail(request: web.Request) -> web.Response:
+    """One client: hardware, session, the ranks it holds, last-hour performance (charts and the seed's summary), log."""
+    agent = request.app[AGENT_KEY]
+    client_id = request.match_info["client_id"]
+    async with agent.db.connect() as conn:
+        row = await client_queries.get_client(conn, client_id)
+        if row is None:
+            raise NotFound(f"client {client_id} does not exist")
+        summary = [r for r in await metric_queries.client_performance(conn) if r["client_id"] == client_id]
+        series = await metric_queries.client_series(conn, client_id)
+        logs = await log_queries.recent_client_logs(conn, client_id, 100)
+        held = await claim_queries.assignments_of_client(conn, client_id)
+        contribution = (await client_queries.contributions(conn)).get(client_id, NO_CONTRIBUTION)
+    metric_types = sorted({r["metric_type"] for r in series})
+    session = row["session_info"] if isinstance(row["session_info"], dict) else {}
+    context = {"client": row, "hw": hardware(row), "session": session, "summary": summary,
+               "metric_types": metric_types, "logs": logs, "held": sorted(held, key=lambda r: -r["task_id"]),
+               "contribution": contribution, "own_id": agent.client_id}
+    return aiohttp_jinja2.render_template("client.html", request, context)

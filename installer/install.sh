@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Install AI Farm for this user on Linux or macOS: a private virtual environment in the data dir, an
+# `aifarm` launcher on PATH and an autostart entry. Running it again upgrades in place and keeps the
+# data and settings.
+#
+#   bash installer/install.sh [--torch SPEC] [--source DIR] [--no-autostart] [--yes]
+#   bash installer/install.sh --uninstall [--purge]
+#
+#   AIFARM_TORCH_SPEC  the torch requirement (default torch==2.13.0); same as --torch
+#   AIFARM_HOME        where AI Farm keeps its data and environment (default: the per-user data dir)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+source_dir=$here
+torch_spec=${AIFARM_TORCH_SPEC:-torch==2.13.0}
+action=install
+purge=no
+autostart=yes
+assume_yes=no
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --torch) torch_spec=${2:?--torch needs a requirement such as torch==2.13.0}; shift ;;
+    --source) source_dir=${2:?--source needs a directory}; shift ;;
+    --uninstall) action=uninstall ;;
+    --purge) purge=yes ;;
+    --no-autostart) autostart=no ;;
+    --yes|-y) assume_yes=yes ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+case "$(uname -s)" in
+  Darwin) os=macos; default_home="$HOME/Library/Application Support/aifarm" ;;
+  Linux) os=linux; default_home="${XDG_DATA_HOME:-$HOME/.local/share}/aifarm" ;;
+  *) echo "install.sh: $(uname -s) is not supported here; on Windows use installer/install.ps1" >&2; exit 2 ;;
+esac
+home_dir=${AIFARM_HOME:-$default_home}
+venv="$home_dir/venv"
+bin_dir="$HOME/.local/bin"
+launcher="$bin_dir/aifarm"
+desktop_file="${XDG_CONFIG_HOME:-$HOME/.config}/autostart/aifarm.desktop"
+plist="$HOME/Library/LaunchAgents/org.aifarm.agent.plist"
+
+say() { printf '%s\n' "$*"; }
+
+uninstall() {
+  rm -rf "$venv"
+  rm -f "$launcher" "$desktop_file"
+  if [ "$os" = macos ] && [ -f "$plist" ]; then
+    launchctl unload "$plist" 2>/dev/null || true
+    rm -f "$plist"
+  fi
+  if [ "$purge" = yes ]; then
+    rm -rf "$home_dir"
+    say "AI Farm removed, with its data ($home_dir)."
+  else
+    rmdir "$home_dir" 2>/dev/null || true
+    say "AI Farm removed. Its data stays in $home_dir (run with --uninstall --purge to delete it too)."
+  fi
+}
+
+if [ "$action" = uninstall ]; then
+  uninstall
+  exit 0
+fi
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  say "AI Farm needs Python 3.11 or newer as python3 (or set PYTHON=/path/to/python3.11)." >&2
+  exit 1
+fi
+if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+  say "python3 cannot create virtual environments; install python3-venv (Debian/Ubuntu: sudo apt-get install -y python3-venv)." >&2
+  exit 1
+fi
+if [ ! -f "$source_dir/pyproject.toml" ]; then
+  say "install.sh: $source_dir is not an AI Farm source tree (no pyproject.toml)" >&2
+  exit 2
+fi
+
+if [ -x "$venv/bin/python" ]; then
+  say "Upgrading AI Farm in $venv (data and settings in $home_dir are kept)."
+else
+  say "Installing AI Farm for ${USER:-$(id -un)} into $venv."
+fi
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+  say "PyTorch will be installed as '$torch_spec'. On Linux the default PyTorch wheels include CUDA and"
+  say "download several GB; a CPU-only machine can choose a smaller build with AIFARM_TORCH_SPEC or --torch"
+  say "(and pip's own index options, such as PIP_EXTRA_INDEX_URL)."
+  if [ "$assume_yes" = no ] && [ -t 0 ]; then
+    read -r -p "Continue? [Y/n] " answer
+    case "$answer" in [nN]*) say "Nothing installed."; exit 1 ;; esac
+  fi
+fi
+
+mkdir -p "$home_dir" "$bin_dir"
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+# torch first and pinned: left to choose freely, pip would pick the newest build with gigabytes of CUDA.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "$torch_spec" numpy
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$source_dir"
+
+cat > "$launcher" <<EOF
+#!/bin/sh
+# AI Farm launcher, written by installer/install.sh
+exec "$venv/bin/aifarm" "\$@"
+EOF
+chmod 755 "$launcher"
+
+if [ "$autostart" = yes ]; then
+  if [ "$os" = linux ]; then
+    mkdir -p "$(dirname "$desktop_file")"
+    cat > "$desktop_file" <<EOF
+[Desktop Entry]
+Type=Application
+Name=AI Farm
+Comment=Donate this computer's spare GPU/CPU time to a LAN training farm
+Exec="$launcher" run
+Terminal=false
+X-GNOME-Autostart-enabled=true
+EOF
+  else
+    mkdir -p "$(dirname "$plist")"
+    cat > "$plist" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0"><dict>
+  <key>Label</key><string>org.aifarm.agent</string>
+  <key>ProgramArguments</key><array><string>$launcher</string><string>run</string></array>
+  <key>RunAtLoad</key><true/>
+  <key>KeepAlive</key><false/>
+</dict></plist>
+EOF
+  fi
+fi
+
+if [ "$os" = linux ]; then
+  if ! "$venv/bin/python" -c "import gi; gi.require_version('AyatanaAppIndicator3', '0.1')" 2>/dev/null; then
+    say "Note: the tray menu on Linux needs AppIndicator and GTK for Python. Without them the tray uses a"
+    say "plain icon without a menu (the dashboard still works). To add them on Debian/Ubuntu:"
+    say "  sudo apt-get install -y gir1.2-ayatanaappindicator3-0.1 libgirepository1.0-dev libcairo2-dev"
+    say "  \"$venv/bin/python\" -m pip install PyGObject"
+  fi
+fi
+case ":$PATH:" in
+  *":$bin_dir:"*) ;;
+  *) say "Add $bin_dir to your PATH to run 'aifarm' from a shell." ;;
+esac
+say "Done: start it with '$launcher run' (it also starts at login). The dashboard prints its address."
