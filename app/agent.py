@@ -24,13 +24,13 @@ from app.db.migrate import open_current_database, upgrade
 from app.db.queries import clients as client_queries
 from app.db.queries import farms as farm_queries
 from app.db.queries import logs as log_queries
-from app.db.queries import maintenance as maintenance_queries
 from app.discovery.registry import PeerRegistry
 from app.donation import Rules, blockers, read_state
 from app.discovery.service import DiscoveryService
 from app.errors import AifarmError, DatabaseUnavailable
 from app.identity import load_or_create_client_id
 from app.netinfo import local_addresses
+from app.operations.maintenance import Maintenance
 from app.peerapi.client import PeerClient
 from app.runtime_files import load_or_create_api_token, remove_agent_file, write_agent_file
 from app.scheduling.decide import Capacity, cpu_cores_of, ram_of
@@ -61,6 +61,7 @@ class Agent:
         self.started_at = datetime.now(timezone.utc)
         self.paused = settings.paused
         self.database_ok = True
+        self.database_ok_since = time.monotonic()
         self.farm_secret: str | None = None
         self.dashboard_port: int | None = None
         self.peer_port: int | None = None
@@ -83,6 +84,8 @@ class Agent:
         self.paused_until: float | None = None
         self.pause_after_current = False
         self.scheduler = Scheduler(self)
+        self.admin_db: Database | None = None
+        self.maintenance: Maintenance | None = None
         self.login_links = LoginLinks()
         self._reload = reload
         self.notifier: Callable[[str], None] | None = None
@@ -388,7 +391,9 @@ class Agent:
              "dashboard_host": self.settings.dashboard_host, "peer_port": self.peer_port},
         )
         self._spawn(self._heartbeat_loop(), "heartbeat")
-        self._spawn(self._sweep_loop(), "sweep")
+        self.admin_db = create_database(self.settings.admin_database_url) if self.settings.admin_database_url else None
+        self.maintenance = Maintenance(self.db, self.settings, self.client_id, self.admin_db, on_event=self.log_event)
+        self._spawn(self.maintenance.loop(), "maintenance")
         self._spawn(self.discovery.verify_loop(), "verify-peers")
         self._spawn(self.discovery.manual_loop(), "manual-peers")
         self._spawn(self.discovery.reach_loop(), "reachability")
@@ -426,6 +431,8 @@ class Agent:
         except DB_ERRORS as exc:
             log.warning("could not mark this client inactive: %s", exc)
         await self.peer_client.close()
+        if self.admin_db is not None:
+            await self.admin_db.dispose()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
@@ -509,6 +516,7 @@ class Agent:
                 was_down = not self.database_ok
                 self.database_ok = True
                 if was_down:
+                    self.database_ok_since = time.monotonic()
                     self.log_event("warning", f"database reachable again; client {self.client_id} re-registered")
                 await self._flush_logs()
                 delay = self.settings.heartbeat_interval
@@ -517,21 +525,6 @@ class Agent:
                     self.log_event("error", f"database unreachable, retrying with backoff: {exc}")
                 self.database_ok = False
                 delay = min(max(delay * 2, self.settings.heartbeat_interval), MAX_BACKOFF_SECONDS)
-
-    async def _sweep_loop(self) -> None:
-        """Mark clients inactive whose last_seen is older than inactive_after (the seed's cleanup)."""
-        interval = max(1.0, min(self.settings.inactive_after / 4, 30.0))
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with self.db.begin() as conn:
-                    changed = await maintenance_queries.mark_inactive_clients(
-                        conn, older_than_seconds=self.settings.inactive_after
-                    )
-                if changed:
-                    self.log_event("info", f"marked {changed} client(s) inactive (unseen for {self.settings.inactive_after:.0f} s)")
-            except DB_ERRORS as exc:
-                log.debug("sweep skipped: %s", exc)
 
     async def _metrics_loop(self) -> None:
         """Record this machine's CPU, RAM and GPU use in performance_metrics every METRICS_INTERVAL."""

@@ -27,6 +27,7 @@ def _common(parser: argparse.ArgumentParser, *, json_output: bool = False) -> No
     parser.add_argument("--data-dir", metavar="DIR", help=_help("data_dir"))
     parser.add_argument("--config", metavar="FILE", help="Settings file (default: the user's config dir).")
     parser.add_argument("--log-level", metavar="LEVEL", help=_help("log_level"))
+    parser.add_argument("--admin-database-url", metavar="URL", help=_help("admin_database_url"))
     if json_output:
         parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
 
@@ -59,6 +60,35 @@ def build_parser() -> argparse.ArgumentParser:
     check = db_sub.add_parser("check", help="Compare the live schema with the seed schema and print every difference.")
     _common(check, json_output=True)
     check.set_defaults(handler="db_check")
+
+    stats_db = db_sub.add_parser("stats", help="Table sizes, slow queries and this machine's view of the database.")
+    _common(stats_db, json_output=True)
+    stats_db.set_defaults(handler="db_stats")
+    backup = db_sub.add_parser("backup", help="Write a consistent backup of the farm database (FILE.gz: gzip).")
+    _common(backup)
+    backup.add_argument("file", metavar="FILE")
+    backup.set_defaults(handler="db_backup")
+    restore = db_sub.add_parser("restore", help="Replace the farm database's content with a backup.")
+    _common(restore)
+    restore.add_argument("file", metavar="FILE")
+    restore.add_argument("--force", action="store_true", help="Replace a database that already has rows.")
+    restore.set_defaults(handler="db_restore")
+    agent_user = db_sub.add_parser("create-agent-user", help="The agents' least-privilege MySQL/MariaDB account (rows only).")
+    _common(agent_user)
+    agent_user.add_argument("name", metavar="NAME")
+    agent_user.add_argument("--host", default="%", help="Host part of the account (default: %%, any host).")
+    agent_user.add_argument("--password", metavar="PW", help="Its password (default: a generated one, shown once).")
+    agent_user.add_argument("--apply", action="store_true",
+                            help="Run it with admin_database_url (or database_url) instead of printing it.")
+    agent_user.set_defaults(handler="db_create_agent_user")
+
+    maintenance = sub.add_parser("maintenance", help="Run the farm database's maintenance sweeps.")
+    maintenance_sub = maintenance.add_subparsers(dest="maintenance_command", metavar="MAINTENANCE_COMMAND", required=True)
+    maint_run = maintenance_sub.add_parser(
+        "run", help="Run every sweep now: old tasks, inactive clients, orphaned assignments, old logs and metrics.")
+    _common(maint_run, json_output=True)
+    maint_run.add_argument("--dry-run", action="store_true", help="Only count what would change; change nothing.")
+    maint_run.set_defaults(handler="maintenance_run")
 
     tasks = sub.add_parser("tasks", help="List tasks.")
     _common(tasks, json_output=True)
@@ -160,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SETTING_ARGS = ("database_url", "data_dir", "log_level", "dashboard_port", "peer_port", "dashboard_host",
+_SETTING_ARGS = ("database_url", "admin_database_url", "data_dir", "log_level", "dashboard_port", "peer_port", "dashboard_host",
                  "expose", "farm_name", "heartbeat_interval")
 
 

@@ -11,6 +11,7 @@ from app.db.engine import create_database
 from app.db.migrate import open_current_database, upgrade
 from app.db.queries import clients as client_queries
 from app.db.queries import tasks as task_queries
+from app.commands_ops import db_backup, db_create_agent_user, db_restore, db_stats, maintenance_run  # noqa: F401
 from app.textui import format_duration, format_table, print_json, relative_time
 
 
@@ -23,8 +24,8 @@ async def run_agent(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    """`aifarm db upgrade`: create or upgrade the schema."""
-    db = create_database(settings.effective_database_url)
+    """`aifarm db upgrade`: create or upgrade the schema (with the admin account when one is configured)."""
+    db = create_database(settings.admin_database_url or settings.effective_database_url)
     try:
         before, after = await upgrade(db)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ async def maintenance_run(args: argparse.Namespace, settings: Settings) -> int:
             await admin_db.dispose()
         await db.dispose()
     if args.json:
-        print_json({"dry_run": bool(args.dry_run), "sweeps": results})
+        print_json({"dry_run": bool(args.dry_run), "sweeps": results}, sys.stdout)
         return 0
     for sweep, counts in results.items():
         print(describe_counts(sweep, counts, dry_run=bool(args.dry_run)))
@@ -56,7 +57,7 @@ async def db_stats(args: argparse.Namespace, settings: Settings) -> int:
         await db.dispose()
     stats["agent_view"] = view
     if args.json:
-        print_json(stats)
+        print_json(stats, sys.stdout)
         return 0
     if stats["backend"] == "mysql":
         print(f"{db.display_url}: MySQL/MariaDB database {stats['database']}")
@@ -128,7 +129,8 @@ async def db_create_agent_user(args: argparse.Namespace, settings: Settings) -> 
                               "(or admin_database_url) to mysql://…", {"database_url": "not MySQL/MariaDB"})
     assert admin.database
     password = args.password or generate_password()
-    statements = agent_user_sql(args.name, args.host, admin.database, password)
+    host = args.host or "%"
+    statements = agent_user_sql(args.name, host, admin.database, password)
     url = agent_url(admin, args.name, password)
     if not args.apply:
         # The operator's own output: the password is shown once, here, and never logged.
@@ -141,7 +143,7 @@ async def db_create_agent_user(args: argparse.Namespace, settings: Settings) -> 
         await apply(db, statements)
     finally:
         await db.dispose()
-    print(f"account '{args.name}'@'{args.host}' may now SELECT, INSERT, UPDATE and DELETE in {admin.database} "
+    print(f"account '{args.name}'@'{host}' may now SELECT, INSERT, UPDATE and DELETE in {admin.database} "
           "(an existing account's password was reset)")
     print(f"agents use: {url}")
     return 0

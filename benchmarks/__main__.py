@@ -8,7 +8,7 @@ import importlib
 
 from benchmarks.common import RESULTS, machine
 
-MODULES = ["startup"]
+MODULES = ["startup", "claims", "heartbeats", "seed_queries"]
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from benchmarks.common import Figure
 CPU_LIMIT = 50.0  # % of one core
 RATE_SHARE = 0.95  # of the target heartbeat rate
 TARGET_CLIENTS = 5_000
+IDLE_WINDOW = 3.0  # seconds of idle server CPU measured before the series
 COUNTERS = ("Com_update", "Com_commit", "Com_rollback", "Com_admin_commands")
 Sender = Callable[[str], Awaitable[None]]
 
@@ -128,6 +129,7 @@ class AgentGenerator(Generator):
         self.db = db = create_database(self.url, pool_size=workers)
 
         async def send(client_id: str) -> None:
+            """One heartbeat as the agent sends it."""
             async with db.begin() as conn:
                 if not await touch_client(conn, client_id):
                     raise RuntimeError(f"client {client_id} is missing")
@@ -154,6 +156,7 @@ class ReplayGenerator(Generator):
         self.conns: list[aiomysql.Connection] = []
 
     async def _capture(self, client_id: str) -> tuple[str, tuple[Any, ...], int]:
+        """touch_client's UPDATE as sent, its parameters, and which parameter is the client id."""
         db = create_database(self.url, pool_size=1)
         seen: list[tuple[str, Any]] = []
         event.listen(db.engine.sync_engine, "before_cursor_execute",
@@ -182,7 +185,9 @@ class ReplayGenerator(Generator):
 
     @staticmethod
     def _sender(conn: aiomysql.Connection, statement: str, params: tuple[Any, ...], where: int) -> Sender:
+        """A sender on one connection."""
         async def send(client_id: str) -> None:
+            """Ping, the UPDATE, COMMIT and the pool's reset ROLLBACK."""
             args = list(params)
             args[where] = client_id
             await conn.ping(reconnect=False)
@@ -267,10 +272,20 @@ def _summary(levels: list[Level], series: list[int]) -> tuple[int, str]:
     return best, steps
 
 
+def _cost(levels: list[Level]) -> str:
+    """Load-generator and server CPU per heartbeat at the highest level run."""
+    top = levels[-1]
+    per = 1000 / 100 / max(top.achieved_rate, 1e-9)
+    return f"{top.client_cpu * per:.2f} ms generator CPU and {top.server_cpu * per:.2f} ms mariadbd CPU per heartbeat"
+
+
 async def _run(url: str, server: psutil.Process, series: list[int], interval: float, workers: int, warmup: float,
-               window: float) -> dict[str, list[Level]]:
+               window: float) -> dict[str, Any]:
+    """The server's idle CPU, then the series with each generator."""
     client_ids = _setup(url, max(series))
-    out = {}
+    server.cpu_percent()
+    await asyncio.sleep(IDLE_WINDOW)
+    out: dict[str, Any] = {"idle": server.cpu_percent()}
     for generator in (ReplayGenerator(url), AgentGenerator(url)):
         out[generator.name] = await _series(url, server, client_ids, series, interval, generator, workers, warmup, window)
     return out
@@ -290,18 +305,19 @@ def measure(quick: bool = False) -> list[Figure]:
     setting = (f"every {interval:g} s (default heartbeat_interval), one transaction each, {workers} asyncio workers "
                f"(connections); mariadbd CPU over a {window:g} s window (100% = one core); a level passes at < "
                f"{CPU_LIMIT:g}% with >= {RATE_SHARE:.0%} of N/{interval:g} heartbeats/s; the load generator (one "
-               f"Python process) shares the {psutil.cpu_count()} cores with the server")
-    counts = {n: max(lv.per_heartbeat[n] for lv in replay + agent) for n in COUNTERS}
-    writes = counts["Com_update"]
+               f"Python process) shares the {psutil.cpu_count()} cores with the server; idle mariadbd "
+               f"{runs['idle']:.1f}% CPU")
+    writes = max(lv.per_heartbeat["Com_update"] for lv in replay + agent)
     agent_counts = ", ".join(f"{n} {agent[-1].per_heartbeat[n]:.2f}" for n in COUNTERS)
     return [
         Figure("heartbeats: simulated clients under 50% of one core", best, "clients", f">= {TARGET_CLIENTS:,} clients",
                best >= TARGET_CLIENTS,
                f"{setting}; generator: {ReplayGenerator.name}, the agent path's exact commands (ping, touch_client's "
-               f"UPDATE, COMMIT, pool reset ROLLBACK) so that the server, not Python, is the limit; series {steps}"),
+               f"UPDATE, COMMIT, pool reset ROLLBACK) at {_cost(replay)} so that the server, not Python, is the "
+               f"limit; series {steps}"),
         Figure("heartbeats: simulated clients, agent-path generator", agent_best, "clients", "reported", True,
-               f"the same through SQLAlchemy's pool and touch_client, as the agent runs it; ~4x the client CPU per "
-               f"heartbeat, so on this machine the generator saturates first; series {agent_steps}"),
+               f"the same through SQLAlchemy's pool and touch_client, as the agent runs it, at {_cost(agent)}; "
+               f"where the generator's CPU is the limit this is not the server's; series {agent_steps}"),
         Figure("heartbeats: database writes per heartbeat", writes, "statements", "1", round(writes, 2) <= 1.0,
                f"Com_update delta / heartbeats in the window (highest of all levels); agent path per heartbeat: "
                f"{agent_counts} (the ping is pool_pre_ping, the ROLLBACK the pool's reset-on-return)"),

@@ -28,6 +28,9 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
   missing+=(chromium)  # the browser tests drive Debian's chromium; no browser is ever downloaded
 fi
+if ! command -v Xvfb >/dev/null || ! command -v trayer >/dev/null; then
+  missing+=(xvfb trayer)  # the real tray icon test: a virtual screen with a system tray
+fi
 if ! command -v ip >/dev/null; then
   missing+=(iproute2)  # multi-host tests in network namespaces
 fi

@@ -46,7 +46,8 @@ def _first_line(text: str | bytes) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "failed without a message"
+    errors = [line for line in lines if "error" in line.lower()]  # past any warnings the tool printed first
+    return (errors or lines or ["failed without a message"])[0]
 
 
 def _find_tool(names: tuple[str, ...]) -> str:
@@ -256,6 +257,11 @@ async def _restore_mysql(db: Database, path: Path, force: bool) -> dict[str, Any
 # --- SQLite ----------------------------------------------------------------------------------------------
 
 
+def _read_only(path: Path) -> str:
+    """An SQLite URI that opens the file read-only (any characters in the path are escaped)."""
+    return path.resolve().as_uri() + "?mode=ro"
+
+
 def _sqlite_path(db: Database) -> Path:
     return Path(db.url.database or "")
 
@@ -263,7 +269,7 @@ def _sqlite_path(db: Database) -> Path:
 def _backup_sqlite_sync(source: Path, path: Path) -> None:
     with tempfile.TemporaryDirectory(prefix=".aifarm-backup-", dir=path.parent) as scratch:
         copy = Path(scratch) / "copy.sqlite3"
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+        src = sqlite3.connect(_read_only(source), uri=True, timeout=30)
         dst = sqlite3.connect(copy)
         try:
             src.backup(dst)
@@ -306,7 +312,7 @@ def _check_sqlite_file(path: Path, original: Path) -> None:
         raise AifarmError(f"backup file {original} is truncated: {size} bytes where the database says "
                           f"{pages * page_size}")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = sqlite3.connect(_read_only(path), uri=True)
         try:
             problems = ops.sqlite_file_problems(con)
             tables = ops.sqlite_file_tables(con)
@@ -335,7 +341,7 @@ def _prepare_sqlite_backup(path: Path, scratch: Path) -> Path:
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    src = sqlite3.connect(_read_only(source), uri=True)
     dst = sqlite3.connect(target, timeout=30)
     try:
         src.backup(dst)

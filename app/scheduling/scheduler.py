@@ -194,7 +194,10 @@ class Scheduler:
         from datetime import timedelta
 
         settings = self.agent.settings
-        ended = []
+        ended: list[int] = []
+        # Right after a database outage every member's last_seen is old; let them all heartbeat first.
+        if time.monotonic() - getattr(self.agent, "database_ok_since", 0.0) < settings.failure_timeout + settings.heartbeat_interval:
+            return ended
         async with self.agent.db.connect() as conn:
             running = await claim_queries.members_of_running(conn)
             now = await claim_queries.db_now(conn)

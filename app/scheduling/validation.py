@@ -246,7 +246,10 @@ def _validate_options(path: str, recipe: Any, given: dict[str, Any], problems: d
 
 
 def _check_data_fit(config: dict[str, Any], catalog: Catalog, problems: dict[str, str]) -> None:
-    model, dataset = catalog.models.get(config.get("model", "")), catalog.datasets.get(config.get("dataset", ""))
+    model_name, dataset_name = config.get("model"), config.get("dataset")
+    if not isinstance(model_name, str) or not isinstance(dataset_name, str):
+        return  # a model or dataset that is not a text is reported already (and cannot be a dict key)
+    model, dataset = catalog.models.get(model_name), catalog.datasets.get(dataset_name)
     if model is None or dataset is None or not model.builtin or not dataset.builtin:
         return
     produced = set(dataset.data)

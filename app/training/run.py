@@ -45,6 +45,7 @@ class Outcome:
 @dataclass
 class _Buffer:
     progress: dict[str, Any] | None = None
+    curve: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     logs: list[tuple[str, str]] = field(default_factory=list)
     perf: list[tuple[str, float]] = field(default_factory=list)
 
@@ -72,6 +73,19 @@ class TaskRun:
         self.task_dir = agent.settings.data_dir / "checkpoints" / f"task-{self.task_id}"
 
     # ----- public -----
+
+    async def _with_db(self, what: str, operation: Any) -> Any:
+        """Run a database write, waiting out an outage (the worker keeps training meanwhile); Fenced passes through."""
+        delay = 0.5
+        while True:
+            try:
+                return await operation()
+            except Fenced:
+                raise
+            except DB_ERRORS as exc:
+                log.warning("task %s: %s waits for the database: %s", self.task_id, what, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def describe(self) -> dict[str, Any]:
         """What this run is doing, for the dashboard and tray."""
@@ -150,19 +164,31 @@ class TaskRun:
         kind = message["type"]
         if kind == "rendezvous" and self.coordinator:
             host = await self._rendezvous_host()
-            async with self.db.begin() as conn:
-                await claim_queries.publish_rendezvous(conn, self.task_id, self.generation, self.agent.client_id,
-                                                       host, int(message["port"]))
+
+            async def publish() -> None:
+                async with self.db.begin() as conn:
+                    await claim_queries.publish_rendezvous(conn, self.task_id, self.generation, self.agent.client_id,
+                                                           host, int(message["port"]))
+
+            await self._with_db("publishing the rendezvous", publish)
             self._log("info", f"rendezvous published at {host}:{message['port']}")
         elif kind == "started":
-            async with self.db.begin() as conn:
-                await claim_queries.set_assignment(conn, self.task_id, self.agent.client_id, self.generation, status="training")
+            async def started() -> None:
+                async with self.db.begin() as conn:
+                    await claim_queries.set_assignment(conn, self.task_id, self.agent.client_id, self.generation,
+                                                       status="training")
+
+            await self._with_db("marking the rank as training", started)
             if self.coordinator:
                 self._log("info", f"training: {message['total_steps']} steps of {message['steps_per_epoch']} per epoch, "
                                   f"{message['samples']} training and {message['validation_samples']} validation samples")
         elif kind == "progress":
             self.progress = message
             self.buffer.progress = message
+            if self.coordinator:
+                point = {k: v for k, v in (message.get("metrics") or {}).items() if v is not None}
+                point["samples_per_sec"] = message.get("samples_per_sec")
+                self.buffer.curve.append((int(message["step"]), point))
             self.buffer.perf += [("samples_per_sec", float(message.get("rank_samples_per_sec") or 0.0)),
                                  ("step_time_ms", float(message.get("step_time") or 0.0) * 1000)]
         elif kind == "epoch":
@@ -194,12 +220,16 @@ class TaskRun:
                    "epoch": message["epoch"], "rank": self.rank, "size": path.stat().st_size,
                    "generation": self.generation}
         full = kind in ("regular", "emergency", "final")
-        async with self.db.begin() as conn:
-            await checkpoint_queries.record(conn, task_id=self.task_id, generation=self.generation,
-                                            client_id=self.agent.client_id, path=relative, kind=kind, metrics=metrics,
-                                            set_task_path=full and (self.coordinator or kind == "emergency"))
-            removed = await checkpoint_queries.prune_regular(conn, self.task_id, self.agent.client_id,
-                                                             int(self.config.get("keep_checkpoints", 3)))
+
+        async def record() -> list[str]:
+            async with self.db.begin() as conn:
+                await checkpoint_queries.record(conn, task_id=self.task_id, generation=self.generation,
+                                                client_id=self.agent.client_id, path=relative, kind=kind, metrics=metrics,
+                                                set_task_path=full and (self.coordinator or kind == "emergency"))
+                return await checkpoint_queries.prune_regular(conn, self.task_id, self.agent.client_id,
+                                                              int(self.config.get("keep_checkpoints", 3)))
+
+        removed = await self._with_db(f"recording the {kind} checkpoint", record)
         for old in removed:
             (self.agent.settings.data_dir / old).unlink(missing_ok=True)
         if self.coordinator or kind == "emergency":
@@ -208,9 +238,12 @@ class TaskRun:
     async def _finished(self, message: dict[str, Any]) -> Outcome:
         metrics = message.get("metrics") or {}
         assignment_metrics = {**metrics, "params_sha256": message.get("params_sha256"), "step": message.get("step")}
-        async with self.db.begin() as conn:
-            await claim_queries.set_assignment(conn, self.task_id, self.agent.client_id, self.generation,
-                                               status="completed", metrics=assignment_metrics)
+        async def rank_done() -> None:
+            async with self.db.begin() as conn:
+                await claim_queries.set_assignment(conn, self.task_id, self.agent.client_id, self.generation,
+                                                   status="completed", metrics=assignment_metrics)
+
+        await self._with_db("marking the rank completed", rank_done)
         if not self.coordinator:
             return Outcome("completed")
         weights = Path(message["model_path"])
@@ -218,17 +251,23 @@ class TaskRun:
         url = f"aifarm://{self.agent.client_id}/{relative}"
         result = {"progress": 100.0, "epoch": message.get("epoch"), "step": message.get("step"),
                   "metrics": metrics, "samples_per_sec": message.get("samples_per_sec")}
-        async with self.db.begin() as conn:
-            await claim_queries.check_fence(conn, self.task_id, self.generation, self.agent.client_id)
-            version = await model_queries.register(
-                conn, name=self.config["name"], url=url, sha256=message["model_sha256"],
-                config={**self.config, "final_metrics": metrics, "task_id": self.task_id,
-                        "params_sha256": message.get("params_sha256"), "replicas": []},
-            )
-            await claim_queries.update_task_fenced(conn, self.task_id, self.generation, self.agent.client_id,
-                                                   {"status": "completed", "result": result})
-            await log_queries.add_task_log(conn, self.task_id, self.agent.client_id, "info",
-                                           f"completed: model {self.config['name']} version {version} ({url})")
+        await self._flush(final=True)
+
+        async def complete() -> str:
+            async with self.db.begin() as conn:
+                await claim_queries.check_fence(conn, self.task_id, self.generation, self.agent.client_id)
+                version = await model_queries.register(
+                    conn, name=self.config["name"], url=url, sha256=message["model_sha256"],
+                    config={**self.config, "final_metrics": metrics, "task_id": self.task_id,
+                            "params_sha256": message.get("params_sha256"), "replicas": []},
+                )
+                await claim_queries.update_task_fenced(conn, self.task_id, self.generation, self.agent.client_id,
+                                                       {"status": "completed", "result": result})
+                await log_queries.add_task_log(conn, self.task_id, self.agent.client_id, "info",
+                                               f"completed: model {self.config['name']} version {version} ({url})")
+                return version
+
+        version = await self._with_db("registering the model and completing the task", complete)
         self.agent.after_model_registered(self.config["name"], version, relative, message["model_sha256"])
         return Outcome("completed")
 
@@ -371,7 +410,8 @@ class TaskRun:
     async def _flush(self, final: bool = False) -> None:
         """Write what the worker reported since the last flush; keep it for the next try if the database is away."""
         progress, logs, perf = self.buffer.progress, list(self.buffer.logs), list(self.buffer.perf)
-        if progress is None and not logs and not perf:
+        curve = list(self.buffer.curve)
+        if progress is None and not logs and not perf and not curve:
             return
         try:
             async with self.db.begin() as conn:
@@ -379,6 +419,8 @@ class TaskRun:
                     await log_queries.add_task_log(conn, self.task_id, self.agent.client_id, level, message)
                 if perf:
                     await metric_queries.record_metrics(conn, self.agent.client_id, perf, task_id=self.task_id)
+                for step, point in curve:
+                    await metric_queries.record_curve(conn, self.task_id, step, point)
                 if progress is not None:
                     rank_metrics = {**(progress.get("metrics") or {}), "step": progress["step"],
                                     "samples_per_sec": progress.get("rank_samples_per_sec")}
@@ -392,9 +434,6 @@ class TaskRun:
                                           "samples_per_sec": progress.get("samples_per_sec")}
                                 await claim_queries.update_task_fenced(conn, self.task_id, self.generation,
                                                                        self.agent.client_id, {"result": result})
-                                curve = {k: v for k, v in (progress.get("metrics") or {}).items() if v is not None}
-                                curve["samples_per_sec"] = progress.get("samples_per_sec")
-                                await metric_queries.record_curve(conn, self.task_id, int(progress["step"]), curve)
                     except Fenced:
                         if not final:
                             raise
@@ -409,6 +448,7 @@ class TaskRun:
             return
         del self.buffer.logs[: len(logs)]
         del self.buffer.perf[: len(perf)]
+        del self.buffer.curve[: len(curve)]
         if self.buffer.progress is progress:
             self.buffer.progress = None
 

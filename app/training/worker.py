@@ -8,9 +8,11 @@ else printed goes to stderr.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -24,6 +26,7 @@ from app.files import publish_atomically, sha256_file
 from app.training.messages import encode
 
 SYNC_EVERY = 10
+LOW_DISK_BYTES = 64 << 20
 
 
 class Channel:
@@ -109,8 +112,13 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> str:
     try:
         torch.save(payload, tmp)
         publish_atomically(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        if isinstance(exc, Exception) and free < LOW_DISK_BYTES:
+            # torch's zip writer reports a full disk as a bare "file write failed"; say what it is.
+            raise OSError(errno.ENOSPC, f"No space left on device while writing checkpoint {path.name} "
+                                        f"({free} bytes free in {path.parent}); the previous checkpoint is intact") from exc
         raise
     return sha256_file(path)
 

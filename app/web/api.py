@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
@@ -31,7 +30,7 @@ def _json(value: Any, status: int = 200) -> web.Response:
 async def _body(request: web.Request) -> Any:
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError, LookupError):  # bad JSON or UTF-8, a >4300-digit number, deep nesting, unknown charset
         raise ValidationError("the request body is not valid JSON", {"body": "not valid JSON"}) from None
 
 
@@ -50,9 +49,12 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 
 def _task_id(request: web.Request) -> int:
     try:
-        return int(request.match_info["task_id"])
+        task_id = int(request.match_info["task_id"])
     except ValueError:
         raise web.HTTPNotFound() from None
+    if not 0 < task_id < 2**63:  # beyond a BIGINT no task exists (and SQLite cannot bind it)
+        raise web.HTTPNotFound()
+    return task_id
 
 
 async def status(request: web.Request) -> web.Response:

@@ -82,12 +82,12 @@ def build_openapi() -> dict[str, Any]:
             "responses": {"200": _json(OBJECT), **_errors(400, 401, 403, 404)}}},
         "/api/v1/tasks/{task_id}/curve": {"get": {"summary": "Training curve points", "parameters": [
             _task_id(), _query("after", {"type": "integer", "minimum": 0}, "only points after this id")],
-            "responses": {"200": _json(OBJECT), **_errors(400, 401)}}},
+            "responses": {"200": _json(OBJECT), **_errors(400, 401, 404)}}},
         "/api/v1/tasks/{task_id}/logs": {"get": {"summary": "Newest log lines", "parameters": [
             _task_id(), _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "lines")],
-            "responses": {"200": _json(OBJECT), **_errors(400, 401)}}},
+            "responses": {"200": _json(OBJECT), **_errors(400, 401, 404)}}},
         "/api/v1/tasks/{task_id}/checkpoints": {"get": {"summary": "Checkpoints", "parameters": [_task_id()],
-                                                        "responses": {"200": _json(OBJECT), **_errors(401)}}},
+                                                        "responses": {"200": _json(OBJECT), **_errors(401, 404)}}},
         "/api/v1/clients": {"get": {"summary": "Clients with contributions",
                                     "responses": {"200": _json(OBJECT), **_errors(401, 503)}}},
         "/api/v1/clients/{client_id}": {"get": {"summary": "One client, its performance and log", "parameters": [

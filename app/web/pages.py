@@ -49,7 +49,7 @@ def relative_time(value: Any, now: datetime | None = None) -> str:
         return "—"
     seconds = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
     future = seconds < 0
-    text = duration(abs(seconds))
+    text = duration(int(abs(seconds)))
     if text == "0 s":
         return "just now"
     return f"in {text}" if future else f"{text} ago"
@@ -59,9 +59,10 @@ def duration(seconds: Any) -> str:
     """A short human duration: '42 s', '5 min', '3 h 20 min', '2 d 4 h'."""
     if seconds is None or isinstance(seconds, jinja2.Undefined):
         return "—"
-    total = int(float(seconds))
-    if total < 60:
-        return f"{total} s"
+    value = float(seconds)
+    if value < 60:
+        return f"{round(value, 1):g} s"
+    total = int(value)
     if total < 3600:
         return f"{total // 60} min"
     if total < 86400:
@@ -99,6 +100,17 @@ def megabytes(value: Any) -> str:
 def pretty_json(value: Any) -> str:
     """Indented JSON for a <pre> (escaped by the template like any other text)."""
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+MAX_ID = 2**62  # beyond what the databases' integer columns hold
+
+
+def path_id(request: web.Request, name: str) -> int:
+    """A numeric id from the URL; 404 for one no row can have."""
+    value = int(request.match_info[name])
+    if value > MAX_ID:
+        raise web.HTTPNotFound()
+    return value
 
 
 def int_or_none(text: str | None) -> int | None:

@@ -22,9 +22,10 @@
     return String(Number(v.toPrecision(4)));
   }
 
-  function formatTime(ms) {
+  function formatTime(ms, withSeconds) {
     var d = new Date(ms);
-    return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+    var text = String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+    return withSeconds ? text + ":" + String(d.getSeconds()).padStart(2, "0") : text;
   }
 
   function niceStep(span, count) {
@@ -134,7 +135,7 @@
     var xCount = Math.max(2, Math.floor(plotW / 110));
     ticks(xLo, xHi, xCount).forEach(function (t) {
       var label = node("text", { x: sx(t), y: height - 8, "text-anchor": "middle", "class": "tick" }, svg);
-      label.textContent = self.time ? formatTime(t) : formatValue(t);
+      label.textContent = self.time ? formatTime(t, xHi - xLo < 15 * 60 * 1000) : formatValue(t);
     });
     node("line", { x1: MARGIN.left, x2: width - MARGIN.right, y1: MARGIN.top + plotH, y2: MARGIN.top + plotH, "class": "axis" }, svg);
 

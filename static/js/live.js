@@ -64,6 +64,22 @@
 
   /* ----- farm state: counts, donation, peers, this machine's work ----- */
 
+  var hostnames = {};
+
+  function learnHostnames() {
+    $all('a[href^="/clients/"][title]').forEach(function (a) {
+      var text = a.textContent.trim();
+      if (text && text !== a.title.slice(0, 12)) { hostnames[a.title] = text; }
+    });
+  }
+
+  function clientLink(clientId) {
+    var a = el("a", null, hostnames[clientId] || clientId.slice(0, 12));
+    a.href = "/clients/" + encodeURIComponent(clientId);
+    a.title = clientId;
+    return a;
+  }
+
   function statusBadge(status) { return el("span", "badge status-" + status, status); }
 
   function progressWrap(value) {
@@ -227,12 +243,7 @@
       li.appendChild(when);
       li.appendChild(el("span", "log-level", line.log_type));
       var who = el("span", "log-client");
-      if (line.client_id) {
-        var a = el("a", null, line.client_id.slice(0, 12));
-        a.href = "/clients/" + encodeURIComponent(line.client_id);
-        a.title = line.client_id;
-        who.appendChild(a);
-      } else { who.textContent = "—"; }
+      if (line.client_id) { who.appendChild(clientLink(line.client_id)); } else { who.textContent = "—"; }
       li.appendChild(who);
       li.appendChild(el("span", "log-msg", line.message));
       list.appendChild(li);
@@ -260,10 +271,7 @@
         tr.setAttribute("data-client", a.client_id);
         tr.appendChild(el("td", "num", a.rank));
         var who = el("td");
-        var link = el("a", null, a.client_id.slice(0, 12));
-        link.href = "/clients/" + encodeURIComponent(a.client_id);
-        link.title = a.client_id;
-        who.appendChild(link);
+        who.appendChild(clientLink(a.client_id));
         tr.appendChild(who);
         var state = el("td");
         var badgeEl = statusBadge(a.status);
@@ -294,6 +302,63 @@
     var empty = $("[data-ranks-empty]");
     if (empty) { empty.hidden = assignments.length > 0; }
   }
+
+  var checkpointsDue = 0;
+  var checkpointsBusy = false;
+
+  function renderCheckpoints(rows) {
+    var tbody = $("[data-checkpoints]");
+    if (!tbody) { return; }
+    while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
+    rows.forEach(function (c) {
+      var m = c.metrics || {};
+      var tr = el("tr");
+      tr.setAttribute("data-id", String(c.id));
+      var type = el("td");
+      type.appendChild(el("span", "tag", c.type));
+      tr.appendChild(type);
+      tr.appendChild(el("td", "num", m.step === undefined || m.step === null ? "—" : fmt(m.step)));
+      tr.appendChild(el("td", "num", m.rank === undefined || m.rank === null ? "—" : fmt(m.rank)));
+      var sha = el("td");
+      var code = el("code", null, (m.sha256 || "—").slice(0, 12));
+      code.title = m.sha256 || "";
+      sha.appendChild(code);
+      tr.appendChild(sha);
+      var who = el("td");
+      if (c.client_id) { who.appendChild(clientLink(c.client_id)); } else { who.textContent = "—"; }
+      tr.appendChild(who);
+      var when = el("td");
+      when.appendChild(timeEl(c.created_at));
+      tr.appendChild(when);
+      tbody.appendChild(tr);
+    });
+    var table = $("[data-checkpoints-table]");
+    if (table) { table.hidden = rows.length === 0; }
+    var empty = $("[data-checkpoints-empty]");
+    if (empty) { empty.hidden = rows.length > 0; }
+  }
+
+  var checkpointsTimer = null;
+
+  function refreshCheckpoints() {
+    // At most every few seconds, and always once more after the last request: checkpoints are not in the
+    // event stream, so they come from the API.
+    if (checkpointsTimer !== null) { return; }
+    var delay = Math.max(0, checkpointsDue - Date.now()) + (checkpointsBusy ? 1000 : 0);
+    checkpointsTimer = window.setTimeout(function () {
+      checkpointsTimer = null;
+      if (checkpointsBusy) { refreshCheckpoints(); return; }
+      checkpointsBusy = true;
+      checkpointsDue = Date.now() + 4000;
+      fetch("/api/v1/tasks/" + taskId + "/checkpoints", { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (body) { if (body) { renderCheckpoints(body.checkpoints || []); } })
+        .catch(function () { /* the next log line tries again */ })
+        .then(function () { checkpointsBusy = false; });
+    }, delay);
+  }
+
+  var lastStatus = null;
 
   function onTask(data) {
     var task = data.task;
@@ -327,6 +392,10 @@
     addPoints(data.points);
     appendLogs(data.logs);
     renderRanks(data.assignments);
+    var statusChanged = task && lastStatus !== null && task.status !== lastStatus;
+    if (task) { lastStatus = task.status; }
+    if (statusChanged) { checkpointsDue = 0; }
+    if ((data.logs && data.logs.length) || statusChanged) { refreshCheckpoints(); }
   }
 
   /* ----- one client: performance charts from the API ----- */
@@ -369,6 +438,7 @@
   }
 
   function start() {
+    learnHostnames();
     $all("[data-task-log] li[data-id]").forEach(function (li) {
       lastLogId = Math.max(lastLogId, Number(li.getAttribute("data-id")) || 0);
     });

@@ -8,6 +8,11 @@
     Array.prototype.forEach.call(document.querySelectorAll('[data-recipe-help="' + kind + '"]'), function (block) {
       block.hidden = block.getAttribute("data-recipe") !== chosen;
     });
+    var option = select.options[select.selectedIndex];
+    var description = document.querySelector('[data-recipe-description="' + kind + '"]');
+    if (description && option && option.getAttribute("data-description")) {
+      description.textContent = option.getAttribute("data-description");
+    }
   }
 
   function start() {

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.engine import Database, mysql_error_code
 from app.db.schema import (
+    SEED_TABLES,
     checkpoints,
     client_logs,
     clients,
@@ -159,10 +160,11 @@ async def rows_of(conn: AsyncConnection, table: Table, *columns: str) -> set[tup
 
 
 def test_json_column_list_is_every_json_column_of_the_schema() -> None:
-    """JSON_COLUMNS names every JSON column in schema.py, with its nullability (so none goes untested)."""
+    """JSON_COLUMNS names every JSON column of the seed tables, with its nullability (so none goes untested)."""
     in_schema = [
         (table.name, column.name, bool(column.nullable))
         for table in metadata.sorted_tables
+        if table.name in SEED_TABLES
         for column in table.columns
         if isinstance(column.type, JSON)
     ]

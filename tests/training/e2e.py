@@ -99,4 +99,11 @@ def worker_pids(agent_pid: int) -> list[int]:
         children = psutil.Process(agent_pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
-    return [c.pid for c in children if "app.training.worker" in " ".join(c.cmdline())]
+    pids = []
+    for child in children:
+        try:
+            if "app.training.worker" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue  # a worker that just exited
+    return pids

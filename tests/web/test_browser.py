@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 TRAIN_TIMEOUT = 240.0
 # Sized to train for roughly 15-30 s on a 2-core machine, so that several live updates arrive on the way.
 MODEL_OPTIONS = {"hidden": [256, 256]}
-DATASET_OPTIONS = {"samples": 40000, "features": 64, "classes": 4, "noise": 2.0}
+DATASET_OPTIONS = {"samples": 40000, "features": 32, "classes": 8, "noise": 5.0}
 EPOCHS = "10"
 
 
@@ -50,6 +51,7 @@ class Watcher:
 
 
 def _shot(page: Any, name: str) -> None:
+    page.evaluate("() => window.scrollTo(0, 0)")  # the sticky top bar would show mid-page otherwise
     page.wait_for_timeout(300)  # let charts and live values settle
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
@@ -60,6 +62,7 @@ def _live_state(page: Any) -> dict[str, Any]:
         progress: Number(document.querySelector('.progress-big progress').value),
         points: Number(document.querySelector('[data-chart="loss"] svg').getAttribute('data-count')),
         logs: document.querySelectorAll('[data-task-log] li').length,
+        checkpoints: document.querySelectorAll('[data-checkpoints] tr').length,
         navigations: performance.getEntriesByType('navigation').length,
         marker: window.__notReloaded === true,
     })""")
@@ -73,7 +76,8 @@ def test_submit_watch_live_and_visit_every_page(tmp_path: Path, sqlite_url: str)
     """Submit through the form, watch progress and chart grow without reloading, then screenshot every page."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     sync(upgraded(sqlite_url))
-    agent = AgentProcess(tmp_path, "agent", "--database-url", sqlite_url, "--heartbeat-interval", "1s")
+    agent = AgentProcess(tmp_path, "agent", "--database-url", sqlite_url, "--heartbeat-interval", "1s",
+                         "--farm-name", f"web-{uuid.uuid4().hex[:10]}")  # no peers from other tests
     watcher = Watcher()
     try:
         with sync_api.sync_playwright() as playwright:
@@ -88,6 +92,17 @@ def test_submit_watch_live_and_visit_every_page(tmp_path: Path, sqlite_url: str)
 
                 page.click("nav >> text=Tasks")
                 page.click("text=Submit a task")
+                page.fill("#f-name", "bad name!")
+                page.fill("#f-batch_size", "zero")
+                page.fill("#f-dataset_options", "{oops")
+                watcher.active = False  # chromium logs the form's intended 400 answer as a console error
+                page.click("button:has-text('Submit task')")
+                page.locator("#err-name").wait_for()
+                watcher.active = True
+                assert page.locator("#err-name").is_visible() and page.locator("#err-batch_size").is_visible()
+                assert page.locator("#err-dataset_options").is_visible()
+                assert page.input_value("#f-batch_size") == "zero"
+                _shot(page, "task-new-errors")
                 page.fill("#f-name", "browser-mlp")
                 page.select_option("#f-model", "mlp")
                 page.select_option("#f-dataset", "synthetic")
@@ -128,7 +143,7 @@ def test_submit_watch_live_and_visit_every_page(tmp_path: Path, sqlite_url: str)
                 points = [s["points"] for s in seen] + [final["points"]]
                 assert _increasing(progress) and progress[-1] == 100, progress
                 assert _increasing(points) and points[-1] >= 5, points
-                assert final["logs"] > 3 and final["marker"]
+                assert final["logs"] > 3 and final["checkpoints"] > 0 and final["marker"]
                 assert page.locator("[data-ranks] [data-rank-status]").first.inner_text() == "completed"
                 assert page.locator("form[action$='/cancel']").is_hidden()
                 assert page.locator("form[action$='/retry']").is_hidden()

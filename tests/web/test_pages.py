@@ -10,10 +10,10 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +35,11 @@ LOG_XSS = "<script>alert('log')</script>"
 OTHER_CLIENT = "gpu-box-0001"
 NEVER = {"min_gpu_memory": 10**8, "min_cpu_cores": 1, "min_ram": 0}  # no machine meets it: nothing gets claimed
 PAUSED = {"AIFARM_PAUSED": "true"}
+
+
+def _own_farm() -> tuple[str, str]:
+    """A farm name of its own, so that agents of other tests on this machine are not its peers."""
+    return "--farm-name", f"web-{uuid.uuid4().hex[:10]}"
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -84,9 +89,12 @@ class Browser:
             request.add_header("Content-Type", "application/x-www-form-urlencoded")
         try:
             with self.opener.open(request, timeout=15) as response:
-                return Response(response.status, dict(response.headers), response.read().decode(errors="replace"))
+                answer = Response(response.status, dict(response.headers), response.read().decode(errors="replace"))
         except urllib.error.HTTPError as exc:
-            return Response(exc.code, dict(exc.headers), exc.read().decode(errors="replace"))
+            answer = Response(exc.code, dict(exc.headers), exc.read().decode(errors="replace"))
+        # Every answer, redirects and errors included, carries the CSP.
+        assert "script-src 'self'" in answer.headers.get("Content-Security-Policy", ""), (method, url, answer.status)
+        return answer
 
     def get(self, path: str) -> Response:
         """GET a page."""
@@ -168,7 +176,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     url = f"sqlite:///{tmp / 'farm.sqlite3'}"
     sync(upgraded(url))
     ids = sync(_run(url, _seed))
-    agent = AgentProcess(tmp, "agent", "--database-url", url, env=PAUSED)
+    agent = AgentProcess(tmp, "agent", "--database-url", url, *_own_farm(), env=PAUSED)
     try:
         yield Farm(agent, url, ids, Browser(agent))
     finally:
@@ -181,7 +189,7 @@ def empty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     tmp = tmp_path_factory.mktemp("empty")
     url = f"sqlite:///{tmp / 'farm.sqlite3'}"
     sync(upgraded(url))
-    agent = AgentProcess(tmp, "agent", "--database-url", url, env=PAUSED)
+    agent = AgentProcess(tmp, "agent", "--database-url", url, *_own_farm(), env=PAUSED)
     try:
         yield Browser(agent)
     finally:
@@ -305,22 +313,24 @@ def test_malformed_form_is_shown_again_with_errors_and_everything_typed(farm: Fa
     before = _task_count(farm)
     form = {**_valid_form("bad name!"), "csrf_token": farm.browser.csrf(), "batch_size": "zero",
             "learning_rate": "-1", "priority": "5000", "model_options": "{not json", "min_ram": "lots",
-            "dataset_options": '{"samples": 1, "colour": "red"}', "max_steps": "7", "distributed": "on",
+            "dataset_options": '{"samples": 1, "colour": "red"}', "max_steps": "7", "distributed": "on", "optimizer": "rmsprop",
             "n_clients": "3"}
     response = farm.browser.post("/tasks/new", form)
     assert response.status == 400
     body = response.body
     assert "The task was not submitted" in body
-    for name in ("name", "batch_size", "learning_rate", "priority", "model_options", "min_ram", "dataset_options"):
+    for name in ("name", "batch_size", "learning_rate", "priority", "model_options", "min_ram", "dataset_options",
+                 "optimizer"):
         assert f'id="err-{name}"' in body, name
         assert re.search(rf'id="f-{name}"[^>]*aria-invalid="true"', body, re.S), name
     assert "must be a whole number" in body and "is not valid JSON" in body and "unknown option" in body
     for value in ("bad name!", "zero", "-1", "5000", "lots", "50 steps", "7"):
         assert f'value="{value}"' in body, value
+    assert '<option value="rmsprop" selected>' in body
     assert "{not json</textarea>" in body
     assert "{&#34;samples&#34;: 1, &#34;colour&#34;: &#34;red&#34;}</textarea>" in body
     assert re.search(r'name="distributed" checked', body)
-    assert re.search(r'<option value="synthetic" selected>', body)
+    assert re.search(r'<option value="synthetic" data-description="[^"]*" selected>', body)
     assert "<details class=\"card advanced\" open>" in body
     assert _task_count(farm) == before
 
@@ -368,6 +378,8 @@ def test_task_actions_priority_cancel_retry(farm: Farm) -> None:
     missing = farm.browser.post("/tasks/999999/cancel", {"csrf_token": token})
     assert missing.status == 404 and "does not exist" in missing.body
     assert farm.browser.get("/tasks/999999").status == 404
+    assert farm.browser.get("/tasks/99999999999999999999999").status == 404
+    assert farm.browser.get("/tasks?page=99999999999999999999").status == 200
     assert farm.browser.get("/clients/nobody").status == 404
 
 
@@ -414,7 +426,7 @@ def test_model_download_is_verified(farm: Farm) -> None:
 
     good = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(farm.browser.jar))
     with good.open(farm.agent.url.rstrip("/") + links["good"], timeout=15) as response:
-        assert response.status == 200
+        assert response.status == 200 and "Content-Security-Policy" in response.headers
         assert response.headers["X-Content-SHA256"] == sha
         assert "good-v1.pt" in response.headers["Content-Disposition"]
         assert response.read() == content

@@ -13,6 +13,7 @@ from app.db.queries import models as model_queries
 from app.errors import AifarmError, NotFound
 from app.model_store import parse_url
 from app.web.keys import AGENT_KEY
+from app.web.pages import path_id
 
 CONFIG_SHOWN = ("model", "dataset", "epochs", "batch_size", "learning_rate", "n_clients", "task_id")
 
@@ -52,7 +53,7 @@ def _filename(name: str, version: str) -> str:
 async def download(request: web.Request) -> web.StreamResponse:
     """The model file, served only after its sha256 matched (local file, local replica, or fetched from its owner)."""
     agent = request.app[AGENT_KEY]
-    model_id = int(request.match_info["model_id"])
+    model_id = path_id(request, "model_id")
     async with agent.db.connect() as conn:
         row = next((r for r in await model_queries.list_versions(conn) if r["id"] == model_id), None)
     if row is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from app.config import settings_as_dict
+from app.config import SPEC_BY_NAME, parse_duration, settings_as_dict
 from app.errors import ValidationError
 from app.web.keys import AGENT_KEY
 
@@ -15,8 +15,13 @@ PAUSE_MODES = {"now": None, "hour": 3600.0, "finish": None}
 async def settings_page(request: web.Request) -> web.Response:
     """Donation state with its controls, every effective setting, and how to join or leave a farm."""
     agent = request.app[AGENT_KEY]
+    rows = []
+    for name, value in sorted(settings_as_dict(agent.settings).items()):
+        spec = SPEC_BY_NAME.get(name)
+        rows.append({"name": name, "value": value, "help": spec.help if spec else "",
+                     "duration": spec is not None and spec.parse is parse_duration and isinstance(value, (int, float))})
     context = {"donation": agent.donation_state(), "work": agent.scheduler.describe(),
-               "settings": settings_as_dict(agent.settings), "farm_name": agent.settings.farm_name,
+               "settings": rows, "farm_name": agent.settings.farm_name,
                "database": agent.db.display_url, "embedded": agent.settings.database_url is None}
     return aiohttp_jinja2.render_template("settings.html", request, context)
 

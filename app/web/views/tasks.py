@@ -20,9 +20,10 @@ from app.errors import Conflict, ValidationError
 from app.scheduling import service
 from app.scheduling.validation import CONFIG_FIELDS, TASK_TYPES, validate_task
 from app.web.keys import AGENT_KEY
-from app.web.pages import TASK_STATUSES, int_or_none
+from app.web.pages import TASK_STATUSES, int_or_none, path_id
 
 PAGE_SIZE = 25
+MAX_PAGE = 10**6
 SORTS = {"priority": "Priority", "newest": "Newest first", "oldest": "Oldest first"}
 
 
@@ -60,7 +61,7 @@ REQUIREMENT_FIELDS = (
 ADVANCED_FIELDS = tuple(
     FormField(name, ("config", name), {"int": "int", "optional_int": "int", "float": "float", "str": "str",
                                        "interval": "interval"}[CONFIG_FIELDS[name].kind],
-              name.replace("_", " ").capitalize(), CONFIG_FIELDS[name].help)
+              {"lr_schedule": "LR schedule"}.get(name, name.replace("_", " ").capitalize()), CONFIG_FIELDS[name].help)
     for name in ("optimizer", "lr_schedule", "momentum", "weight_decay", "seed", "validation_split",
                  "checkpoint_interval", "keep_checkpoints", "max_steps", "max_attempts")
 )
@@ -194,7 +195,7 @@ async def task_list(request: web.Request) -> web.Response:
     if sort not in SORTS:
         raise ValidationError(f"unknown sort {sort!r}", {"sort": f"must be one of {', '.join(SORTS)}"})
     task_type = request.query.get("type", "")
-    page = max(1, int_or_none(request.query.get("page")) or 1)
+    page = min(MAX_PAGE, max(1, int_or_none(request.query.get("page")) or 1))
     async with agent.db.connect() as conn:
         rows, total = await task_queries.list_tasks(conn, status=status or None, type=task_type or None, sort=sort,
                                                     limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
@@ -214,7 +215,7 @@ async def task_list(request: web.Request) -> web.Response:
 
 
 def _task_id(request: web.Request) -> int:
-    return int(request.match_info["task_id"])
+    return path_id(request, "task_id")
 
 
 async def _detail_context(request: web.Request, task_id: int) -> dict[str, Any]:
