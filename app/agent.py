@@ -302,7 +302,7 @@ class Agent:
         if owner_id == self.client_id:
             path = safe_relative(self.settings.data_dir, relative)
         else:
-            path = safe_relative(self.settings.data_dir / "fetched" / str(owner_id), relative)
+            path = safe_relative(self.settings.data_dir, f"fetched/{owner_id}/{relative}")  # id checked too
         if path is None:
             return None
         if path.exists():

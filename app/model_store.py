@@ -74,8 +74,10 @@ async def pull(db: Database, ref: str, dest: Path | None, farm_name: str, *, pro
     dest = dest or Path(f"{name}-v{row['version']}.pt")
     errors = []
     for client_id, host, port in await _endpoints(db, holders):
+        # The owner serves the file where it wrote it; a replica keeps its verified copy under fetched/OWNER/.
+        path = location.path if client_id == location.client_id else f"fetched/{location.client_id}/{location.path}"
         try:
-            await _download(host, port, f"/peer/v1/files/{location.path}", dest, row["hash"], secret, progress)
+            await _download(host, port, f"/peer/v1/files/{path}", dest, row["hash"], secret, progress)
             return row, dest
         except AifarmError as exc:
             errors.append(f"{client_id} at {host}:{port}: {exc}")

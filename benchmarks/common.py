@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -71,8 +72,19 @@ class Agent:
             if match:
                 self.client_id, self.url = match.group(1), match.group(2)
                 self.ready = time.perf_counter()
+                self.signin_url = self.proc.stdout.readline().rsplit(" ", 1)[-1].strip()
                 return
         raise RuntimeError("agent did not start")
+
+    def api_get(self, path: str) -> Any:
+        """GET an API path with the data dir's token."""
+        import json
+        import urllib.request
+
+        token = (self.data_dir / "api_token").read_text().strip()
+        request = urllib.request.Request(self.url.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
 
     def rss_mb(self) -> float:
         """Resident memory of the agent process alone, in MB."""

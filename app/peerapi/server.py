@@ -51,11 +51,12 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(request.app[PEER_AGENT_KEY].peer_status())
 
 
-SERVED_ROOTS = ("checkpoints", "models")
+SERVED_ROOTS = ("checkpoints", "models", "fetched")
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
-    """A checkpoint or model file of this agent's data dir; nothing outside those two folders, no traversal."""
+    """A checkpoint or model file of this agent's data dir (its own, or a verified copy it holds under fetched/);
+    nothing outside those folders, no traversal."""
     agent = request.app[PEER_AGENT_KEY]
     relative = request.match_info["path"]
     if relative.split("/", 1)[0] not in SERVED_ROOTS:
@@ -73,7 +74,7 @@ async def replicate(request: web.Request) -> web.Response:
     agent = request.app[PEER_AGENT_KEY]
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError, LookupError):  # bad JSON or UTF-8, huge numbers, deep nesting, unknown charset
         raise web.HTTPBadRequest(reason="body is not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("path"), str) or not isinstance(body.get("sha256"), str) \
             or not isinstance(body.get("client_id"), str) or not body["path"].startswith("models/"):

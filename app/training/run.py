@@ -68,6 +68,7 @@ class TaskRun:
         self.buffer = _Buffer()
         self.stop_reason: str | None = None
         self.abort_reason: str | None = None
+        self.completed = False
         self.members: set[str] = set()
         self.started_at = time.monotonic()
         self.task_dir = agent.settings.data_dir / "checkpoints" / f"task-{self.task_id}"
@@ -137,6 +138,9 @@ class TaskRun:
         async with self.db.connect() as conn:
             group = (await claim_queries.members_of_running(conn, self.task_id)).get(self.task_id, {})
         self.members = {m["client_id"] for m in group.get("members", [])} - {self.agent.client_id}
+        # A worker killed mid-write leaves its hidden temporary file; nothing ever points at one.
+        for stale in self.task_dir.glob(".*.tmp") if self.task_dir.is_dir() else ():
+            stale.unlink(missing_ok=True)
         resume, rank_state = await self._choose_resume()
         rendezvous = None
         if self.n_clients > 1 and not self.coordinator:
@@ -245,7 +249,11 @@ class TaskRun:
 
         await self._with_db("marking the rank completed", rank_done)
         if not self.coordinator:
+            self.completed = True
             return Outcome("completed")
+        final_point = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        final_point["samples_per_sec"] = message.get("samples_per_sec")
+        self.buffer.curve.append((int(message.get("step") or 0), final_point))
         weights = Path(message["model_path"])
         relative = weights.relative_to(self.agent.settings.data_dir).as_posix()
         url = f"aifarm://{self.agent.client_id}/{relative}"
@@ -268,6 +276,7 @@ class TaskRun:
                 return version
 
         version = await self._with_db("registering the model and completing the task", complete)
+        self.completed = True
         self.agent.after_model_registered(self.config["name"], version, relative, message["model_sha256"])
         return Outcome("completed")
 
@@ -413,6 +422,7 @@ class TaskRun:
         curve = list(self.buffer.curve)
         if progress is None and not logs and not perf and not curve:
             return
+        fenced: Fenced | None = None
         try:
             async with self.db.begin() as conn:
                 for level, message in logs:
@@ -421,7 +431,7 @@ class TaskRun:
                     await metric_queries.record_metrics(conn, self.agent.client_id, perf, task_id=self.task_id)
                 for step, point in curve:
                     await metric_queries.record_curve(conn, self.task_id, step, point)
-                if progress is not None:
+                if progress is not None and not self.completed:
                     rank_metrics = {**(progress.get("metrics") or {}), "step": progress["step"],
                                     "samples_per_sec": progress.get("rank_samples_per_sec")}
                     try:
@@ -434,18 +444,15 @@ class TaskRun:
                                           "samples_per_sec": progress.get("samples_per_sec")}
                                 await claim_queries.update_task_fenced(conn, self.task_id, self.generation,
                                                                        self.agent.client_id, {"result": result})
-                    except Fenced:
-                        if not final:
-                            raise
-        except Fenced as exc:
-            log.info("task %s: progress not written: %s", self.task_id, exc)
-            self.buffer = _Buffer()
-            if self.worker is not None:
-                self.worker.kill()
-            return
+                    except Fenced as exc:
+                        fenced = exc  # only the progress is refused; the log lines and metrics are still written
         except DB_ERRORS as exc:
             log.debug("task %s: flush postponed: %s", self.task_id, exc)
             return
+        if fenced is not None and not final:
+            log.info("task %s: progress not written: %s", self.task_id, fenced)
+            if self.worker is not None:
+                self.worker.kill()
         del self.buffer.logs[: len(logs)]
         del self.buffer.perf[: len(perf)]
         del self.buffer.curve[: len(curve)]

@@ -289,6 +289,46 @@ def test_peer_replicate_body_over_one_mib_is_413(farm: Farm) -> None:
     assert small.status == 400
 
 
+@pytest.mark.parametrize("body,content_type", [
+    (b"", "application/json"), (b"{not json", "application/json"), (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+    (b'{"path": ' + b"9" * 5000 + b"}", "application/json"), (b'{"path": "\xff"}', "application/json"),
+    (b"{}", "application/json; charset=no-such-codec"), (b"[]", "application/json"),
+    (b'{"client_id": "x", "path": "models/../../api_token", "sha256": "0"}', "application/json"),
+], ids=["empty", "not json", "deep nesting", "5000 digits", "bad utf-8", "unknown charset", "a list", "traversal"])
+def test_peer_replicate_hostile_bodies_are_client_errors(farm: Farm, body: bytes, content_type: str) -> None:
+    """Signed but hostile replicate bodies: a 4xx (or a refused fetch, 502), never a server error or a fetched file."""
+    headers = {"Host": f"127.0.0.1:{farm.agent.peer_port}", "Content-Type": content_type,
+               "Authorization": auth.sign(farm.secret, "POST", "/peer/v1/replicate", CALLER)}
+    reply = raw("127.0.0.1", farm.agent.peer_port, "POST", "/peer/v1/replicate", headers, body)
+    assert 400 <= reply.status < 500 or reply.status == 502, (reply.status, reply.text[:300])
+    assert_nothing_leaked(farm, reply, "replicate")
+    assert not (farm.data_dir / "models" / "api_token").exists()
+
+
+@pytest.mark.parametrize("owner", ["..", "../..", "../../..", ".", "a/../../..", "/tmp", ""])
+def test_peer_replicate_cannot_write_outside_the_data_dir(farm: Farm, owner: str) -> None:
+    """A signed replicate naming an owner id made of '..' (a forged clients row pointing at a real peer API that
+    serves the file): the copy is never written outside DATA_DIR/fetched/, and the agent says it could not fetch."""
+    import socket
+
+    payload = os.urandom(1000)
+    (farm.data_dir / "models" / "planted.pt").write_bytes(payload)
+
+    async def forge(conn: Any) -> None:
+        await client_queries.upsert_client(
+            conn, client_id=owner, cpu_info={}, ram_info={}, gpu_info=[], version="1", hostname=socket.gethostname(),
+            session_info={"peer_port": farm.agent.peer_port, "addresses": [{"ip": "127.0.0.1", "prefix": 8}]})
+
+    sync(_in_db(farm.db_url, forge))
+    body = json.dumps({"client_id": owner, "path": "models/planted.pt",
+                       "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+    reply = peer(farm, "/peer/v1/replicate", secret=farm.secret, method="POST", body=body)
+    assert reply.status in (400, 502), (owner, reply.status, reply.text[:300])
+    fetched = farm.data_dir / "fetched"
+    for found in farm.tmp.rglob("planted.pt"):
+        assert found == farm.data_dir / "models" / "planted.pt" or fetched in found.parents, f"written to {found}"
+
+
 class SecretHolder:
     """What PeerClient reads the farm secret from."""
 
@@ -468,11 +508,15 @@ def test_checkpoint_with_code_is_refused_without_running_it(tmp_path: Path, writ
     else:
         with path.open("wb") as handle:
             pickle.dump(state, handle, protocol=2)
-    with pytest.raises(Exception) as refused:
+    refused: Exception | None = None
+    try:
         load_checkpoint(path, sha256_file(path))
-    assert not isinstance(refused.value, ValueError) or "sha256" not in str(refused.value)
-    assert "weights_only" in str(refused.value) or isinstance(refused.value, pickle.UnpicklingError), refused.value
+    except Exception as exc:  # what torch raises for a refused global differs by version; checked below
+        refused = exc
     assert not marker.exists(), "the checkpoint's code ran"
+    assert refused is not None, "a checkpoint carrying code was loaded"
+    assert not isinstance(refused, ValueError) or "sha256" not in str(refused)  # the hash matched: the unpickler refused
+    assert "weights_only" in str(refused) or isinstance(refused, pickle.UnpicklingError), refused
 
 
 def _flip_byte(path: Path) -> None:

@@ -193,7 +193,9 @@ async def test_kill_during_checkpoint_writes_never_leaves_a_bad_checkpoint(tmp_p
             assert isinstance(state["model"], dict)
         pointed = task(sqlite_url, task_id)["checkpoint_path"]
         assert pointed and (a.data_dir / pointed).exists()
-        assert not list((a.data_dir / "checkpoints").rglob("*.tmp"))  # no half-written file left visible
+        # A kill mid-write leaves a hidden temporary file; the next attempt on this machine removes it.
+        wait_for(lambda: not list((a.data_dir / "checkpoints").rglob(".*.tmp")) and worker_pids(a.proc.pid), 60,
+                 "the next attempt to clear half-written files")
     finally:
         a.stop()
 

@@ -333,6 +333,11 @@ def test_malformed_form_is_shown_again_with_errors_and_everything_typed(farm: Fa
     assert re.search(r'<option value="synthetic" data-description="[^"]*" selected>', body)
     assert "<details class=\"card advanced\" open>" in body
     assert _task_count(farm) == before
+    for hostile in ("[" * 100000 + "]" * 100000, '{"samples": ' + "9" * 5000 + "}"):
+        again = farm.browser.post("/tasks/new", {**_valid_form("hostile"), "csrf_token": form["csrf_token"],
+                                                 "dataset_options": hostile})
+        assert again.status == 400 and 'id="err-dataset_options"' in again.body
+    assert _task_count(farm) == before
 
 
 def test_valid_form_submits_and_redirects_to_the_task(farm: Farm) -> None:

@@ -111,6 +111,9 @@ def build_task(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
             except json.JSONDecodeError as exc:
                 json_errors[".".join(field.path)] = f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
                 continue
+            except (ValueError, RecursionError):  # a number of thousands of digits, or nesting too deep
+                json_errors[".".join(field.path)] = "is not usable JSON (a number too long or nesting too deep)"
+                continue
         else:
             value = _parse(field, text)
         target = task
