@@ -130,19 +130,19 @@ class AgentActions:
 
     def __call__(self, action: str) -> "asyncio.Future[Any] | None":
         """Start an action; returns the future of its coroutine on the agent's loop."""
-        coro = {
-            "open_dashboard": self._open(""),
-            "settings": self._open("settings"),
-            "pause": self.agent.pause(),
-            "resume": self.agent.resume(),
-            "snooze_hour": self.agent.pause(seconds=3600),
-            "snooze_tomorrow": self.agent.pause(seconds=seconds_until_tomorrow(datetime.now())),
-            "finish_then_pause": self.agent.pause(finish_current=True),
-            "quit": self._quit(),
-        }.get(action)
-        if coro is None:
+        make: dict[str, Callable[[], Any]] = {
+            "open_dashboard": lambda: self._open(""),
+            "settings": lambda: self._open("settings"),
+            "pause": lambda: self.agent.pause(),
+            "resume": lambda: self.agent.resume(),
+            "snooze_hour": lambda: self.agent.pause(seconds=3600),
+            "snooze_tomorrow": lambda: self.agent.pause(seconds=seconds_until_tomorrow(datetime.now())),
+            "finish_then_pause": lambda: self.agent.pause(finish_current=True),
+            "quit": lambda: self._quit(),
+        }
+        if action not in make:
             raise ValueError(f"unknown tray action {action!r}")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return asyncio.run_coroutine_threadsafe(make[action](), self.loop)
 
     async def _open(self, page: str) -> None:
         url = self.agent.login_url()

@@ -213,8 +213,7 @@ def test_peer_api_refuses_bad_signatures(farm: Farm, case: str, target: str) -> 
 
 
 def _server_views(target: str) -> list[str]:
-    """The ways a server might see a request target (as sent, dot segments removed, percent-decoded): each is
-    signed in turn so that one signature is valid for whatever the server verifies."""
+    """The ways a server might see a target (as sent, dots removed, decoded), so one signature matches its view."""
     import yarl
 
     views = [target, posixpath.normpath(target), urllib.parse.unquote(target),
@@ -305,11 +304,13 @@ def test_peer_replicate_hostile_bodies_are_client_errors(farm: Farm, body: bytes
     assert not (farm.data_dir / "models" / "api_token").exists()
 
 
-@pytest.mark.parametrize("owner", ["..", "../..", "../../..", ".", "a/../../..", "/tmp", ""])
+@pytest.mark.parametrize("owner", ["..", "../..", "../../..", ".", "a/../../..", "ABSOLUTE", ""])
 def test_peer_replicate_cannot_write_outside_the_data_dir(farm: Farm, owner: str) -> None:
-    """A signed replicate naming an owner id made of '..' (a forged clients row pointing at a real peer API that
-    serves the file): the copy is never written outside DATA_DIR/fetched/, and the agent says it could not fetch."""
+    """A signed replicate whose (forged, active) owner id is '..' or absolute: refused, nothing outside fetched/."""
     import socket
+
+    if owner == "ABSOLUTE":
+        owner = str(farm.tmp / "absolute")
 
     payload = os.urandom(1000)
     (farm.data_dir / "models" / "planted.pt").write_bytes(payload)
@@ -427,8 +428,7 @@ def test_any_zeroconf_record_yields_none_or_a_well_formed_peer(properties: dict[
 
 
 async def test_registry_never_verifies_forged_ids_or_other_farms(tmp_path: Path) -> None:
-    """Against a real clients table: no row, an inactive row, or another farm's name (with an active row) is
-    never verified; a peer claiming our own id is ignored; an active row of our farm is (the control)."""
+    """Real clients table: no row, an inactive row or another farm (active row) is never verified; own id ignored."""
     url = f"sqlite:///{tmp_path / 'farm.sqlite3'}"
     await upgraded(url)
     db = create_database(url)
@@ -493,8 +493,7 @@ class ShellInPickle:
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
 @pytest.mark.parametrize("payload", [CodeInPickle, ShellInPickle])
 def test_checkpoint_with_code_is_refused_without_running_it(tmp_path: Path, writer: str, payload: type) -> None:
-    """A checkpoint whose pickle would run code, registered with its correct sha256: load_checkpoint raises
-    (the weights_only unpickler refuses the global) and the marker file is never created."""
+    """A pickle that runs code, with its correct sha256: weights_only refuses it and the marker is never created."""
     import torch
 
     from app.training.worker import load_checkpoint
@@ -526,8 +525,7 @@ def _flip_byte(path: Path) -> None:
 
 
 def test_tampered_checkpoint_is_refused_by_sha256_before_loading(tmp_path: Path) -> None:
-    """A real checkpoint loads with its hash (control); one flipped byte: ValueError naming the sha256, raised
-    before torch.load (also for a file that carries code: the marker is not created)."""
+    """One flipped byte: the sha256 check refuses the file before torch.load (even one carrying code); control loads."""
     import torch
 
     from app.training.worker import load_checkpoint, save_checkpoint
@@ -550,8 +548,7 @@ def test_tampered_checkpoint_is_refused_by_sha256_before_loading(tmp_path: Path)
 
 
 async def test_tampered_model_is_refused_by_download_and_pull(farm: Farm, tmp_path: Path) -> None:
-    """A model file changed after its sha256 was registered: PeerClient.download and model_store.pull
-    (`aifarm models pull`) refuse it and leave no file; before the change both deliver it (the control)."""
+    """A model changed after registration: PeerClient.download and model_store.pull refuse it and leave no file."""
     import torch
 
     from app import model_store
@@ -719,8 +716,7 @@ def test_api_requires_token_or_cookie_plus_csrf_header(dash: Dashboard) -> None:
 
 
 def test_markup_in_logs_and_error_log_renders_escaped(farm: Farm, dash: Dashboard) -> None:
-    """A valid task name, but a task log line, its error_log and a client log line holding a script tag:
-    the task page, the task list and the overview show it escaped, never as markup."""
+    """A script tag in a task log line, error_log and client log renders escaped on task, list, client and overview."""
 
     async def plant(conn: Any) -> int:
         task_id = await task_queries.insert_task(conn, type="training", requirements=NEVER, config={
@@ -762,8 +758,7 @@ def test_csp_header_on_pages_errors_and_static_files(farm: Farm, dash: Dashboard
 
 
 def test_session_cookie_is_httponly_strict_and_links_are_one_time(farm: Farm) -> None:
-    """The sign-in cookie is HttpOnly and SameSite=Strict; a used one-time link (also the one `aifarm run` printed,
-    once used) does not sign in again; a next= pointing off-site goes home instead."""
+    """The cookie is HttpOnly and SameSite=Strict; a used link never signs in again; an off-site next= goes home."""
     dashboard = Dashboard(farm)
     link = dashboard.login_link()
     first = dashboard.request("GET", link + "&next=//evil.example/x")

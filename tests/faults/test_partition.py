@@ -45,7 +45,7 @@ async def test_partitioned_coordinator_is_replaced_and_fenced(tmp_path: Path, la
             subprocess.run(["ip", "link", "set", _veth_of(hosts[index]), "down"], check=True)
             try:
                 wait_for(lambda: (run_state(url, task_id) or {}).get("coordinator_id")
-                         not in (None, first["coordinator_id"]), 90, "a new coordinator on the other side")
+                         not in (None, first["coordinator_id"]), 180, "a new coordinator on the other side")
                 assert run_state(url, task_id)["generation"] > first["generation"]
                 wait_for(lambda: task(url, task_id)["status"] in ("completed", "failed", "error"), 240, "the task to end")
             finally:
