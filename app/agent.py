@@ -162,6 +162,15 @@ class Agent:
 
     # ----- donation and capacity -----
 
+    def write_backlog(self) -> dict[str, int]:
+        """Rows waiting to be written: lifecycle log lines and the current task's batched reports."""
+        run = self.scheduler.current
+        return {
+            "client_logs": len(self._pending_logs),
+            "task_logs": len(run.buffer.logs) if run else 0,
+            "metrics": len(run.buffer.perf) + len(run.buffer.curve) if run else 0,
+        }
+
     def donation_state(self) -> dict[str, Any]:
         """Paused or donating, until when, and whether the current task finishes first."""
         if self.paused_until is not None and time.time() >= self.paused_until:

@@ -48,10 +48,19 @@ async def _why_pending(conn: Any, row: dict[str, Any]) -> str | None:
     return explain_pending(row["requirements"] or {}, await claim_queries.active_capacities(conn), n_clients)
 
 
+async def active_capacities(db: Database) -> list[Any]:
+    """What every active client offers (hardware as registered)."""
+    async with db.connect() as conn:
+        return await claim_queries.active_capacities(conn)
+
+
 async def why_pending(db: Database, rows: list[dict[str, Any]]) -> dict[int, str | None]:
     """For each pending row, why no active client can take it (None: it can be claimed)."""
-    async with db.connect() as conn:
-        capacities = await claim_queries.active_capacities(conn)
+    return why_pending_with(rows, await active_capacities(db))
+
+
+def why_pending_with(rows: list[dict[str, Any]], capacities: list[Any]) -> dict[int, str | None]:
+    """why_pending over capacities already read."""
     out = {}
     for row in rows:
         if row["status"] != "pending":

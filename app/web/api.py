@@ -18,7 +18,7 @@ from app.db.queries import tasks as task_queries
 from app.errors import DatabaseUnavailable, NotFound, ValidationError
 from app.scheduling import service
 from app.textui import to_json
-from app.web.keys import AGENT_KEY
+from app.web.keys import AGENT_KEY, CACHE_KEY
 
 MAX_PAGE = 200
 
@@ -81,7 +81,8 @@ async def list_tasks(request: web.Request) -> web.Response:
     async with agent.db.connect() as conn:
         rows, total = await task_queries.list_tasks(conn, status=status_filter, type=request.query.get("type") or None,
                                                     sort=sort, limit=limit, offset=offset)
-    waiting = await service.why_pending(agent.db, rows)
+    capacities = await request.app[CACHE_KEY].get("capacities", lambda: service.active_capacities(agent.db))
+    waiting = service.why_pending_with(rows, capacities)
     for row in rows:
         row["waiting_for"] = waiting.get(row["id"])
     return _json({"tasks": rows, "total": total, "limit": limit, "offset": offset})
@@ -186,14 +187,18 @@ async def task_checkpoints(request: web.Request) -> web.Response:
 async def list_clients(request: web.Request) -> web.Response:
     """Every client with its active task count (the seed's active-clients query for active ones)."""
     agent = request.app[AGENT_KEY]
+    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
     async with agent.db.connect() as conn:
-        rows = await client_queries.list_clients(conn)
-        counts = {r["id"]: r for r in await client_queries.active_clients_with_task_counts(conn)}
-        contributions = await client_queries.contributions(conn)
+        rows = await client_queries.list_clients(conn, limit=limit, offset=offset)
+        total = sum((await client_queries.count_by_status(conn)).values())
+        ids = [row["id"] for row in rows]
+        counts = {r["id"]: r for r in await client_queries.active_clients_with_task_counts(conn, ids)}
+        contributions = await client_queries.contributions(conn, ids)
     for row in rows:
         row["active_tasks"] = counts.get(row["id"], {}).get("active_tasks", 0)
         row["contribution"] = contributions.get(row["id"], {"compute_hours": 0.0, "samples": 0, "tasks": 0})
-    return _json({"clients": rows})
+    return _json({"clients": rows, "total": total, "limit": limit, "offset": offset})
 
 
 async def get_client(request: web.Request) -> web.Response:
@@ -204,7 +209,7 @@ async def get_client(request: web.Request) -> web.Response:
         row = await client_queries.get_client(conn, client_id)
         if row is None:
             raise NotFound(f"client {client_id} does not exist")
-        summary = [r for r in await metric_queries.client_performance(conn) if r["client_id"] == client_id]
+        summary = await metric_queries.client_performance(conn, client_id=client_id)
         series = await metric_queries.client_series(conn, client_id)
         logs = await log_queries.recent_client_logs(conn, client_id, 100)
     return _json({"client": row, "performance": summary, "series": series, "logs": logs})
@@ -213,9 +218,13 @@ async def get_client(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     """Model versions, newest first per name."""
     agent = request.app[AGENT_KEY]
+    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    name = request.query.get("name") or None
     async with agent.db.connect() as conn:
-        rows = await model_queries.list_versions(conn, request.query.get("name") or None)
-    return _json({"models": rows})
+        rows = await model_queries.list_versions(conn, name, limit=limit, offset=offset)
+        total = await model_queries.count_versions(conn, name)
+    return _json({"models": rows, "total": total, "limit": limit, "offset": offset})
 
 
 async def stats(request: web.Request) -> web.Response:

@@ -12,13 +12,15 @@ from app.paths import static_dir, templates_dir
 from app.web import api, middlewares, security
 from app.web import pages
 from app.web.context import base_context
-from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY
+from app.web.cache import TTLCache
+from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY, CACHE_KEY
 from app.web.views import overview
 
 if TYPE_CHECKING:
     from app.agent import Agent
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+FARM_DATA_TTL = 1.0  # seconds a farm-wide summary is reused; live updates refresh every 2 s anyway
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -41,6 +43,7 @@ def create_dashboard_app(agent: "Agent") -> web.Application:
     app = web.Application(middlewares=[middlewares.security_headers, middlewares.host_check, middlewares.errors, middlewares.auth])
     app[AGENT_KEY] = agent
     app[ALLOWED_HOSTS_KEY] = LOOPBACK_NAMES | {agent.settings.dashboard_host.lower()}
+    app[CACHE_KEY] = TTLCache(FARM_DATA_TTL)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(templates_dir())),

@@ -88,13 +88,14 @@ def build_openapi() -> dict[str, Any]:
             "responses": {"200": _json(OBJECT), **_errors(400, 401, 404)}}},
         "/api/v1/tasks/{task_id}/checkpoints": {"get": {"summary": "Checkpoints", "parameters": [_task_id()],
                                                         "responses": {"200": _json(OBJECT), **_errors(401, 404)}}},
-        "/api/v1/clients": {"get": {"summary": "Clients with contributions",
-                                    "responses": {"200": _json(OBJECT), **_errors(401, 503)}}},
+        "/api/v1/clients": {"get": {"summary": "A page of clients with contributions", "parameters": page,
+                                    "responses": {"200": _json(OBJECT), **_errors(400, 401, 503)}}},
         "/api/v1/clients/{client_id}": {"get": {"summary": "One client, its performance and log", "parameters": [
             {"name": "client_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}],
             "responses": {"200": _json(OBJECT), **_errors(401, 404)}}},
-        "/api/v1/models": {"get": {"summary": "Model versions", "parameters": [
-            _query("name", {"type": "string"}, "one model name")], "responses": {"200": _json(OBJECT), **_errors(401)}}},
+        "/api/v1/models": {"get": {"summary": "A page of model versions", "parameters": [
+            _query("name", {"type": "string"}, "one model name"), *page],
+            "responses": {"200": _json(OBJECT), **_errors(400, 401)}}},
         "/api/v1/pause": {"post": {"summary": "Pause donating", "requestBody": {"required": False, "content": {
             "application/json": {"schema": {"type": "object", "additionalProperties": False, "properties": {
                 "seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 31622400},

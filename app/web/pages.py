@@ -123,7 +123,7 @@ def int_or_none(text: str | None) -> int | None:
 
 def add_page_routes(app: web.Application) -> None:
     """Register every dashboard page and the template filters they use."""
-    from app.web.views import clients, models, settings, tasks
+    from app.web.views import clients, models, operations, settings, tasks
 
     env = aiohttp_jinja2.get_env(app)
     env.filters.update({"iso_time": iso_time, "absolute_time": absolute_time, "relative_time": relative_time,
@@ -140,6 +140,7 @@ def add_page_routes(app: web.Application) -> None:
     router.add_get("/clients/{client_id}", clients.client_detail, name="client")
     router.add_get("/models", models.model_list, name="models")
     router.add_get(r"/models/{model_id:\d+}/download", models.download, name="model_download")
+    router.add_get("/operations", operations.operations_page, name="operations")
     router.add_get("/settings", settings.settings_page, name="settings")
     router.add_post("/settings/pause", settings.pause, name="settings_pause")
     router.add_post("/settings/resume", settings.resume, name="settings_resume")

@@ -154,7 +154,8 @@ def test_submit_watch_live_and_visit_every_page(tmp_path: Path, sqlite_url: str)
                 _shot(page, "task")
 
                 pages = {"overview": "/", "tasks": "/tasks", "clients": "/clients",
-                         "client": f"/clients/{agent.client_id}", "models": "/models", "settings": "/settings"}
+                         "client": f"/clients/{agent.client_id}", "models": "/models", "operations": "/operations",
+                         "settings": "/settings"}
                 for name, path in pages.items():
                     page.goto(agent.url.rstrip("/") + path)
                     assert page.locator("h1").count() == 1, name

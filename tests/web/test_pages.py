@@ -222,6 +222,9 @@ def test_every_page_answers_with_its_content_and_security_headers(farm: Farm) ->
         "/models": ["<h1>Models", "sha256"],
         "/settings": ["Resume donating", "paused", "aifarm join", "aifarm leave",
                       "heartbeat_interval", "farm.sqlite3"],
+        "/operations": ["Maintenance sweeps", "inactive_clients", "old_tasks", "orphaned_assignments", "old_logs",
+                        "old_metrics", "Embedded SQLite file", "performance_metrics", "Slow queries",
+                        "SQLite keeps no statement statistics", "Round trip", "Waiting to be written"],
     }
     for path, expected in pages.items():
         response = farm.browser.get(path)
@@ -230,7 +233,7 @@ def test_every_page_answers_with_its_content_and_security_headers(farm: Farm) ->
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
         for text in expected:
             assert text in response.body, (path, text)
-        for nav in ('href="/tasks"', 'href="/clients"', 'href="/models"', 'href="/settings"'):
+        for nav in ('href="/tasks"', 'href="/clients"', 'href="/models"', 'href="/operations"', 'href="/settings"'):
             assert nav in response.body, (path, nav)
         assert " style=" not in response.body and "<style" not in response.body, path
         assert not re.search(r"<script(?![^>]*\bsrc=)", response.body), f"inline script on {path}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import dialect
@@ -18,9 +18,12 @@ async def get_client(conn: AsyncConnection, client_id: str) -> dict[str, Any] | 
     return row_dict(row) if row else None
 
 
-async def list_clients(conn: AsyncConnection, *, status: str | None = None) -> list[dict[str, Any]]:
-    """Every client (optionally of one status), most recently seen first."""
+async def list_clients(conn: AsyncConnection, *, status: str | None = None, limit: int | None = None,
+                       offset: int = 0) -> list[dict[str, Any]]:
+    """Every client (optionally of one status, or a page of `limit`), most recently seen first."""
     query = select(clients).order_by(clients.c.last_seen.desc(), clients.c.id)
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
     if status:
         query = query.where(clients.c.status == status)
     return [row_dict(row) for row in await conn.execute(query)]
@@ -32,8 +35,10 @@ async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
     return {status: int(count) for status, count in rows}
 
 
-async def active_clients_with_task_counts(conn: AsyncConnection) -> list[dict[str, Any]]:
-    """The seed's "active clients with task counts": active_tasks and last_task_update per active client."""
+async def active_clients_with_task_counts(conn: AsyncConnection,
+                                          client_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """The seed's "active clients with task counts": active_tasks and last_task_update per active client
+    (or only for these ids)."""
     open_assignments = (
         select(
             task_assignments.c.client_id,
@@ -42,8 +47,10 @@ async def active_clients_with_task_counts(conn: AsyncConnection) -> list[dict[st
         )
         .where(task_assignments.c.status.in_(("assigned", "training")))
         .group_by(task_assignments.c.client_id)
-        .subquery()
     )
+    if client_ids is not None:
+        open_assignments = open_assignments.where(task_assignments.c.client_id.in_(client_ids))
+    open_assignments = open_assignments.subquery()
     query = (
         select(
             clients,
@@ -54,6 +61,8 @@ async def active_clients_with_task_counts(conn: AsyncConnection) -> list[dict[st
         .where(clients.c.status == "active")
         .order_by(clients.c.id)
     )
+    if client_ids is not None:
+        query = query.where(clients.c.id.in_(client_ids))
     out = []
     for row in await conn.execute(query):
         item = row_dict(row)
@@ -115,24 +124,39 @@ async def update_session_info(conn: AsyncConnection, client_id: str, session_inf
     await conn.execute(update(clients).where(clients.c.id == client_id).values(session_info=session_info))
 
 
-async def contributions(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
-    """Per client: compute hours (formed attempts it trained in, assignment start to last update), samples
-    trained (from completed assignments' metrics) and tasks it completed a rank of."""
+async def contributions(conn: AsyncConnection, client_ids: list[str] | None = None,
+                        limit: int | None = None) -> dict[str, dict[str, Any]]:
+    """Per client (or for these ids; or the top `limit` by compute): compute hours (assignment start to last
+    update, for ranks that trained), samples trained (steps x batch size of completed ranks) and ranks completed."""
     from app.db.schema import tasks
 
-    out: dict[str, dict[str, Any]] = {}
-    rows = await conn.execute(
-        select(task_assignments.c.client_id, task_assignments.c.assigned_at, task_assignments.c.updated_at,
-               task_assignments.c.status, task_assignments.c.metrics, tasks.c.config)
+    trained = task_assignments.c.status.in_(("training", "completed"))
+    completed = task_assignments.c.status == "completed"
+    seconds = dialect.seconds_between(conn, task_assignments.c.assigned_at, task_assignments.c.updated_at)
+    steps = func.coalesce(dialect.json_number(conn, task_assignments.c.metrics, "$.step"), 0)
+    batch = func.coalesce(dialect.json_number(conn, tasks.c.config, "$.batch_size"), 0)
+    compute = func.sum(case((trained, seconds), else_=0))
+    query = (
+        select(task_assignments.c.client_id, compute.label("seconds"),
+               func.sum(case((completed, steps * batch), else_=0)).label("samples"),
+               func.sum(case((completed, 1), else_=0)).label("tasks"))
         .select_from(task_assignments.join(tasks, tasks.c.id == task_assignments.c.task_id))
+        .group_by(task_assignments.c.client_id)
     )
-    for row in rows:
-        entry = out.setdefault(row.client_id, {"compute_hours": 0.0, "samples": 0, "tasks": 0})
-        if row.status in ("training", "completed") and row.assigned_at and row.updated_at:
-            entry["compute_hours"] += max(0.0, (row.updated_at - row.assigned_at).total_seconds()) / 3600
-        metrics = row.metrics if isinstance(row.metrics, dict) else {}
-        config = row.config if isinstance(row.config, dict) else {}
-        if row.status == "completed":
-            entry["tasks"] += 1
-            entry["samples"] += int(metrics.get("step") or 0) * int(config.get("batch_size") or 0)
-    return out
+    if client_ids is not None:
+        query = query.where(task_assignments.c.client_id.in_(client_ids))
+    if limit is not None:
+        query = query.order_by(compute.desc()).limit(limit)
+    return {
+        row.client_id: {"compute_hours": max(0.0, float(row.seconds or 0)) / 3600, "samples": int(row.samples or 0),
+                        "tasks": int(row.tasks or 0)}
+        for row in await conn.execute(query)
+    }
+
+
+async def hostnames(conn: AsyncConnection, client_ids: list[str]) -> dict[str, str | None]:
+    """Host names of these clients (two columns, no JSON)."""
+    if not client_ids:
+        return {}
+    rows = await conn.execute(select(clients.c.id, clients.c.hostname).where(clients.c.id.in_(client_ids)))
+    return {row.id: row.hostname for row in rows}

@@ -26,8 +26,10 @@ async def record_metrics(
     return len(rows)
 
 
-async def client_performance(conn: AsyncConnection, *, window_seconds: float = 3600) -> list[dict[str, Any]]:
-    """The seed's "client performance metrics": avg/min/max per client and metric type over the last hour."""
+async def client_performance(conn: AsyncConnection, *, window_seconds: float = 3600,
+                             client_id: str | None = None) -> list[dict[str, Any]]:
+    """The seed's "client performance metrics": avg/min/max per client and metric type over the last hour
+    (for one client, it reads only that client's rows through idx_client_time)."""
     query = (
         select(
             performance_metrics.c.client_id,
@@ -36,7 +38,8 @@ async def client_performance(conn: AsyncConnection, *, window_seconds: float = 3
             func.min(performance_metrics.c.value).label("min_value"),
             func.max(performance_metrics.c.value).label("max_value"),
         )
-        .where(performance_metrics.c.recorded_at > dialect.seconds_ago(conn, window_seconds))
+        .where(performance_metrics.c.recorded_at > dialect.seconds_ago(conn, window_seconds),
+               *([performance_metrics.c.client_id == client_id] if client_id is not None else []))
         .group_by(performance_metrics.c.client_id, performance_metrics.c.metric_type)
         .order_by(performance_metrics.c.client_id, performance_metrics.c.metric_type)
     )

@@ -32,9 +32,12 @@ async def register(conn: AsyncConnection, *, name: str, url: str, config: dict[s
     raise RuntimeError(f"could not register a new version of {name!r}")
 
 
-async def list_versions(conn: AsyncConnection, name: str | None = None) -> list[dict[str, Any]]:
-    """Versions (of one name, or all), newest first."""
+async def list_versions(conn: AsyncConnection, name: str | None = None, limit: int | None = None,
+                        offset: int = 0) -> list[dict[str, Any]]:
+    """Versions (of one name, or all; optionally a page), by name, newest first."""
     query = select(model_versions).order_by(model_versions.c.name, model_versions.c.id.desc())
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
     if name:
         query = query.where(model_versions.c.name == name)
     return [row_dict(r) for r in await conn.execute(query)]
@@ -57,3 +60,13 @@ async def add_replica(conn: AsyncConnection, version_id: int, client_id: str) ->
     replicas = [r for r in config.get("replicas", []) if r != client_id] + [client_id]
     config["replicas"] = replicas
     await conn.execute(update(model_versions).where(model_versions.c.id == version_id).values(config=config))
+
+
+async def count_versions(conn: AsyncConnection, name: str | None = None) -> int:
+    """How many versions (of one name, or all)."""
+    from sqlalchemy import func
+
+    query = select(func.count()).select_from(model_versions)
+    if name:
+        query = query.where(model_versions.c.name == name)
+    return int((await conn.execute(query)).scalar_one())

@@ -27,16 +27,22 @@ def hardware(row: dict[str, Any]) -> dict[str, Any]:
             "ram_mb": ram_of(row.get("ram_info")), "gpus": gpus}
 
 
+CLIENTS_SHOWN = 200
+
+
 async def client_list(request: web.Request) -> web.Response:
     """Every client with status, hardware, last seen, active tasks and contribution."""
     agent = request.app[AGENT_KEY]
     async with agent.db.connect() as conn:
-        rows = await client_queries.list_clients(conn)
-        counts = {r["id"]: r["active_tasks"] for r in await client_queries.active_clients_with_task_counts(conn)}
-        contributions = await client_queries.contributions(conn)
+        rows = await client_queries.list_clients(conn, limit=CLIENTS_SHOWN)
+        total = sum((await client_queries.count_by_status(conn)).values())
+        ids = [row["id"] for row in rows]
+        counts = {r["id"]: r["active_tasks"] for r in await client_queries.active_clients_with_task_counts(conn, ids)}
+        contributions = await client_queries.contributions(conn, ids)
     clients = [{**row, "hw": hardware(row), "active_tasks": counts.get(row["id"], 0),
                 "contribution": contributions.get(row["id"], NO_CONTRIBUTION)} for row in rows]
-    return aiohttp_jinja2.render_template("clients.html", request, {"clients": clients, "own_id": agent.client_id})
+    return aiohttp_jinja2.render_template("clients.html", request,
+                                          {"clients": clients, "own_id": agent.client_id, "total": total})
 
 
 async def client_detail(request: web.Request) -> web.Response:
@@ -47,11 +53,11 @@ async def client_detail(request: web.Request) -> web.Response:
         row = await client_queries.get_client(conn, client_id)
         if row is None:
             raise NotFound(f"client {client_id} does not exist")
-        summary = [r for r in await metric_queries.client_performance(conn) if r["client_id"] == client_id]
+        summary = await metric_queries.client_performance(conn, client_id=client_id)
         series = await metric_queries.client_series(conn, client_id)
         logs = await log_queries.recent_client_logs(conn, client_id, 100)
         held = await claim_queries.assignments_of_client(conn, client_id)
-        contribution = (await client_queries.contributions(conn)).get(client_id, NO_CONTRIBUTION)
+        contribution = (await client_queries.contributions(conn, [client_id])).get(client_id, NO_CONTRIBUTION)
     metric_types = sorted({r["metric_type"] for r in series})
     session = row["session_info"] if isinstance(row["session_info"], dict) else {}
     context = {"client": row, "hw": hardware(row), "session": session, "summary": summary,

@@ -31,7 +31,9 @@ async def model_list(request: web.Request) -> web.Response:
     agent = request.app[AGENT_KEY]
     async with agent.db.connect() as conn:
         rows = await model_queries.list_versions(conn)
-        hostnames = {row["id"]: row.get("hostname") for row in await client_queries.list_clients(conn)}
+        owners = [row["url"].split("/")[2] for row in rows if str(row.get("url", "")).startswith("aifarm://")]
+        replicas = [r for row in rows for r in ((row.get("config") or {}).get("replicas") or [])]
+        hostnames = await client_queries.hostnames(conn, list(set(owners + replicas)))
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         config = row["config"] if isinstance(row["config"], dict) else {}

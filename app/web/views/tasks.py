@@ -230,7 +230,9 @@ async def _detail_context(request: web.Request, task_id: int) -> dict[str, Any]:
         progress_rows = await assignment_queries.distributed_progress(conn, task_id)
         checkpoints = await checkpoint_queries.list_for_task(conn, task_id)
         logs = list(reversed(await log_queries.recent_task_logs(conn, task_id, 200)))
-        hostnames = {row["id"]: row.get("hostname") for row in await client_queries.list_clients(conn)}
+        ids = [a["client_id"] for a in assignments] + [c["client_id"] for c in checkpoints if c.get("client_id")]
+        ids += [log_row["client_id"] for log_row in logs if log_row.get("client_id")]
+        hostnames = await client_queries.hostnames(conn, list(set(ids)))
     config = task["config"] if isinstance(task["config"], dict) else {}
     result = task["result"] if isinstance(task["result"], dict) else {}
     return {

@@ -1,0 +1,30 @@
+"""The Operations page: when each maintenance sweep last ran and what it did, database size and slow queries,
+and this machine's view of the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.errors import DatabaseUnavailable
+from app.operations import monitor
+from app.web.keys import AGENT_KEY
+
+
+@aiohttp_jinja2.template("operations.html")
+async def operations_page(request: web.Request) -> dict[str, Any]:
+    """Sweeps, monitoring and the agent's view, each shown even when another part is unavailable."""
+    agent = request.app[AGENT_KEY]
+    context: dict[str, Any] = {"sweeps": [], "stats": None, "view": None, "error": None,
+                               "backlog": agent.write_backlog()}
+    try:
+        if agent.maintenance is not None:
+            context["sweeps"] = await agent.maintenance.history()
+        context["stats"] = await monitor.database_stats(agent.db)
+        context["view"] = await monitor.agent_view(agent.db)
+    except (DatabaseUnavailable, SQLAlchemyError, OSError) as exc:
+        context["error"] = f"database unreachable: {exc}"
+    return context
