@@ -20,22 +20,43 @@ TRAY_BOX = (440, 0, 640, 48)  # where trayer docks: top right, 200x48
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def x_display() -> Iterator[str]:
-    """A virtual screen with a system tray (Xvfb + trayer); skipped with the reason when they are missing."""
-    if not shutil.which("Xvfb") or not shutil.which("trayer"):
-        pytest.skip("Xvfb and trayer are needed (apt-get install -y xvfb trayer)")
+def _screen_answers(display: str) -> bool:
+    """True when a fresh process can take a screenshot of the display."""
+    done = subprocess.run([sys.executable, "-c", "import sys; from PIL import ImageGrab; ImageGrab.grab(xdisplay=sys.argv[1])",
+                           display], capture_output=True, timeout=30)
+    return done.returncode == 0
+
+
+def _start_screen() -> tuple[subprocess.Popen[bytes], str]:
     read, write = os.pipe()
     xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "640x200x24", "-nolisten", "tcp"],
                             pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(write)
     number = os.read(read, 16).decode().strip()
     os.close(read)
-    display = f":{number}"
+    return xvfb, f":{number}"
+
+
+@pytest.fixture
+def x_display() -> Iterator[str]:
+    """A virtual screen with a system tray (Xvfb + trayer); skipped with the reason when they are missing."""
+    if not shutil.which("Xvfb") or not shutil.which("trayer"):
+        pytest.skip("Xvfb and trayer are needed (apt-get install -y xvfb trayer)")
+    for attempt in range(2):
+        xvfb, display = _start_screen()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _screen_answers(display):
+            time.sleep(0.5)
+        if _screen_answers(display):
+            break
+        xvfb.terminate()
+        xvfb.wait(10)
+    else:
+        pytest.skip("Xvfb started but its screen never accepted a connection in this sandbox (twice)")
     tray = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "200",
                              "--height", "48", "--SetDockType", "true", "--transparent", "false"],
                             env={**os.environ, "DISPLAY": display}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2.0)
+    time.sleep(1.5)
     try:
         yield display
     finally:
@@ -46,12 +67,18 @@ def x_display() -> Iterator[str]:
 
 
 def _tray_colors(display: str, name: str) -> set[tuple[int, int, int]]:
-    from PIL import ImageGrab
+    from PIL import Image
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ImageGrab.grab(xdisplay=display)
-    shot.save(ARTIFACTS / f"tray-{name}.png")
-    return {pixel[:3] for pixel in shot.crop(TRAY_BOX).getdata()}
+    path = ARTIFACTS / f"tray-{name}.png"
+    # A child process takes the screenshot: X connections made by earlier tests in this process must not matter.
+    done = subprocess.run([sys.executable, "-c", "import sys; from PIL import ImageGrab; "
+                           "ImageGrab.grab(xdisplay=sys.argv[1]).save(sys.argv[2])", display, str(path)],
+                          capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "screenshot failed")
+    with Image.open(path) as shot:
+        return {pixel[:3] for pixel in shot.convert("RGB").crop(TRAY_BOX).getdata()}
 
 
 def test_tray_icon_appears_and_changes_when_paused(tmp_path: Path, x_display: str) -> None:
