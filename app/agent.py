@@ -44,6 +44,7 @@ MAX_BACKOFF_SECONDS = 30.0
 MAX_BUFFERED_LOGS = 10_000
 METRICS_INTERVAL = 10.0
 RULES_INTERVAL = 5.0
+STOP_STEP_SECONDS = 5.0
 DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, OSError)
 
 
@@ -421,24 +422,32 @@ class Agent:
             log.exception("could not release the current task cleanly")
         for task in reversed(self._tasks):
             task.cancel()
-        for task in reversed(self._tasks):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # a loop that crashed already logged; stopping must go on
-                log.exception("background task %s failed", task.get_name())
+        if self._tasks:
+            # A loop blocked in a database call (SQLite's busy wait, a dead server) must not hold up Ctrl-C.
+            done, stuck = await asyncio.wait(self._tasks, timeout=STOP_STEP_SECONDS)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("background task %s failed: %s", task.get_name(), task.exception())
+            for task in stuck:
+                log.warning("background task %s did not stop in %.0f s; leaving it", task.get_name(), STOP_STEP_SECONDS)
         self._tasks.clear()
-        await self.discovery.stop()
+        try:
+            await asyncio.wait_for(self.discovery.stop(), STOP_STEP_SECONDS)
+        except (asyncio.TimeoutError, OSError) as exc:
+            log.warning("zeroconf goodbye not sent: %s", exc or "timed out")
         remove_agent_file(self.settings.data_dir)
         self._collect_registry_events()
         self.log_event("info", "agent stopped")
-        try:
+
+        async def mark_inactive() -> None:
             async with self.db.begin() as conn:
                 await client_queries.set_client_status(conn, self.client_id, "inactive")
             await self._flush_logs()
-        except DB_ERRORS as exc:
-            log.warning("could not mark this client inactive: %s", exc)
+
+        try:
+            await asyncio.wait_for(mark_inactive(), STOP_STEP_SECONDS)
+        except (*DB_ERRORS, asyncio.TimeoutError) as exc:
+            log.warning("could not mark this client inactive: %s", exc or "timed out")
         await self.peer_client.close()
         if self.admin_db is not None:
             await self.admin_db.dispose()
