@@ -155,7 +155,8 @@ class Maintenance:
             log.warning("maintenance %s outlasted its lease; another agent may have run it too", sweep)
         if "error" not in result:
             changed = sum(result.values())
-            (log.info if changed or sweep != "inactive_clients" else log.debug)("maintenance %s", describe_counts(sweep, result))
+            # Sweeps that removed nothing stay out of a volunteer's console; maintenance_runs keeps every result.
+            (log.info if changed else log.debug)("maintenance %s", describe_counts(sweep, result))
             if changed and self.on_event is not None:
                 self.on_event("info", self._event_text(sweep, result))
         return result
