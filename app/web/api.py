@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.client_service import client_detail
 from app.db.queries import assignments as assignment_queries
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries import clients as client_queries
@@ -15,7 +16,7 @@ from app.db.queries import logs as log_queries
 from app.db.queries import metrics as metric_queries
 from app.db.queries import models as model_queries
 from app.db.queries import tasks as task_queries
-from app.errors import DatabaseUnavailable, NotFound, ValidationError
+from app.errors import DatabaseUnavailable, ValidationError
 from app.scheduling import service
 from app.textui import to_json
 from app.web.keys import AGENT_KEY, CACHE_KEY
@@ -203,16 +204,8 @@ async def list_clients(request: web.Request) -> web.Response:
 
 async def get_client(request: web.Request) -> web.Response:
     """One client, its last-hour performance (the seed's query and the series behind it) and its log."""
-    agent = request.app[AGENT_KEY]
-    client_id = request.match_info["client_id"]
-    async with agent.db.connect() as conn:
-        row = await client_queries.get_client(conn, client_id)
-        if row is None:
-            raise NotFound(f"client {client_id} does not exist")
-        summary = await metric_queries.client_performance(conn, client_id=client_id)
-        series = await metric_queries.client_series(conn, client_id)
-        logs = await log_queries.recent_client_logs(conn, client_id, 100)
-    return _json({"client": row, "performance": summary, "series": series, "logs": logs})
+    detail = await client_detail(request.app[AGENT_KEY].db, request.match_info["client_id"])
+    return _json({key: detail[key] for key in ("client", "performance", "series", "logs")})
 
 
 async def list_models(request: web.Request) -> web.Response:

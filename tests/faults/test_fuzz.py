@@ -113,7 +113,7 @@ def mutated_tasks(draw: st.DrawFn) -> Any:
         elif action == "replace":
             parent[path[-1]] = draw(JSON_VALUES)
         elif action == "wrong_type":
-            parent[path[-1]] = draw(st.sampled_from(WRONG_TYPES))
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(WRONG_TYPES)))  # later mutations must not change the pool
         else:
             node = parent[path[-1]]
             if isinstance(node, dict):

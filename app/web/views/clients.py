@@ -7,15 +7,12 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from app.db.queries import claims as claim_queries
+from app import client_service
 from app.db.queries import clients as client_queries
-from app.db.queries import logs as log_queries
-from app.db.queries import metrics as metric_queries
-from app.errors import NotFound
 from app.scheduling.decide import cpu_cores_of, ram_of
 from app.web.keys import AGENT_KEY
 
-NO_CONTRIBUTION = {"compute_hours": 0.0, "samples": 0, "tasks": 0}
+NO_CONTRIBUTION = client_service.NO_CONTRIBUTION
 
 
 def hardware(row: dict[str, Any]) -> dict[str, Any]:
@@ -49,15 +46,9 @@ async def client_detail(request: web.Request) -> web.Response:
     """One client: hardware, session, the ranks it holds, last-hour performance (charts and the seed's summary), log."""
     agent = request.app[AGENT_KEY]
     client_id = request.match_info["client_id"]
-    async with agent.db.connect() as conn:
-        row = await client_queries.get_client(conn, client_id)
-        if row is None:
-            raise NotFound(f"client {client_id} does not exist")
-        summary = await metric_queries.client_performance(conn, client_id=client_id)
-        series = await metric_queries.client_series(conn, client_id)
-        logs = await log_queries.recent_client_logs(conn, client_id, 100)
-        held = await claim_queries.assignments_of_client(conn, client_id)
-        contribution = (await client_queries.contributions(conn, [client_id])).get(client_id, NO_CONTRIBUTION)
+    detail = await client_service.client_detail(agent.db, client_id)
+    row, summary, series = detail["client"], detail["performance"], detail["series"]
+    logs, held, contribution = detail["logs"], detail["held"], detail["contribution"]
     metric_types = sorted({r["metric_type"] for r in series})
     session = row["session_info"] if isinstance(row["session_info"], dict) else {}
     context = {"client": row, "hw": hardware(row), "session": session, "summary": summary,
