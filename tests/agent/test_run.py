@@ -162,4 +162,4 @@ def test_agent_process_never_loads_torch(tmp_path: Path) -> None:
         assert "libtorch" not in maps and "/torch/" not in maps
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=20)
+        proc.communicate(timeout=60)  # this test is about torch; stop time is asserted by the tests above
