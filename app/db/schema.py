@@ -1,19 +1,27 @@
-"""The seed's tables as SQLAlchemy Core objects, used to build queries (the DDL lives in migrations/)."""
+"""The schema, described once: the seed's tables (ai-farm-schema.md) and the product's additions.
+
+Queries are built from these tables, `db check` compares a live database with them, and a test proves
+the migrations in migrations/ build exactly this. Additions carry `info={"addition": True}`.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    CheckConstraint,
     Column,
     DateTime,
+    DefaultClause,
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects import sqlite
 
@@ -24,6 +32,19 @@ _SQLITE_DATETIME = sqlite.DATETIME(
     regexp=r"(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)(?:\.\d+)?",
 )
 
+# Every table is InnoDB in utf8mb4 on MySQL/MariaDB (the seed's database default).
+_MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_general_ci"}
+
+
+def _addition() -> dict[str, bool]:
+    """The `info` of a table or index that the product adds to the seed."""
+    return {"addition": True}
+
+
+def is_addition(item: Table | Index) -> bool:
+    """True for a table or index that the product adds to the seed (documented in README)."""
+    return bool(item.info.get("addition"))
+
 
 def _datetime() -> DateTime:
     return DateTime().with_variant(_SQLITE_DATETIME, "sqlite")
@@ -31,6 +52,20 @@ def _datetime() -> DateTime:
 
 def _json() -> JSON:
     return JSON(none_as_null=True)
+
+
+def _json_valid(table: str, column: str) -> CheckConstraint:
+    """The seed's `CHECK (JSON_VALID(column))`."""
+    return CheckConstraint(f"JSON_VALID({column})", name=f"ck_{table}_{column}_json")
+
+
+def _now() -> DefaultClause:
+    return DefaultClause(text("CURRENT_TIMESTAMP"))
+
+
+def _on_update_now() -> DefaultClause:
+    """ON UPDATE CURRENT_TIMESTAMP (MySQL); a trigger on SQLite."""
+    return DefaultClause(text("CURRENT_TIMESTAMP"), for_update=True)
 
 
 TASK_STATUSES = ("pending", "running", "completed", "failed", "error")
@@ -46,6 +81,8 @@ def _enum(*values: str, name: str) -> Enum:
     return Enum(*values, name=name, native_enum=True, create_constraint=False, validate_strings=True)
 
 
+# --- the seed ------------------------------------------------------------------------------------------
+
 clients = Table(
     "clients",
     metadata,
@@ -58,6 +95,13 @@ clients = Table(
     Column("status", _enum(*CLIENT_STATUSES, name="client_status"), nullable=False),
     Column("version", String(50)),
     Column("hostname", String(255)),
+    Index("idx_status", "status"),
+    Index("idx_last_seen", "last_seen"),
+    _json_valid("clients", "cpu_info"),
+    _json_valid("clients", "ram_info"),
+    _json_valid("clients", "gpu_info"),
+    _json_valid("clients", "session_info"),
+    **_MYSQL_TABLE,
 )
 
 tasks = Table(
@@ -72,9 +116,16 @@ tasks = Table(
     Column("updated_at", _datetime(), nullable=False),
     Column("result", _json()),
     Column("error_log", Text),
-    Column("priority", Integer, default=0),
+    Column("priority", Integer, default=0, server_default=text("0")),
     Column("config", _json()),
     Column("checkpoint_path", String(255)),
+    Index("idx_status", "status"),
+    Index("idx_priority", "priority"),
+    Index("idx_created_at", "created_at"),
+    _json_valid("tasks", "requirements"),
+    _json_valid("tasks", "config"),
+    _json_valid("tasks", "result"),
+    **_MYSQL_TABLE,
 )
 
 task_assignments = Table(
@@ -83,12 +134,17 @@ task_assignments = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("task_id", Integer, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
     Column("client_id", String(255), ForeignKey("clients.id", ondelete="CASCADE"), nullable=False),
-    Column("assigned_at", _datetime(), nullable=False),
-    Column("updated_at", _datetime(), nullable=False),
+    Column("assigned_at", _datetime(), nullable=False, server_default=_now()),
+    Column("updated_at", _datetime(), nullable=False, server_default=_now(), server_onupdate=_on_update_now()),
     Column("status", _enum(*ASSIGNMENT_STATUSES, name="assignment_status"), nullable=False),
     Column("rank", Integer, nullable=False, quote=True),
     Column("checkpoint_path", String(255)),
     Column("metrics", _json()),
+    Index("idx_task_status", "task_id", "status"),
+    Index("idx_client_status", "client_id", "status"),
+    Index("unique_assignment", "task_id", "rank", unique=True),
+    _json_valid("task_assignments", "metrics"),
+    **_MYSQL_TABLE,
 )
 
 checkpoints = Table(
@@ -101,6 +157,9 @@ checkpoints = Table(
     Column("type", _enum(*CHECKPOINT_TYPES, name="checkpoint_type"), nullable=False),
     Column("metrics", _json()),
     Column("created_at", _datetime(), nullable=False),
+    Index("idx_task_type", "task_id", "type"),
+    _json_valid("checkpoints", "metrics"),
+    **_MYSQL_TABLE,
 )
 
 model_versions = Table(
@@ -113,6 +172,10 @@ model_versions = Table(
     Column("config", _json()),
     Column("hash", String(64)),
     Column("created_at", _datetime(), nullable=False),
+    Index("unique_version", "name", "version", unique=True),
+    Index("idx_name_version", "name", "version"),
+    _json_valid("model_versions", "config"),
+    **_MYSQL_TABLE,
 )
 
 task_logs = Table(
@@ -124,6 +187,9 @@ task_logs = Table(
     Column("log_type", _enum(*LOG_TYPES, name="log_type"), nullable=False),
     Column("message", Text, nullable=False),
     Column("created_at", _datetime(), nullable=False),
+    Index("idx_task_time", "task_id", "created_at"),
+    Index("idx_client_time", "client_id", "created_at"),
+    **_MYSQL_TABLE,
 )
 
 client_logs = Table(
@@ -134,6 +200,8 @@ client_logs = Table(
     Column("log_type", _enum(*LOG_TYPES, name="client_log_type"), nullable=False),
     Column("message", Text, nullable=False),
     Column("created_at", _datetime(), nullable=False),
+    Index("idx_client_time", "client_id", "created_at"),
+    **_MYSQL_TABLE,
 )
 
 performance_metrics = Table(
@@ -145,6 +213,9 @@ performance_metrics = Table(
     Column("metric_type", String(50), nullable=False),
     Column("value", Float, nullable=False),
     Column("recorded_at", _datetime(), nullable=False),
+    Index("idx_client_time", "client_id", "recorded_at"),
+    Index("idx_task_time", "task_id", "recorded_at"),
+    **_MYSQL_TABLE,
 )
 
 SEED_TABLES = (
@@ -158,7 +229,19 @@ SEED_TABLES = (
     "performance_metrics",
 )
 
-# Additions to the seed (see README "The database").
+# --- additions to the seed (see README "The database"); each marked info=_addition() ------------------------
+
+Index("idx_claim", tasks.c.status, tasks.c.priority.desc(), tasks.c.created_at, tasks.c.id, info=_addition())
+Index("idx_type_status", tasks.c.type, tasks.c.status, tasks.c.created_at, tasks.c.updated_at, info=_addition())
+Index("idx_status_updated", task_assignments.c.status, task_assignments.c.updated_at, info=_addition())
+Index(
+    "idx_status_client_task",
+    task_assignments.c.status,
+    task_assignments.c.client_id,
+    task_assignments.c.task_id,
+    task_assignments.c.updated_at,
+    info=_addition(),
+)
 
 farms = Table(
     "farms",
@@ -166,19 +249,23 @@ farms = Table(
     Column("name", String(63), primary_key=True),
     Column("secret", String(128), nullable=False),
     Column("created_at", _datetime(), nullable=False),
+    info=_addition(),
+    **_MYSQL_TABLE,
 )
 
 task_runs = Table(
     "task_runs",
     metadata,
     Column("task_id", Integer, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
-    Column("generation", Integer, nullable=False, default=0),
-    Column("failures", Integer, nullable=False, default=0),
+    Column("generation", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("failures", Integer, nullable=False, default=0, server_default=text("0")),
     Column("coordinator_id", String(255), ForeignKey("clients.id", ondelete="SET NULL")),
     Column("rendezvous_host", String(255)),
     Column("rendezvous_port", Integer),
     Column("formed_at", _datetime()),
     Column("updated_at", _datetime(), nullable=False),
+    info=_addition(),
+    **_MYSQL_TABLE,
 )
 
 task_metrics = Table(
@@ -190,6 +277,9 @@ task_metrics = Table(
     Column("name", String(50), nullable=False),
     Column("value", Float, nullable=False),
     Column("recorded_at", _datetime(), nullable=False),
+    Index("idx_task_step", "task_id", "step"),
+    info=_addition(),
+    **_MYSQL_TABLE,
 )
 
 maintenance_runs = Table(
@@ -200,4 +290,7 @@ maintenance_runs = Table(
     Column("lease_until", _datetime()),
     Column("last_run_at", _datetime()),
     Column("last_result", _json()),
+    _json_valid("maintenance_runs", "last_result"),
+    info=_addition(),
+    **_MYSQL_TABLE,
 )
