@@ -8,22 +8,19 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, text
 from sqlalchemy.engine import make_url
 
-from app.db.check import (
-    ADDITIONS,
-    EXPECTED,
-    _enum_check,
-    _json_checked_column,
-    _mysql_type,
-    _normalize_default,
-    _normalize_rule,
-    _parse_create_table,
-    check_schema,
-)
+from app.db.check import check_schema
 from app.db.engine import Database, create_database
+from app.db.introspect import read_live_schema
 from app.db.migrate import upgrade
+from app.db.schema import is_addition, metadata
+from app.db.specs import enum_check as _enum_check
+from app.db.specs import json_checked_column as _json_checked_column
+from app.db.specs import normalize_default as _normalize_default
+from app.db.specs import normalize_rule as _normalize_rule
+from app.db.specs import normalize_type as _mysql_type
 
 SEED_DOCUMENT = Path(__file__).resolve().parents[1] / "data" / "ai-farm-schema.md"
 SEED_TABLES = {
@@ -113,6 +110,22 @@ def _seed_ddl(database: str) -> tuple[str, list[str]]:
     return f"CREATE DATABASE `{database}`{create_database_sql.group(1)}", tables
 
 
+def _copy_of_schema() -> MetaData:
+    """A copy of app/db/schema.py's metadata that a test may change."""
+    copy = MetaData()
+    for table in metadata.tables.values():
+        table.to_metadata(copy)
+    return copy
+
+
+def _addition_tables() -> list[str]:
+    return sorted(name for name, table in metadata.tables.items() if is_addition(table))
+
+
+def _addition_indexes() -> set[str]:
+    return {str(index.name) for table in metadata.tables.values() for index in table.indexes if is_addition(index)}
+
+
 def _has(lines: list[str], *words: str) -> bool:
     return any(all(word in line for word in words) for line in lines)
 
@@ -121,18 +134,17 @@ def _has(lines: list[str], *words: str) -> bool:
 
 
 def test_expected_schema_covers_the_eight_seed_tables() -> None:
-    assert set(EXPECTED) == SEED_TABLES
-    assert set(ADDITIONS["indexes"]) >= SEED_TABLES
+    assert {name for name, table in metadata.tables.items() if not is_addition(table)} == SEED_TABLES
 
 
 async def test_upgraded_database_matches_the_seed(db: Database) -> None:
     report = await check_schema(db)
     assert report.differences == []
     tables = [line for line in report.additions if line.startswith("table ")]
-    assert tables == [f"table {name}" for name in sorted(ADDITIONS["tables"])]
+    assert tables == [f"table {name}" for name in _addition_tables()]
     indexes = {line.split()[1].split(".")[1].removeprefix("tasks_").removeprefix("task_assignments_")
                for line in report.additions if line.startswith("index ")}
-    assert indexes == {name for added in ADDITIONS["indexes"].values() for name in added}
+    assert indexes == _addition_indexes()
 
 
 @pytest.mark.mysql
@@ -228,19 +240,25 @@ async def test_unknown_tables_are_not_differences(db: Database) -> None:
     assert not any("scratch" in line for line in report.additions)
 
 
-async def test_documented_additions_are_listed_not_reported(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ADDITIONS, "tables", {"node_stats"})
-    monkeypatch.setitem(ADDITIONS["indexes"], "tasks", ADDITIONS["indexes"]["tasks"] | {"idx_type"})
+async def test_documented_additions_are_listed_not_reported(db: Database) -> None:
+    schema = _copy_of_schema()
+    Table(
+        "node_stats",
+        schema,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("note", Text),
+        info={"addition": True},
+    )
+    Index("idx_type", schema.tables["tasks"].c.type, info={"addition": True})
     await _ddl(
         db,
         "CREATE TABLE node_stats (id INT PRIMARY KEY, note TEXT)",
         f"CREATE INDEX {_index(db, 'tasks', 'idx_type')} ON tasks (type)",
     )
-    report = await check_schema(db)
+    report = await check_schema(db, schema)
     assert report.differences == []
-    assert report.additions[0] == "table node_stats"
+    assert "table node_stats" in report.additions
     assert f"index tasks.{_index(db, 'tasks', 'idx_type')} (type)" in report.additions
-    assert not any("farms" in line or "task_runs" in line for line in report.additions)
 
 
 # --- MariaDB-only tampering ----------------------------------------------------------------------------
@@ -411,14 +429,23 @@ def test_check_clauses_are_recognized() -> None:
     assert _enum_check("status IN (1, 2)") is None
 
 
-def test_sqlite_create_table_parsing() -> None:
-    autoincrement, checks = _parse_create_table(
-        "CREATE TABLE t (\n"
-        "    id INTEGER PRIMARY KEY AUTOINCREMENT, -- the key, (with a comment)\n"
-        "    kind VARCHAR(5) NOT NULL CHECK (kind IN ('a,b', 'check(')),\n"
-        "    doc TEXT,\n"
-        "    CONSTRAINT doc_json CHECK (doc IS NULL OR json_valid(doc))\n"
-        ")"
-    )
-    assert autoincrement == {"id"}
-    assert checks == ["kind IN ('a,b', 'check(')", "doc IS NULL OR json_valid(doc)"]
+async def test_sqlite_create_table_is_read_through_its_quoting_and_comments(sqlite_url: str) -> None:
+    database = create_database(sqlite_url)
+    try:
+        await _ddl(
+            database,
+            "CREATE TABLE t (\n"
+            "    id INTEGER PRIMARY KEY AUTOINCREMENT, -- the key, (with a comment)\n"
+            "    kind VARCHAR(5) NOT NULL CHECK (kind IN ('a,b', 'check(')),\n"
+            "    doc TEXT,\n"
+            "    CONSTRAINT doc_json CHECK (doc IS NULL OR json_valid(doc))\n"
+            ")",
+        )
+        async with database.connect() as conn:
+            live = (await conn.run_sync(read_live_schema))["t"]
+    finally:
+        await database.dispose()
+    assert {name for name, column in live.columns.items() if column.auto_increment} == {"id"}
+    assert live.columns["kind"].type == "enum('a,b','check(')"
+    assert live.json_checks == {"doc"}
+    assert live.other_checks == []
