@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import CheckConstraint, Column, DefaultClause, Enum, Index, Integer, MetaData, String, Table, Text, text
 from sqlalchemy.engine import make_url
 
 from app.db.check import check_schema
@@ -100,13 +101,13 @@ async def _rebuild_client_logs_sqlite(db: Database, *, on_delete: str = "CASCADE
 
 
 def _seed_ddl(database: str) -> tuple[str, list[str]]:
-    """The seed's CREATE DATABASE (renamed) and CREATE TABLEs, clients first and `rank` quoted."""
+    """The seed's CREATE DATABASE (renamed) and CREATE TABLEs as written, `clients` first (the others reference it;
+    MariaDB accepts the seed's unquoted `rank`, MySQL 8 would not)."""
     blocks = "\n".join(re.findall(r"```sql\n(.*?)```", SEED_DOCUMENT.read_text(), re.DOTALL))
     create_database_sql = re.search(r"CREATE DATABASE\s+\w+(.*?);", blocks, re.DOTALL)
     assert create_database_sql is not None
     tables = re.findall(r"CREATE TABLE\s+\w+\s*\(.*?;", blocks, re.DOTALL)
     tables.sort(key=lambda sql: not sql.startswith("CREATE TABLE clients "))
-    tables = [re.sub(r"(?<![`\w])rank(?![`\w])", "`rank`", sql) for sql in tables]
     return f"CREATE DATABASE `{database}`{create_database_sql.group(1)}", tables
 
 
@@ -114,7 +115,10 @@ def _copy_of_schema() -> MetaData:
     """A copy of app/db/schema.py's metadata that a test may change."""
     copy = MetaData()
     for table in metadata.tables.values():
-        table.to_metadata(copy)
+        copied = table.to_metadata(copy)
+        info = {index.name: index.info for index in table.indexes}
+        for index in copied.indexes:  # to_metadata() does not copy an index's info (which marks additions)
+            index.info.update(info[index.name])
     return copy
 
 
@@ -166,9 +170,18 @@ async def test_seed_document_ddl_run_verbatim_matches(mysql_url: str) -> None:
     database = create_database(mysql_url)
     try:
         report = await check_schema(database)
+        changed = _copy_of_schema()
+        changed.tables["clients"].c.version.type = String(40)
+        changed.tables["clients"].c.hostname.nullable = False
+        changed_report = await check_schema(database, changed)
     finally:
         await database.dispose()
     assert report.differences == []
+    assert report.additions == []
+    assert changed_report.differences == [
+        "table clients: column version type: expected varchar(40), actual varchar(50)",
+        "table clients: column hostname nullability: expected NOT NULL, actual NULL",
+    ]
 
 
 # --- tampering on both backends ------------------------------------------------------------------------
@@ -259,6 +272,70 @@ async def test_documented_additions_are_listed_not_reported(db: Database) -> Non
     assert report.differences == []
     assert "table node_stats" in report.additions
     assert f"index tasks.{_index(db, 'tasks', 'idx_type')} (type)" in report.additions
+
+
+# --- a change to schema.py is a difference, on both backends ---------------------------------------------
+
+
+def _set_default(schema: MetaData) -> None:
+    schema.tables["tasks"].c.priority.server_default = DefaultClause(text("5"))
+
+
+def _drop_on_update(schema: MetaData) -> None:
+    schema.tables["task_assignments"].c.updated_at.server_onupdate = None
+
+
+def _cascade_tasks_client(schema: MetaData) -> None:
+    (fk,) = schema.tables["tasks"].foreign_key_constraints
+    fk.ondelete = "CASCADE"
+
+
+def _add_index(schema: MetaData) -> None:
+    Index("idx_extra", schema.tables["tasks"].c.type)
+
+
+def _drop_json_check(schema: MetaData) -> None:
+    table = schema.tables["tasks"]
+    (check,) = [c for c in table.constraints if isinstance(c, CheckConstraint) and "config" in str(c.sqltext)]
+    table.constraints.discard(check)
+
+
+def _widen_enum(schema: MetaData) -> None:
+    schema.tables["clients"].c.status.type = Enum("active", "inactive", "gone")
+
+
+def _plain_unique_index(schema: MetaData) -> None:
+    (index,) = [i for i in schema.tables["task_assignments"].indexes if i.name == "unique_assignment"]
+    index.unique = False
+
+
+def _drop_addition_default(schema: MetaData) -> None:
+    schema.tables["task_runs"].c.failures.server_default = None
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_set_default, ("table tasks: column priority default: expected 5, actual 0",)),
+        (_drop_on_update, ("table task_assignments: column updated_at ON UPDATE CURRENT_TIMESTAMP: expected no, actual yes",)),
+        (_cascade_tasks_client, ("table tasks: foreign key (client_id)", "expected (client_id) -> clients(id) ON DELETE CASCADE",
+                                 "actual (client_id) -> clients(id) ON DELETE SET NULL")),
+        (_add_index, ("table tasks: index idx_extra missing (expected INDEX idx_extra (type))",)),
+        (_drop_json_check, ("table tasks: unexpected CHECK (JSON_VALID(config))",)),
+        (_widen_enum, ("table clients: column status type: expected enum('active','inactive','gone'), "
+                       "actual enum('active','inactive')",)),
+        (_plain_unique_index, ("table task_assignments: index unique_assignment: expected INDEX unique_assignment "
+                               "(task_id, rank), actual UNIQUE KEY", "unique_assignment (task_id, rank)")),
+        (_drop_addition_default, ("table task_runs: column failures default: expected none, actual 0",)),
+    ],
+    ids=["default", "on_update", "on_delete", "index", "check", "enum", "unique", "addition"],
+)
+async def test_a_changed_schema_module_is_a_difference(db: Database, change: Any, expected: tuple[str, ...]) -> None:
+    schema = _copy_of_schema()
+    change(schema)
+    report = await check_schema(db, schema)
+    assert len(report.differences) == 1, report.differences
+    assert _has(report.differences, *expected), report.differences
 
 
 # --- MariaDB-only tampering ----------------------------------------------------------------------------
