@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import inspect, text
@@ -25,24 +25,22 @@ from app.db.specs import (
 def read_live_schema(conn: Connection) -> dict[str, TableSpec]:
     """Every base table of the connected database (run through AsyncConnection.run_sync)."""
     inspector = inspect(conn)
-    mysql = conn.dialect.name == "mysql"
-    catalog = _MysqlCatalog.read(conn) if mysql else _SqliteCatalog.read(conn)
-    tables: dict[str, TableSpec] = {}
-    for name in inspector.get_table_names():
-        if not mysql and name.startswith("sqlite_"):
-            continue
-        tables[name] = _read_table(inspector, name, catalog, mysql=mysql)
-    return tables
+    catalog: _MysqlCatalog | _SqliteCatalog
+    catalog = _MysqlCatalog.read(conn) if conn.dialect.name == "mysql" else _SqliteCatalog.read(conn)
+    return {
+        name: _read_table(inspector, name, catalog)
+        for name in inspector.get_table_names()
+        if not (isinstance(catalog, _SqliteCatalog) and name.startswith("sqlite_"))
+    }
 
 
+@dataclass(frozen=True)
 class _MysqlCatalog:
     """What the inspector does not tell on MySQL/MariaDB: CHECK clauses with their level, ON UPDATE, engine, collation."""
 
-    def __init__(self, checks: list[tuple[str, str, str | None]], on_update: set[tuple[str, str]],
-                 options: dict[str, tuple[str | None, str | None]]) -> None:
-        self.checks = checks
-        self.on_update = on_update
-        self.options = options
+    checks: list[tuple[str, str, str | None]]  # (table, clause, 'column'/'table'/None)
+    on_update: set[tuple[str, str]]  # (table, column)
+    options: dict[str, tuple[str | None, str | None]]  # table -> (engine, collation)
 
     @classmethod
     def read(cls, conn: Connection) -> _MysqlCatalog:
@@ -66,15 +64,14 @@ class _MysqlCatalog:
         return cls(_mysql_checks(conn), on_update, options)
 
 
+@dataclass(frozen=True)
 class _SqliteCatalog:
     """What the inspector does not tell on SQLite: AUTOINCREMENT, the triggers that stand for ON UPDATE, and the
     ON DELETE/ON UPDATE rules of inline `REFERENCES` clauses (the inspector reads them from FOREIGN KEY clauses only)."""
 
-    def __init__(self, autoincrement: set[str], on_update: set[tuple[str, str]],
-                 fk_rules: dict[tuple[str, tuple[str, ...], str], tuple[str, str]]) -> None:
-        self.autoincrement = autoincrement
-        self.on_update = on_update
-        self.fk_rules = fk_rules
+    autoincrement: set[str]  # tables
+    on_update: set[tuple[str, str]]  # (table, column)
+    fk_rules: dict[tuple[str, tuple[str, ...], str], tuple[str, str]]  # (table, columns, referenced) -> rules
 
     @classmethod
     def read(cls, conn: Connection) -> _SqliteCatalog:
@@ -143,73 +140,85 @@ def _on_update_column(table: str, trigger: str, trigger_sql: str) -> str | None:
     return column if re.search(pattern, trigger_sql, re.IGNORECASE) else None
 
 
-def _read_table(inspector: Inspector, name: str, catalog: Any, *, mysql: bool) -> TableSpec:
+def _read_table(inspector: Inspector, name: str, catalog: _MysqlCatalog | _SqliteCatalog) -> TableSpec:
     live = TableSpec(primary_key=tuple(inspector.get_pk_constraint(name).get("constrained_columns") or ()))
-    checks: list[tuple[str, str | None]]
-    if mysql:
+    if isinstance(catalog, _MysqlCatalog):
         live.engine, live.collation = catalog.options.get(name, (None, None))
         checks = [(clause, level) for table, clause, level in catalog.checks if table == name]
     else:
         checks = [(str(ck["sqltext"]), None) for ck in inspector.get_check_constraints(name)]
-    columns = inspector.get_columns(name)
     enums: dict[str, str] = {}
     json_columns: set[str] = set()
     for clause, level in checks:
         column = json_checked_column(clause)
-        enum = None if mysql else enum_check(clause)
+        enum = enum_check(clause) if isinstance(catalog, _SqliteCatalog) else None
         if column is not None:
             json_columns.add(column)
             # MariaDB adds a column-level json_valid check to every JSON column: that is its type, not a seed CHECK.
             if level != "column":
                 live.json_checks.add(column)
         elif enum is not None:
-            enums[enum[0]] = enum[1]
+            enums[enum[0]] = enum[1]  # SQLite's stand-in for an ENUM
         else:
             live.other_checks.append(clause)
-    single_int_pk = len(live.primary_key) == 1
-    for column in columns:
+    _read_columns(inspector, name, catalog, live, enums, json_columns)
+    _read_indexes(inspector, name, live, prefixed=isinstance(catalog, _SqliteCatalog))
+    _read_foreign_keys(inspector, name, catalog, live)
+    return live
+
+
+def _read_columns(inspector: Inspector, name: str, catalog: _MysqlCatalog | _SqliteCatalog, live: TableSpec,
+                  enums: dict[str, str], json_columns: set[str]) -> None:
+    for column in inspector.get_columns(name):
         column_name = str(column["name"])
         type_ = enums.get(column_name) or type_name(column["type"])
         if column_name in json_columns and type_ in ("longtext", "text", "json"):
             type_ = "json"  # MariaDB's JSON is LONGTEXT with json_valid; SQLite's is TEXT with json_valid
-        in_pk = single_int_pk and column_name in live.primary_key and type_ == "int"
-        if mysql:
-            auto_increment = bool(column.get("autoincrement") is True)
+        int_pk = live.primary_key == (column_name,) and type_ == "int"
+        if isinstance(catalog, _MysqlCatalog):
+            auto_increment, rowid = column.get("autoincrement") is True, False
         else:
-            auto_increment = in_pk and name in catalog.autoincrement
+            # SQLite's INTEGER PRIMARY KEY is the rowid, which cannot be NULL although the catalog says it may.
+            auto_increment, rowid = int_pk and name in catalog.autoincrement, int_pk
         live.columns[column_name] = ColumnSpec(
             type=type_,
-            # SQLite's INTEGER PRIMARY KEY is the rowid, which cannot be NULL although the catalog says it may.
-            nullable=bool(column["nullable"]) and not (in_pk and not mysql),
+            nullable=bool(column["nullable"]) and not rowid,
             default=normalize_default(column.get("default")),
             auto_increment=auto_increment,
             on_update=(name, column_name) in catalog.on_update,
         )
+
+
+def _read_indexes(inspector: Inspector, name: str, live: TableSpec, *, prefixed: bool) -> None:
     for index in inspector.get_indexes(name):
         physical = str(index["name"])
-        normalized = physical if mysql else physical.removeprefix(f"{name}_")
-        columns_of = tuple(c if c is not None else "(expression)" for c in index["column_names"])
-        live.indexes[normalized] = IndexSpec(columns_of, bool(index["unique"]))
+        # SQLite index names are global, so the migrations prefix each with its table.
+        normalized = physical.removeprefix(f"{name}_") if prefixed else physical
+        lengths = (index.get("dialect_options") or {}).get("mysql_length") or {}
+        columns = tuple(
+            "(expression)" if c is None else f"{c}({lengths[c]})" if isinstance(lengths, dict) and c in lengths else c
+            for c in index["column_names"]
+        )
+        live.indexes[normalized] = IndexSpec(columns, bool(index["unique"]))
         live.index_names[normalized] = physical
     for unique in inspector.get_unique_constraints(name):
         physical = str(unique.get("name") or "")
         if physical and physical not in live.index_names.values():
             live.indexes[physical] = IndexSpec(tuple(unique["column_names"]), True)
             live.index_names[physical] = physical
+
+
+def _read_foreign_keys(inspector: Inspector, name: str, catalog: _MysqlCatalog | _SqliteCatalog,
+                       live: TableSpec) -> None:
     for i, fk in enumerate(inspector.get_foreign_keys(name)):
-        options = fk.get("options") or {}
-        if not mysql:
+        on_delete, on_update = (fk.get("options") or {}).get("ondelete"), (fk.get("options") or {}).get("onupdate")
+        if isinstance(catalog, _SqliteCatalog):
             key = (name, tuple(fk["constrained_columns"]), str(fk["referred_table"]))
             on_delete, on_update = catalog.fk_rules.get(key, ("NO ACTION", "NO ACTION"))
-            options = {"ondelete": on_delete, "onupdate": on_update}
         live.foreign_keys.append((str(fk.get("name") or f"fk#{i}"), ForeignKeySpec(
             columns=tuple(fk["constrained_columns"]),
             ref_table=str(fk["referred_table"]),
             ref_columns=tuple(fk["referred_columns"]),
-            on_delete=normalize_rule(options.get("ondelete")),
-            on_update=normalize_rule(options.get("onupdate")),
+            on_delete=normalize_rule(on_delete),
+            on_update=normalize_rule(on_update),
         )))
-    return live
-
-
-

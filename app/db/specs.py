@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKeyConstraint, Index, MetaData, Table, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKeyConstraint, MetaData, Table, UniqueConstraint
 from sqlalchemy.dialects import mysql
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import TextClause
@@ -211,7 +211,9 @@ def expected_table(table: Table) -> TableSpec:
             on_update=normalize_default(_clause_text(column.server_onupdate)) == "CURRENT_TIMESTAMP",
         )
     for index in sorted(table.indexes, key=lambda i: str(i.name)):
-        spec.indexes[str(index.name)] = IndexSpec(tuple(c.name for c in index.columns), bool(index.unique))
+        lengths = index.dialect_options["mysql"]["length"] or {}
+        columns = tuple(f"{c.name}({lengths[c.name]})" if c.name in lengths else c.name for c in index.columns)
+        spec.indexes[str(index.name)] = IndexSpec(columns, bool(index.unique))
         if is_addition(index):
             spec.added_indexes.add(str(index.name))
     for constraint in table.constraints:
