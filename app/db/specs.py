@@ -235,6 +235,7 @@ def expected_table(table: Table) -> TableSpec:
             else:
                 spec.other_checks.append(compact_clause(clause))
     spec.foreign_keys.sort(key=lambda item: item[1].columns)
+    spec.other_checks.sort()
     return spec
 
 
