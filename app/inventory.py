@@ -1,4 +1,4 @@
-"""What this machine has: CPU, RAM and GPUs, read without importing torch."""
+"""What this machine has: CPU, RAM and GPUs (NVML in-process, else `nvidia-smi`), read without importing torch."""
 
 from __future__ import annotations
 
@@ -45,24 +45,97 @@ def ram_info() -> dict[str, Any]:
 
 
 def gpu_info(timeout: float = 5.0) -> list[dict[str, Any]]:
-    """One entry per NVIDIA GPU from `nvidia-smi` (no CUDA context, no torch); [] when there is none."""
+    """One entry per NVIDIA GPU, read in-process through NVML, else from `nvidia-smi`; [] when there is none."""
+    nvml = _load_nvml()
+    if nvml is not None:
+        gpus = read_nvml(nvml)
+        if gpus is not None:
+            return gpus
+    return _gpu_info_from_smi(timeout)
+
+
+def _load_nvml() -> Any:
+    """The NVML binding (`nvidia-ml-py`), or None when it is not installed."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    return pynvml
+
+
+def read_nvml(nvml: Any) -> list[dict[str, Any]] | None:
+    """GPU entries read field by field through an NVML binding; None when NVML itself cannot start.
+
+    A field the driver does not support (the 470 branch has no compute capability query, some boards no
+    utilisation or temperature) is None for that field alone, never the whole GPU or machine.
+    """
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as exc:
+        log.debug("NVML is not available: %s", exc)
+        return None
+    try:
+        driver = _text(_field(nvml, nvml.nvmlSystemGetDriverVersion))
+        count = _field(nvml, nvml.nvmlDeviceGetCount) or 0
+        return [gpu for index in range(int(count)) if (gpu := _nvml_gpu(nvml, index, driver)) is not None]
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except nvml.NVMLError:
+            pass
+
+
+def _nvml_gpu(nvml: Any, index: int, driver: str | None) -> dict[str, Any] | None:
+    handle = _field(nvml, nvml.nvmlDeviceGetHandleByIndex, index)
+    if handle is None:
+        return None
+    memory = _field(nvml, nvml.nvmlDeviceGetMemoryInfo, handle)
+    utilization = _field(nvml, nvml.nvmlDeviceGetUtilizationRates, handle)
+    temperature = _field(nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU)
+    capability = _field(nvml, nvml.nvmlDeviceGetCudaComputeCapability, handle)
+    return {
+        "index": index,
+        "name": _text(_field(nvml, nvml.nvmlDeviceGetName, handle)) or "unknown",
+        "memory_total_mb": int(memory.total) // (1 << 20) if memory is not None else None,
+        "memory_used_mb": int(memory.used) // (1 << 20) if memory is not None else 0,
+        "utilization_pct": float(utilization.gpu) if utilization is not None else None,
+        "temperature_c": float(temperature) if temperature is not None else None,
+        "driver": driver or "",
+        "compute_capability": f"{capability[0]}.{capability[1]}" if capability is not None else None,
+    }
+
+
+def _field(nvml: Any, call: Any, *args: Any) -> Any:
+    """One NVML call's answer, or None when the driver refuses it."""
+    try:
+        return call(*args)
+    except nvml.NVMLError as exc:
+        log.debug("NVML %s: %s", getattr(call, "__name__", call), exc)
+        return None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _gpu_info_from_smi(timeout: float) -> list[dict[str, Any]]:
+    """GPU entries from `nvidia-smi`; drivers that refuse compute_cap are asked again without it."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
-    try:
-        done = subprocess.run(
-            [smi, f"--query-gpu={NVIDIA_SMI_QUERY}", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("nvidia-smi failed: %s", exc)
-        return []
-    if done.returncode != 0:
-        log.warning("nvidia-smi exited with %s: %s", done.returncode, done.stderr.strip()[:200])
-        return []
-    return parse_nvidia_smi(done.stdout)
+    for query in (NVIDIA_SMI_QUERY, NVIDIA_SMI_QUERY.removesuffix(",compute_cap")):
+        try:
+            done = subprocess.run([smi, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+                                  capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("nvidia-smi failed: %s", exc)
+            return []
+        if done.returncode == 0:
+            return parse_nvidia_smi(done.stdout)
+    log.warning("nvidia-smi exited with %s: %s", done.returncode, done.stderr.strip()[:200])
+    return []
 
 
 def parse_nvidia_smi(text: str) -> list[dict[str, Any]]:

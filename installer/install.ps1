@@ -40,11 +40,14 @@ $VenvPython = Join-Path $Venv "Scripts\python.exe"
 if (Test-Path $VenvPython) { Write-Host "Upgrading AI Farm in $Venv (data and settings in $Home_ are kept)." }
 else { Write-Host "Installing AI Farm into $Venv." ; New-Item -ItemType Directory -Force -Path $Home_ | Out-Null; & $Python.Source @PyArgs -m venv $Venv }
 Write-Host "PyTorch will be installed as '$Torch' (the default CUDA builds download several GB; choose another with -Torch or AIFARM_TORCH_SPEC)."
+$Constraints = Join-Path $Source "installer\constraints.txt"
 & $VenvPython -m pip install -q --disable-pip-version-check --upgrade pip
-# torch first and pinned: left to choose freely, pip would pick the newest build.
-& $VenvPython -m pip install -q --disable-pip-version-check $Torch numpy
-& $VenvPython -m pip install -q --disable-pip-version-check --upgrade $Source
-if ($LASTEXITCODE -ne 0) { Write-Error "pip failed"; exit 1 }
+if ($LASTEXITCODE -ne 0) { Write-Error "pip could not upgrade itself"; exit 1 }
+# torch first and pinned: left to choose freely, pip would pick the newest build. Progress bars stay on.
+& $VenvPython -m pip install --disable-pip-version-check -c $Constraints $Torch numpy
+if ($LASTEXITCODE -ne 0) { Write-Error "pip could not install $Torch"; exit 1 }
+& $VenvPython -m pip install -q --disable-pip-version-check -c $Constraints --upgrade $Source
+if ($LASTEXITCODE -ne 0) { Write-Error "pip could not install AI Farm from $Source"; exit 1 }
 
 New-Item -ItemType Directory -Force -Path $BinDir | Out-Null
 Set-Content -Path $Launcher -Encoding ASCII -Value "@echo off`r`n`"$(Join-Path $Venv 'Scripts\aifarm.exe')`" %*"

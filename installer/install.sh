@@ -100,8 +100,10 @@ mkdir -p "$home_dir" "$bin_dir"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 # torch first and pinned: left to choose freely, pip would pick the newest build with gigabytes of CUDA.
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "$torch_spec" numpy
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$source_dir"
+# The tested versions of everything else (installer/constraints.txt); pip's progress bars show for the big downloads.
+constraints=("-c" "$source_dir/installer/constraints.txt")
+"$venv/bin/python" -m pip install --disable-pip-version-check "${constraints[@]}" "$torch_spec" numpy
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "${constraints[@]}" --upgrade "$source_dir"
 
 cat > "$launcher" <<EOF
 #!/bin/sh

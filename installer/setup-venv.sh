@@ -31,7 +31,7 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   echo "installing $torch_spec (set AIFARM_TORCH_SPEC to choose another build)" >&2
 fi
 # torch first and pinned: left to choose freely, pip would pick the newest build with gigabytes of CUDA.
-"$py" -m pip install -q --disable-pip-version-check "$torch_spec" numpy
+"$py" -m pip install -q --disable-pip-version-check -c installer/constraints.txt "$torch_spec" numpy
 target="."
 [ -n "$extras" ] && target=".[$extras]"
-"$py" -m pip install -q --disable-pip-version-check -e "$target"
+"$py" -m pip install -q --disable-pip-version-check -c installer/constraints.txt -e "$target"

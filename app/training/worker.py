@@ -450,6 +450,9 @@ def main() -> int:
     """Worker entry point: read the spec, train, report."""
     import json
 
+    from app.training.priority import lower_own_priority
+
+    lower_own_priority()
     channel = Channel()
     control = Control()
     line = sys.stdin.readline()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
+from aiohttp_sse import EventSourceResponse, sse_response
 
 from app.client_service import client_detail
 from app.db.queries import assignments as assignment_queries
@@ -16,10 +15,11 @@ from app.db.queries import logs as log_queries
 from app.db.queries import metrics as metric_queries
 from app.db.queries import models as model_queries
 from app.db.queries import tasks as task_queries
-from app.errors import DatabaseUnavailable, ValidationError
+from app.errors import ValidationError
 from app.scheduling import service
 from app.textui import to_json
-from app.web.keys import AGENT_KEY, CACHE_KEY
+from app.web.keys import AGENT_KEY, CACHE_KEY, LIVE_KEY
+from app.web.live import Event
 
 MAX_PAGE = 200
 
@@ -231,43 +231,28 @@ async def stats(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `state` (agent, counts, peers) every 2 s, and `task` for ?task=ID (row, ranks,
-    new curve points and log lines). Browsers reconnect by themselves after an agent restart."""
-    agent = request.app[AGENT_KEY]
+    new curve points and log lines), from the agent's one live feed. Browsers reconnect by themselves."""
+    feed = request.app[LIVE_KEY]
     task_id = request.query.get("task")
-    watched = int(task_id) if task_id and task_id.isdigit() else None
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    await response.write(b"retry: 2000\n\n")
-    after, last_log = 0, 0
-    while True:
-        payload: dict[str, Any] = {"agent": agent.describe(), "peers": agent.peers_view()}
-        try:
-            async with agent.db.connect() as conn:
-                payload["tasks_by_status"] = await task_queries.count_by_status(conn)
-                payload["clients_by_status"] = await client_queries.count_by_status(conn)
-                task_payload = None
-                if watched is not None:
-                    row = await task_queries.get_task(conn, watched)
-                    points = await metric_queries.curve(conn, watched, after)
-                    logs = [r for r in await log_queries.recent_task_logs(conn, watched, 200) if r["id"] > last_log]
-                    assignments = await assignment_queries.list_for_task(conn, watched)
-                    if points:
-                        after = points[-1]["id"]
-                    if logs:
-                        last_log = max(r["id"] for r in logs)
-                    task_payload = {"task": row, "points": points, "logs": list(reversed(logs)), "assignments": assignments}
-        except (DatabaseUnavailable, SQLAlchemyError, OSError) as exc:
-            payload["database_error"] = str(exc)
-            task_payload = None
-        try:
-            await response.write(f"event: state\ndata: {to_json(payload).replace(chr(10), '')}\n\n".encode())
-            if task_payload is not None:
-                await response.write(f"event: task\ndata: {to_json(task_payload).replace(chr(10), '')}\n\n".encode())
-        except (ConnectionResetError, RuntimeError):
-            break
-        await asyncio.sleep(2.0)
+    watched = int(task_id) if task_id and task_id.isascii() and task_id.isdigit() and len(task_id) <= 18 else None
+    async with sse_response(request, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}) as response:
+        with feed.subscribe(watched) as subscription:
+            await response.send("", retry=2000)
+            if watched is not None:
+                first = await feed.catch_up(watched)
+                if first is None:
+                    return response  # the database is away: the browser reconnects and tries again
+                await _send(response, first)
+            try:
+                async for event in subscription.events():
+                    await _send(response, event)
+            except (ConnectionResetError, RuntimeError):
+                pass
     return response
+
+
+async def _send(response: EventSourceResponse, event: Event) -> None:
+    await response.send(to_json(event.data).replace("\n", ""), event=event.name)
 
 
 async def openapi(request: web.Request) -> web.Response:

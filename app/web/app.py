@@ -13,7 +13,8 @@ from app.web import api, middlewares, security
 from app.web import pages
 from app.web.context import base_context
 from app.web.cache import TTLCache
-from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY, CACHE_KEY
+from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY, CACHE_KEY, LIVE_KEY
+from app.web.live import LiveFeed
 from app.web.views import overview
 
 if TYPE_CHECKING:
@@ -38,12 +39,18 @@ async def login(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+async def _close_live_feed(app: web.Application) -> None:
+    await app[LIVE_KEY].close()
+
+
 def create_dashboard_app(agent: "Agent") -> web.Application:
     """The dashboard: pages, static assets and API routes, behind the Host check."""
     app = web.Application(middlewares=[middlewares.security_headers, middlewares.host_check, middlewares.errors, middlewares.auth])
     app[AGENT_KEY] = agent
     app[ALLOWED_HOSTS_KEY] = LOOPBACK_NAMES | {agent.settings.dashboard_host.lower()}
     app[CACHE_KEY] = TTLCache(FARM_DATA_TTL)
+    app[LIVE_KEY] = LiveFeed(agent.db, lambda: {"agent": agent.describe(), "peers": agent.peers_view()})
+    app.on_shutdown.append(_close_live_feed)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(templates_dir())),

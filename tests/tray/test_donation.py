@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from app.config import load_settings
-from app.donation import MachineState, Rules, blockers, idle_support, in_schedule, on_battery, parse_schedule, read_state
+from app.donation import (MachineState, Rules, blockers, idle_seconds, idle_support, in_schedule, on_battery,
+                          parse_mutter_idletime, parse_schedule, read_state, windows_idle_ms)
 from app.errors import ConfigError
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0)
@@ -120,3 +121,49 @@ async def test_preferences_change_what_the_agent_claims_and_how_workers_run(tmp_
     await agent.reload_settings()
     assert not agent.may_claim() and "outside the donation schedule" in agent.blockers()[0]
     await db.dispose()
+
+
+def _fake_gdbus(tmp_path: Path, reply: str, code: int = 0) -> None:
+    gdbus = tmp_path / "gdbus"
+    gdbus.write_text(f"#!/bin/sh\ncase \"$*\" in *org.gnome.Mutter.IdleMonitor.GetIdletime*) ;; *) exit 3;; esac\n"
+                     f"printf '%s\\n' '{reply}'\nexit {code}\n", encoding="utf-8")
+    gdbus.chmod(0o755)
+
+
+def test_wayland_session_reads_mutter_idle_monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Wayland the idle time comes from GNOME's IdleMonitor, never from XWayland's DISPLAY."""
+    _fake_gdbus(tmp_path, "(uint64 42000,)")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("XDG_SESSION_TYPE", "wayland")
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert idle_seconds() == 42.0
+    assert "Mutter" in idle_support()
+
+
+def test_wayland_without_an_idle_monitor_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Wayland session without Mutter's monitor reports no idle time and says plainly why."""
+    _fake_gdbus(tmp_path, "Error: GDBus.Error:org.freedesktop.DBus.Error.ServiceUnknown", code=1)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("XDG_SESSION_TYPE", "wayland")
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert idle_seconds() is None
+    line = idle_support()
+    assert line.startswith("not available") and "Wayland" in line
+
+
+@pytest.mark.parametrize("reply, seconds", [("(uint64 42000,)", 42.0), ("(uint64 0,)", 0.0), ("(1500,)", 1.5),
+                                            ("", None), ("(true,)", None), ("(uint64 -5,)", None)])
+def test_parse_mutter_idletime(reply: str, seconds: float | None) -> None:
+    """gdbus's reply in milliseconds becomes seconds; anything else is None."""
+    assert parse_mutter_idletime(reply) == seconds
+
+
+@pytest.mark.parametrize("tick64, last_input, elapsed", [
+    (10_000, 9_000, 1_000),
+    (2**31 + 1_000, 2**31 + 10, 990),           # past 24.8 days, where a signed 32-bit tick turns negative
+    (2**32 + 100, (2**32 - 400) & 0xFFFFFFFF, 500),  # across the 49.7-day wrap of the 32-bit counter
+    (5 * 2**32 + 7, 3, 4),
+])
+def test_windows_idle_survives_tick_counter_wraps(tick64: int, last_input: int, elapsed: int) -> None:
+    """The 64-bit tick count against GetLastInputInfo's 32-bit tick: right after 24.8 and 49.7 days."""
+    assert windows_idle_ms(tick64, last_input) == elapsed

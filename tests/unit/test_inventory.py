@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import pynvml
 import pytest
 
-from app.inventory import cpu_info, gpu_info, parse_nvidia_smi, ram_info
+from app import inventory
+from app.inventory import cpu_info, gpu_info, parse_nvidia_smi, ram_info, read_nvml
 
 TWO_GPUS = """\
 0, NVIDIA GeForce RTX 3090, 24576, 1024, 35, 61, 550.54.14, 8.6
@@ -116,3 +119,108 @@ def test_gpu_info_parses_nvidia_smi_output(tmp_path: Path, monkeypatch: pytest.M
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert [gpu["index"] for gpu in gpu_info()] == [0, 1]
+
+
+class RecordedNvml:
+    """NVML's calls answering from a recording of a real driver; an exception value is what the call raised."""
+
+    NVMLError = pynvml.NVMLError
+    NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
+
+    def __init__(self, driver: object, gpus: list[dict[str, object]], init_error: int | None = None) -> None:
+        self.driver, self.gpus, self.init_error = driver, gpus, init_error
+        self.started = 0
+
+    def _answer(self, index: int, name: str) -> object:
+        value = self.gpus[index][name]
+        if isinstance(value, pynvml.NVMLError):
+            raise value
+        return value
+
+    def nvmlInit(self) -> None:
+        if self.init_error is not None:
+            raise pynvml.NVMLError(self.init_error)
+        self.started += 1
+
+    def nvmlShutdown(self) -> None:
+        self.started -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> object:
+        return self.driver
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> object:
+        return self._answer(handle, "name")
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> object:
+        return self._answer(handle, "memory")
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> object:
+        return self._answer(handle, "utilization")
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> object:
+        assert sensor == pynvml.NVML_TEMPERATURE_GPU
+        return self._answer(handle, "temperature")
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: int) -> object:
+        return self._answer(handle, "capability")
+
+
+def _memory(total_mib: int, used_mib: int) -> SimpleNamespace:
+    return SimpleNamespace(total=total_mib << 20, used=used_mib << 20, free=(total_mib - used_mib) << 20)
+
+
+NOT_SUPPORTED = pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+FUNCTION_NOT_FOUND = pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+
+def test_nvml_two_gpus_on_a_current_driver() -> None:
+    """Every field answered: entries in the same shape nvidia-smi's parser gives."""
+    nvml = RecordedNvml("550.54.14", [
+        {"name": "NVIDIA GeForce RTX 3090", "memory": _memory(24576, 1024),
+         "utilization": SimpleNamespace(gpu=35, memory=10), "temperature": 61, "capability": (8, 6)},
+        {"name": b"NVIDIA GeForce RTX 4090", "memory": _memory(24564, 0),
+         "utilization": SimpleNamespace(gpu=0, memory=0), "temperature": 45, "capability": (8, 9)},
+    ])
+    gpus = read_nvml(nvml)
+    assert gpus == [
+        {"index": 0, "name": "NVIDIA GeForce RTX 3090", "memory_total_mb": 24576, "memory_used_mb": 1024,
+         "utilization_pct": 35.0, "temperature_c": 61.0, "driver": "550.54.14", "compute_capability": "8.6"},
+        {"index": 1, "name": "NVIDIA GeForce RTX 4090", "memory_total_mb": 24564, "memory_used_mb": 0,
+         "utilization_pct": 0.0, "temperature_c": 45.0, "driver": "550.54.14", "compute_capability": "8.9"},
+    ]
+    assert nvml.started == 0, "NVML is shut down after each reading"
+
+
+def test_nvml_unsupported_fields_are_none_and_keep_the_gpu() -> None:
+    """A 470-branch driver without the capability call and a board without sensors still register the GPU."""
+    nvml = RecordedNvml(b"470.82.01", [
+        {"name": "Tesla K80", "memory": _memory(11441, 0), "utilization": NOT_SUPPORTED,
+         "temperature": NOT_SUPPORTED, "capability": FUNCTION_NOT_FOUND},
+    ])
+    (gpu,) = read_nvml(nvml) or []
+    assert gpu == {"index": 0, "name": "Tesla K80", "memory_total_mb": 11441, "memory_used_mb": 0,
+                   "utilization_pct": None, "temperature_c": None, "driver": "470.82.01",
+                   "compute_capability": None}
+
+
+def test_nvml_that_cannot_start_gives_none() -> None:
+    """No driver loaded: read_nvml says so (None), so gpu_info falls back to nvidia-smi."""
+    assert read_nvml(RecordedNvml("", [], init_error=pynvml.NVML_ERROR_DRIVER_NOT_LOADED)) is None
+
+
+def test_gpu_info_falls_back_to_smi_without_compute_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without NVML, an nvidia-smi that refuses the compute_cap field is asked again without it."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\ncase \"$1\" in *compute_cap*) echo 'Field \"compute_cap\" is not a valid field to query.'"
+                   " >&2; exit 2;; esac\nprintf '0, Tesla T4, 15360, 0, 0, 40, 470.82.01\\n'\n", encoding="utf-8")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(inventory, "_load_nvml", lambda: None)
+    (gpu,) = gpu_info()
+    assert gpu["name"] == "Tesla T4" and gpu["memory_total_mb"] == 15360 and gpu["compute_capability"] is None

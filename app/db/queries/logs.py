@@ -61,3 +61,10 @@ async def recent_task_logs(conn: AsyncConnection, task_id: int, limit: int = 200
         .limit(limit)
     )
     return [row_dict(row) for row in await conn.execute(query)]
+
+
+async def task_logs_after(conn: AsyncConnection, task_id: int, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+    """A task's log lines with an id above `after_id`, oldest first (what a live view has not shown yet)."""
+    query = (select(task_logs).where(task_logs.c.task_id == task_id, task_logs.c.id > after_id)
+             .order_by(task_logs.c.id).limit(limit))
+    return [row_dict(row) for row in await conn.execute(query)]

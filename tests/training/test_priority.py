@@ -1,0 +1,46 @@
+"""Training workers run below the volunteer's own work: nice 19 and idle I/O, every thread of them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.agent.harness import AgentProcess, wait_for
+from tests.training.e2e import mlp_task, submit, task, upgraded, worker_pids
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
+
+
+def _thread_nices(pid: int) -> list[int]:
+    """The nice value of every thread of a process (field 19 of /proc/PID/task/TID/stat)."""
+    values = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that just ended
+        values.append(int(fields[16]))
+    return values
+
+
+async def test_training_worker_runs_at_idle_cpu_and_io_priority(tmp_path: Path, sqlite_url: str) -> None:
+    """A worker training a task is at nice 19 with idle I/O in all its threads; the agent itself is not lowered."""
+    await upgraded(sqlite_url)
+    agent = AgentProcess(tmp_path, "a", "--database-url", sqlite_url, "--heartbeat-interval", "1s")
+    try:
+        task_id = submit(tmp_path, sqlite_url, mlp_task("niced", epochs=200, samples=4000, checkpoint="100000 steps"))
+        wait_for(lambda: task(sqlite_url, task_id)["status"] == "running" and worker_pids(agent.proc.pid), 60,
+                 "training to start")
+        wait_for(lambda: (task(sqlite_url, task_id)["result"] or {}).get("step", 0) > 0, 60, "a training step")
+        (pid,) = worker_pids(agent.proc.pid)
+        worker = psutil.Process(pid)
+        assert worker.nice() == 19
+        assert worker.ionice().ioclass == psutil.IOPRIO_CLASS_IDLE
+        nices = _thread_nices(pid)
+        assert nices and set(nices) == {19}, nices
+        assert psutil.Process(agent.proc.pid).nice() == psutil.Process().nice()
+    finally:
+        agent.stop()
