@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="Show the effective settings and where each came from.")
     _common(config, json_output=True)
     config.set_defaults(handler="show_config")
+
+    doctor = sub.add_parser("doctor", help="Check this machine's set-up (database, ports, network, GPU, tray, sandbox, disk).")
+    _common(doctor, json_output=True)
+    doctor.set_defaults(handler="doctor")
     return parser
 
 

@@ -495,3 +495,17 @@ async def prefs(args: argparse.Namespace, settings: Settings) -> int:
                        [(k, "-" if v is None else v, settings.sources.get(k, "default")) for k, v in values.items()]))
     print(f"idle detection: {idle_support()}")
     return 0
+
+
+async def doctor(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm doctor`: check the database, ports, network, GPU, tray, sandbox and disk; exit 1 on a problem."""
+    from dataclasses import asdict
+
+    from app.doctor import report, run_checks
+
+    findings = await run_checks(settings)
+    if args.json:
+        print_json([asdict(finding) for finding in findings])
+    else:
+        print(report(findings))
+    return 1 if any(finding.verdict == "problem" for finding in findings) else 0

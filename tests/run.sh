@@ -34,6 +34,9 @@ fi
 if ! command -v ip >/dev/null; then
   missing+=(iproute2)  # multi-host tests in network namespaces
 fi
+if ! command -v bwrap >/dev/null; then
+  missing+=(bubblewrap)  # the worker sandbox and `aifarm doctor`'s sandbox check
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
