@@ -622,6 +622,8 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
         await agent.start()
         print(f"AI Farm agent {agent.client_id} running; dashboard at {agent.dashboard_url}", flush=True)
         print(f"Sign in to the dashboard (one-time link): {agent.login_url()}", flush=True)
+        log.info("agent %s running; dashboard at %s (`aifarm dashboard` prints a sign-in link)",
+                 agent.client_id, agent.dashboard_url)
         if headless:
             log.info("running headless: no tray icon")
         if on_started is not None:

@@ -188,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(config, json_output=True)
     config.set_defaults(handler="show_config")
 
+    logs = sub.add_parser("logs", help="Show the agent's log file (DATA_DIR/logs/agent.log); -f follows it.")
+    _common(logs)
+    logs.add_argument("-f", "--follow", action="store_true", help="Keep printing new lines until Ctrl-C.")
+    logs.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="How many of the last lines (default 50).")
+    logs.set_defaults(handler="show_logs")
+
     doctor = sub.add_parser("doctor", help="Check this machine's set-up (database, ports, network, GPU, tray, sandbox, disk).")
     _common(doctor, json_output=True)
     doctor.set_defaults(handler="doctor")
@@ -226,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         configure_logging(settings.log_level)
+        if args.handler == "run_agent":
+            from app.agentlog import add_file_handler
+
+            add_file_handler(settings.data_dir, getattr(logging, settings.log_level))
         if args.handler == "run_agent" and not args.headless:
             from app.tray import display_available, run_with_tray
 

@@ -509,3 +509,22 @@ async def doctor(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(report(findings))
     return 1 if any(finding.verdict == "problem" for finding in findings) else 0
+
+
+async def show_logs(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm logs [-f] [-n N]`: the last lines of this data dir's agent log, then new ones with -f."""
+    from app.agentlog import follow, log_path, tail
+    from app.errors import NotFound, ValidationError
+
+    path = log_path(settings.data_dir)
+    if args.lines < 0 or args.lines > 1_000_000:
+        raise ValidationError("--lines must be between 0 and 1000000", {"lines": "out of range"})
+    if not path.exists() and not args.follow:
+        raise NotFound(f"no agent log yet at {path} (it is written while `aifarm run` runs)")
+    for line in tail(path, args.lines):
+        print(line)
+    sys.stdout.flush()
+    if args.follow:
+        for line in follow(path):  # until Ctrl-C: nothing else runs in this command
+            print(line, flush=True)
+    return 0

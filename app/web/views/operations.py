@@ -3,15 +3,20 @@ and this machine's view of the database."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.agentlog import log_path, tail
 from app.errors import DatabaseUnavailable
 from app.operations import monitor
 from app.web.keys import AGENT_KEY
+
+
+LOG_LINES = 200
 
 
 @aiohttp_jinja2.template("operations.html")
@@ -19,7 +24,9 @@ async def operations_page(request: web.Request) -> dict[str, Any]:
     """Sweeps, monitoring and the agent's view, each shown even when another part is unavailable."""
     agent = request.app[AGENT_KEY]
     context: dict[str, Any] = {"sweeps": [], "stats": None, "view": None, "error": None,
-                               "backlog": agent.write_backlog()}
+                               "backlog": agent.write_backlog(),
+                               "log_path": log_path(agent.settings.data_dir),
+                               "log_lines": await asyncio.to_thread(tail, log_path(agent.settings.data_dir), LOG_LINES)}
     try:
         if agent.maintenance is not None:
             context["sweeps"] = await agent.maintenance.history()
