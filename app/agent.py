@@ -90,6 +90,7 @@ class Agent:
         self.login_links = LoginLinks()
         self._reload = reload
         self.notifier: Callable[[str], None] | None = None
+        self.request_shutdown: Callable[[], None] = lambda: None
         self._last_blockers: list[str] = []
         self._pending_logs: list[tuple[str, str, datetime]] = []
         self._published_reach: dict[str, Any] = {}
@@ -618,6 +619,7 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
     if install_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    agent.request_shutdown = stop.set
     try:
         await agent.start()
         print(f"AI Farm agent {agent.client_id} running; dashboard at {agent.dashboard_url}", flush=True)

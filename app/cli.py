@@ -188,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(config, json_output=True)
     config.set_defaults(handler="show_config")
 
+    status = sub.add_parser("status", help="Is this data dir's agent running: pid, dashboard, donation, task, database.")
+    _common(status, json_output=True)
+    status.set_defaults(handler="agent_status")
+
+    stop = sub.add_parser("stop", help="Stop this data dir's running agent cleanly (as Ctrl-C) and wait for it.")
+    _common(stop)
+    stop.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="How long to wait (default 60).")
+    stop.set_defaults(handler="stop_agent")
+
     logs = sub.add_parser("logs", help="Show the agent's log file (DATA_DIR/logs/agent.log); -f follows it.")
     _common(logs)
     logs.add_argument("-f", "--follow", action="store_true", help="Keep printing new lines until Ctrl-C.")
@@ -225,6 +234,28 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
+def _run_agent(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm run`, with the data dir's lock held: its log file, then the tray or headless."""
+    from app.agentlog import add_file_handler
+
+    add_file_handler(settings.data_dir, getattr(logging, settings.log_level))
+    if not args.headless:
+        from app.tray import display_available, run_with_tray
+
+        if display_available():
+            return run_with_tray(settings, lambda: settings_from_args(args))
+        log.info("no display found: running without a tray icon")
+        args.headless = True
+    return _run_command(args, settings)
+
+
+def _run_command(args: argparse.Namespace, settings: Settings) -> int:
+    from app import commands  # imported here: SQLAlchemy and alembic are not needed for --help/--version
+
+    handler: Handler = getattr(commands, args.handler)
+    return asyncio.run(handler(args, settings))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
@@ -233,20 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
         configure_logging(settings.log_level)
         if args.handler == "run_agent":
-            from app.agentlog import add_file_handler
+            from app.instance import single_instance
 
-            add_file_handler(settings.data_dir, getattr(logging, settings.log_level))
-        if args.handler == "run_agent" and not args.headless:
-            from app.tray import display_available, run_with_tray
-
-            if display_available():
-                return run_with_tray(settings, lambda: settings_from_args(args))
-            log.info("no display found: running without a tray icon")
-            args.headless = True
-        from app import commands  # imported here: SQLAlchemy and alembic are not needed for --help/--version
-
-        handler: Handler = getattr(commands, args.handler)
-        return asyncio.run(handler(args, settings))
+            with single_instance(settings.data_dir):
+                return _run_agent(args, settings)
+        return _run_command(args, settings)
     except AifarmError as exc:
         print(f"aifarm: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -528,3 +528,75 @@ async def show_logs(args: argparse.Namespace, settings: Settings) -> int:
         for line in follow(path):  # until Ctrl-C: nothing else runs in this command
             print(line, flush=True)
     return 0
+
+
+async def agent_status(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm status`: whether this data dir's agent runs, and its pid, dashboard, donation, task and database."""
+    from app.agent_client import get_from_running_agent
+    from app.db.urls import redact_text
+    from app.runtime_files import read_running_agent
+
+    info = read_running_agent(settings.data_dir)
+    if info is None:
+        status: dict[str, Any] = {"running": False, "data_dir": str(settings.data_dir),
+                                  "database": redact_text(settings.effective_database_url)}
+    else:
+        described = await get_from_running_agent(settings, "/api/v1/status")
+        running = (described.get("work") or {}).get("running") or {}
+        status = {"running": True, "pid": info["pid"], "data_dir": str(settings.data_dir),
+                  "dashboard_url": described.get("dashboard_url"), "donation": described["donation"]["summary"],
+                  "current_task": running.get("task_id"), "database": described.get("database"),
+                  "database_ok": described.get("database_ok"), "client_id": described.get("client_id")}
+    if args.json:
+        print_json(status)
+    elif not status["running"]:
+        print(f"not running (data dir {status['data_dir']}; database {status['database']})")
+    else:
+        task = f"task {status['current_task']}" if status["current_task"] else "none"
+        rows = [("state", "running"), ("pid", status["pid"]), ("client", status["client_id"]),
+                ("dashboard", status["dashboard_url"]), ("donation", status["donation"]), ("current task", task),
+                ("database", f"{status['database']}{'' if status['database_ok'] else ' (unreachable)'}"),
+                ("data dir", status["data_dir"])]
+        print("\n".join(f"{name + ':':<14}{value}" for name, value in rows))
+    return 0 if status["running"] else 3
+
+
+async def stop_agent(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm stop`: a clean stop of this data dir's agent (as Ctrl-C), waiting until it has exited."""
+    import asyncio
+
+    import psutil
+
+    from app.agent_client import request_running_agent
+    from app.errors import AifarmError
+    from app.runtime_files import read_running_agent
+
+    info = read_running_agent(settings.data_dir)
+    if info is None:
+        print(f"no agent is running for {settings.data_dir}")
+        return 0
+    pid = int(info["pid"])
+    try:
+        await request_running_agent(settings, "POST", "/api/v1/shutdown")
+    except AifarmError:
+        if sys.platform == "win32":
+            raise
+        psutil.Process(pid).terminate()  # SIGTERM: the same clean stop, when the dashboard does not answer
+    deadline = asyncio.get_running_loop().time() + args.timeout
+    while _alive(pid) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    if _alive(pid):
+        raise AifarmError(f"the agent (pid {pid}) has not stopped within {args.timeout:.0f} s; it may still be "
+                          "writing an emergency checkpoint")
+    print(f"agent (pid {pid}) stopped")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    """True while a process runs (an exited one its parent has not reaped yet counts as gone)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -8,6 +8,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 API_TOKEN_FILE = "api_token"
 AGENT_FILE = "agent.json"
 
@@ -61,10 +63,6 @@ def read_running_agent(data_dir: Path) -> dict[str, Any] | None:
     pid = info.get("pid") if isinstance(info, dict) else None
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:  # kill(0 or -1, 0) would probe many processes
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not psutil.pid_exists(pid):  # not os.kill(pid, 0): on Windows that sends CTRL_C_EVENT
         return None
-    except PermissionError:
-        pass
     return info

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 from aiohttp import web
@@ -269,6 +271,13 @@ async def reload_prefs(request: web.Request) -> web.Response:
     return _json(agent.donation_state())
 
 
+async def shutdown(request: web.Request) -> web.Response:
+    """Stop this agent cleanly, as Ctrl-C does (what `aifarm stop` calls); answers before it stops."""
+    agent = request.app[AGENT_KEY]
+    asyncio.get_running_loop().call_soon(agent.request_shutdown)
+    return _json({"stopping": True, "pid": os.getpid()})
+
+
 async def login_link(request: web.Request) -> web.Response:
     """A new one-time sign-in link for the browser (what `aifarm dashboard` and the tray open)."""
     return _json({"url": request.app[AGENT_KEY].login_url()})
@@ -287,6 +296,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/pause", pause, name="api_pause")
     app.router.add_post("/api/v1/resume", resume, name="api_resume")
     app.router.add_post("/api/v1/login-link", login_link, name="api_login_link")
+    app.router.add_post("/api/v1/shutdown", shutdown, name="api_shutdown")
     app.router.add_post("/api/v1/prefs/reload", reload_prefs, name="api_prefs_reload")
     app.router.add_get("/api/v1/tasks/{task_id}/curve", task_curve, name="api_task_curve")
     app.router.add_get("/api/v1/tasks/{task_id}/logs", task_logs, name="api_task_logs")
