@@ -9,7 +9,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from app.agent import Agent
     from app.web.cache import TTLCache
+    from app.web.security import SessionKey
 
 AGENT_KEY: web.AppKey["Agent"] = web.AppKey("agent")
 ALLOWED_HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts", frozenset)
 CACHE_KEY: web.AppKey["TTLCache"] = web.AppKey("farm_cache")
+SESSION_KEY_KEY: web.AppKey["SessionKey"] = web.AppKey("session_key")
