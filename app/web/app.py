@@ -9,7 +9,7 @@ import jinja2
 from aiohttp import web
 
 from app.paths import static_dir, templates_dir
-from app.web import api, middlewares
+from app.web import api, middlewares, static_files
 from app.web import pages
 from app.web.context import base_context
 from app.web.cache import TTLCache
@@ -44,5 +44,5 @@ def create_dashboard_app(agent: "Agent") -> web.Application:
     app.router.add_get("/healthz", overview.healthz, name="healthz")
     api.add_routes(app)
     pages.add_page_routes(app)
-    app.router.add_static("/static/", static_dir(), name="static")
+    static_files.add_static_route(app, static_dir())
     return app

@@ -44,8 +44,7 @@ async def host_check(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
-STATIC_PREFIX = "/static/"
-PUBLIC_PREFIXES = (STATIC_PREFIX, "/login", "/healthz", "/favicon.ico")
+PUBLIC_PREFIXES = ("/static/", "/login", "/healthz", "/favicon.ico")
 
 
 @web.middleware
@@ -97,8 +96,6 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
-        if exc.status == 404 and request.path.startswith(STATIC_PREFIX):
-            return web.Response(text=f"404: not found: {request.path}", status=404, content_type="text/plain")
         if exc.status >= 400 and exc.content_type != "application/json" and exc.status != 405:
             return await _error_response(request, exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
