@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
 from app.paths import static_dir, templates_dir
-from app.web import api, middlewares, static_files
-from app.web import pages
-from app.web.context import base_context
+from app.web import api, middlewares, pages, static_files
 from app.web.cache import TTLCache
+from app.web.context import base_context
 from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY, CACHE_KEY, SESSION_KEY_KEY
 from app.web.security import SessionKey
 from app.web.views import overview, session

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def aifarm(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """One CLI command for a data dir."""
     return subprocess.run([sys.executable, "-m", "app", *args, "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, env=agent_env(tmp_path), timeout=120)
+                          check=False, capture_output=True, text=True, env=agent_env(tmp_path), timeout=120)
 
 
 def open_to_others(data_dir: Path) -> list[str]:
@@ -45,8 +45,9 @@ def test_fresh_data_dir_after_training_is_owner_only(tmp_path: Path) -> None:
         done = aifarm(tmp_path, agent.data_dir, "submit", str(task_file))
         assert done.returncode == 0, done.stderr
         task_id = int(done.stdout.strip())
-        row = wait_for(lambda: (lambda t: t if t["status"] in ("completed", "failed", "error") else None)(
-            agent.api(f"/api/v1/tasks/{task_id}")), 240, "the task to finish")
+        wait_for(lambda: agent.api(f"/api/v1/tasks/{task_id}")["status"] in ("completed", "failed", "error"), 240,
+                 "the task to finish")
+        row = agent.api(f"/api/v1/tasks/{task_id}")
         assert row["status"] == "completed", row
         assert open_to_others(agent.data_dir) == []
         entries = {p.name for p in agent.data_dir.rglob("*")}

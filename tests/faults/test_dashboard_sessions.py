@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import stat
@@ -29,10 +30,10 @@ def signed_in(farm: Farm) -> Dashboard:  # noqa: F811
     return dashboard
 
 
-def cleared(reply_headers: object) -> bool:
+def cleared(reply_headers: http.client.HTTPMessage) -> bool:
     """True when the response deletes the session cookie."""
-    values = reply_headers.get_all("Set-Cookie") or []  # type: ignore[attr-defined]
-    return any(re.match(r'aifarm_session=("")?;', v) and re.search(r"max-age=0", v, re.I) for v in values)
+    values = reply_headers.get_all("Set-Cookie") or []
+    return any(re.match(r'aifarm_session=("")?;', v) and re.search(r"max-age=0", v, re.IGNORECASE) for v in values)
 
 
 @pytest.mark.parametrize("target", EVIL_NEXT)
