@@ -59,23 +59,31 @@ def test_fresh_data_dir_after_training_is_owner_only(tmp_path: Path) -> None:
     assert open_to_others(agent.data_dir) == []
 
 
-def test_open_data_dir_is_tightened_on_start_with_one_log_line(tmp_path: Path) -> None:
-    """A 0755 data dir holding a 0644 database and a 0755 folder with a 0644 file: the next command makes it all
-    owner-only, keeps the owner's bits, and says so in one line."""
+@pytest.mark.parametrize("command", ["run", "config"])
+def test_open_data_dir_is_tightened_on_start_with_one_log_line(tmp_path: Path, command: str) -> None:
+    """A 0755 data dir holding a 0644 file and a 0755 folder with a 0640 file: starting the agent (or any command)
+    makes it all owner-only, keeps the owner's bits, and says so in one line."""
     data_dir = tmp_path / "data"
     (data_dir / "models").mkdir(parents=True)
-    (data_dir / "aifarm.sqlite3").write_text("not really a database")
+    (data_dir / "notes.txt").write_text("farm notes")
     (data_dir / "models" / "m.pt").write_text("weights")
     os.chmod(data_dir, 0o755)
     os.chmod(data_dir / "models", 0o755)
-    os.chmod(data_dir / "aifarm.sqlite3", 0o644)
+    os.chmod(data_dir / "notes.txt", 0o644)
     os.chmod(data_dir / "models" / "m.pt", 0o640)
-    done = aifarm(tmp_path, data_dir, "config")
-    assert done.returncode == 0, done.stderr
-    modes = {name: stat.S_IMODE((data_dir / name).stat().st_mode) for name in ("", "models", "aifarm.sqlite3", "models/m.pt")}
-    assert modes == {"": 0o700, "models": 0o700, "aifarm.sqlite3": 0o600, "models/m.pt": 0o600}, modes
-    lines = [line for line in done.stderr.splitlines() if "open to other users" in line]
-    assert len(lines) == 1, done.stderr
-    assert str(data_dir) in lines[0] and "4 entries" in lines[0] and "aifarm.sqlite3" in lines[0], lines[0]
+    if command == "run":
+        agent = AgentProcess(tmp_path, "data", "--farm-name", f"perm-{uuid.uuid4().hex[:10]}", env={"AIFARM_MDNS": "false"})
+        agent.stop()
+        log = agent.log()
+    else:
+        done = aifarm(tmp_path, data_dir, "config")
+        assert done.returncode == 0, done.stderr
+        log = done.stderr
+    modes = {name: stat.S_IMODE((data_dir / name).stat().st_mode) for name in ("", "models", "notes.txt", "models/m.pt")}
+    assert modes == {"": 0o700, "models": 0o700, "notes.txt": 0o600, "models/m.pt": 0o600}, modes
+    lines = [line for line in log.splitlines() if "open to other users" in line]
+    assert len(lines) == 1, log
+    assert str(data_dir) in lines[0] and "4 entries" in lines[0] and "notes.txt" in lines[0], lines[0]
+    assert open_to_others(data_dir) == []
     again = aifarm(tmp_path, data_dir, "config")
     assert again.returncode == 0 and "open to other users" not in again.stderr  # nothing left to tighten
