@@ -12,6 +12,7 @@ from typing import Any
 from app import __version__
 from app.config import SPEC_BY_NAME, Settings, load_settings
 from app.errors import AifarmError
+from app.runtime_files import secure_data_dir
 
 log = logging.getLogger("app")
 
@@ -263,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
         configure_logging(settings.log_level)
+        secure_data_dir(settings.data_dir)  # before anything writes it; workers inherit the umask
         if args.handler == "run_agent":
             from app.instance import single_instance
 

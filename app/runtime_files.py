@@ -1,17 +1,62 @@
-"""Files in the data dir that connect the CLI to a running agent: the API token and agent.json."""
+"""The data dir's private files: its owner-only permissions, the API token, the session key and agent.json."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 API_TOKEN_FILE = "api_token"
+SESSION_KEY_FILE = "session_key"
 AGENT_FILE = "agent.json"
+PRIVATE_UMASK = 0o077
+_NAMES_LOGGED = 5
+
+log = logging.getLogger(__name__)
+
+
+def secure_data_dir(data_dir: Path) -> list[Path]:
+    """Make everything this process creates owner-only (umask 077), and tighten an existing data dir that is
+    open to others: the dir to 0700, group and other bits off whatever lies in it. Returns what was tightened."""
+    os.umask(PRIVATE_UMASK)
+    if not data_dir.is_dir():
+        return []
+    tightened: list[Path] = []
+    failed: list[str] = []
+    _tighten(data_dir, 0o700, tightened, failed)
+    for root, dirs, files in os.walk(data_dir):
+        for name in dirs + files:
+            _tighten(Path(root) / name, None, tightened, failed)
+    if tightened:
+        names = ", ".join(str(p.relative_to(data_dir)) if p != data_dir else "the dir itself"
+                          for p in tightened[:_NAMES_LOGGED])
+        more = f" and {len(tightened) - _NAMES_LOGGED} more" if len(tightened) > _NAMES_LOGGED else ""
+        log.warning("data dir %s was open to other users: removed group/other permissions of %d entries (%s%s)",
+                    data_dir, len(tightened), names, more)
+    if failed:
+        log.warning("could not make %d entries of data dir %s owner-only (%s)", len(failed), data_dir,
+                    "; ".join(failed[:_NAMES_LOGGED]))
+    return tightened
+
+
+def _tighten(path: Path, mode: int | None, tightened: list[Path], failed: list[str]) -> None:
+    """Drop group/other bits of one entry (or set `mode`); symbolic links are left alone."""
+    try:
+        current = path.lstat()
+        if stat.S_ISLNK(current.st_mode):
+            return
+        wanted = mode if mode is not None else stat.S_IMODE(current.st_mode) & 0o700
+        if stat.S_IMODE(current.st_mode) != wanted and stat.S_IMODE(current.st_mode) & 0o077:
+            os.chmod(path, wanted)
+            tightened.append(path)
+    except OSError as exc:
+        failed.append(f"{path}: {exc.strerror or exc}")
 
 
 def write_private(path: Path, text: str) -> None:
@@ -39,6 +84,22 @@ def load_or_create_api_token(data_dir: Path) -> str:
     token = secrets.token_urlsafe(32)
     write_private(path, token + "\n")
     return token
+
+
+def load_or_create_session_key(data_dir: Path) -> str:
+    """The key that signs dashboard sessions, created on first run (file mode 0600)."""
+    try:
+        key = (data_dir / SESSION_KEY_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        key = ""
+    return key if len(key) >= 32 else rotate_session_key(data_dir)
+
+
+def rotate_session_key(data_dir: Path) -> str:
+    """Replace the session key (every session cookie signed with the old one stops working); returns the new one."""
+    key = secrets.token_urlsafe(32)
+    write_private(data_dir / SESSION_KEY_FILE, key + "\n")
+    return key
 
 
 def write_agent_file(data_dir: Path, info: dict[str, Any]) -> None:

@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
 from app.paths import static_dir, templates_dir
-from app.web import api, middlewares, security
-from app.web import pages
-from app.web.context import base_context
+from app.web import api, middlewares, pages, static_files
 from app.web.cache import TTLCache
-from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY, CACHE_KEY, LIVE_KEY
+from app.web.context import base_context
+from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY, CACHE_KEY, LIVE_KEY, SESSION_KEY_KEY
 from app.web.live import LiveFeed
-from app.web.views import overview
+from app.web.security import SessionKey
+from app.web.views import overview, session
 
 if TYPE_CHECKING:
     from app.agent import Agent
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 FARM_DATA_TTL = 1.0  # seconds a farm-wide summary is reused; live updates refresh every 2 s anyway
-
-
-async def login(request: web.Request) -> web.StreamResponse:
-    """Exchange a one-time link for a session cookie (HttpOnly, SameSite=Strict), then go to the overview."""
-    agent = request.app[AGENT_KEY]
-    if not agent.login_links.redeem(request.query.get("token")):
-        context = {**await base_context(request), "status": 403, "expired": True}
-        return aiohttp_jinja2.render_template("errors/signin.html", request, context, status=403)
-    target = request.query.get("next", "/")
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = "/"
-    response = web.HTTPSeeOther(target)
-    response.set_cookie(security.SESSION_COOKIE, security.make_session(agent.api_token), max_age=security.SESSION_MAX_AGE,
-                        httponly=True, samesite="Strict", path="/")
-    raise response
 
 
 async def _close_live_feed(app: web.Application) -> None:
@@ -51,16 +36,19 @@ def create_dashboard_app(agent: "Agent") -> web.Application:
     app[CACHE_KEY] = TTLCache(FARM_DATA_TTL)
     app[LIVE_KEY] = LiveFeed(agent.db, lambda: {"agent": agent.describe(), "peers": agent.peers_view()})
     app.on_shutdown.append(_close_live_feed)
+    app[SESSION_KEY_KEY] = SessionKey(agent.settings.data_dir)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=jinja2.select_autoescape(["html", "xml"], default=True),
         context_processors=[base_context],
     )
-    app.router.add_get("/login", login, name="login")
+    app.router.add_get("/login", session.login, name="login")
+    app.router.add_post("/logout", session.logout, name="logout")
+    app.router.add_post("/settings/sign-out-everywhere", session.sign_out_everywhere, name="sign_out_everywhere")
     app.router.add_get("/", overview.overview, name="overview")
     app.router.add_get("/healthz", overview.healthz, name="healthz")
     api.add_routes(app)
     pages.add_page_routes(app)
-    app.router.add_static("/static/", static_dir(), name="static")
+    static_files.add_static_route(app, static_dir())
     return app

@@ -10,8 +10,10 @@ if TYPE_CHECKING:
     from app.agent import Agent
     from app.web.cache import TTLCache
     from app.web.live import LiveFeed
+    from app.web.security import SessionKey
 
 AGENT_KEY: web.AppKey["Agent"] = web.AppKey("agent")
 ALLOWED_HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts", frozenset)
 CACHE_KEY: web.AppKey["TTLCache"] = web.AppKey("farm_cache")
 LIVE_KEY: web.AppKey["LiveFeed"] = web.AppKey("live_feed")
+SESSION_KEY_KEY: web.AppKey["SessionKey"] = web.AppKey("session_key")

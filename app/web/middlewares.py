@@ -12,7 +12,7 @@ from aiohttp import web
 from app.errors import AifarmError, Conflict, DatabaseUnavailable, NotFound, SchemaError, ValidationError
 from app.web import security
 from app.web.context import SESSION_KEY, base_context
-from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY
+from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY, SESSION_KEY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if hmac.compare_digest(value.strip().encode(), agent.api_token.encode()):
             return await handler(request)
         return await _error_response(request, 401, "unauthorized", "missing or wrong API token")
-    session = security.check_session(agent.api_token, request.cookies.get(security.SESSION_COOKIE))
+    session_key = request.app[SESSION_KEY_KEY].value
+    session = security.check_session(session_key, request.cookies.get(security.SESSION_COOKIE))
     if session is None:
         if request.path.startswith("/api/"):
             return await _error_response(request, 401, "unauthorized", "missing or wrong API token")
@@ -84,7 +85,7 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = request.headers.get(security.CSRF_HEADER)
         if token is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             token = (await request.post()).get(security.CSRF_FIELD)
-        if not security.check_csrf(agent.api_token, session, token if isinstance(token, str) else None):
+        if not security.check_csrf(session_key, session, token if isinstance(token, str) else None):
             return await _error_response(request, 403, "csrf", "missing or wrong CSRF token; reload the page and try again")
     return await handler(request)
 
