@@ -79,7 +79,7 @@ async def test_distributed_mlp_completes_with_identical_ranks_checkpoints_and_mo
         assert version["version"] == "1" and version["url"].startswith("aifarm://")
         out = tmp_path / "pulled.pt"
         done = subprocess.run([sys.executable, "-m", "app", "models", "pull", "twohosts:1", "-o", str(out),
-                               "--database-url", mysql_url, "--quiet"],
+                               "--database-url", mysql_url, "--data-dir", str(b.data_dir), "--quiet"],
                               capture_output=True, text=True, env=agent_env(tmp_path), timeout=60)
         assert done.returncode == 0, done.stderr
         assert hashlib.sha256(out.read_bytes()).hexdigest() == version["hash"]
