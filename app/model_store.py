@@ -80,14 +80,14 @@ async def pull(db: Database, ref: str, dest: Path | None, farm_name: str, client
     holders = [location.client_id] + [c for c in (row["config"] or {}).get("replicas", []) if c != location.client_id]
     dest = dest or Path(f"{name}-v{row['version']}.pt")
     errors = []
-    for client_id, host, port in await _endpoints(db, holders):
+    for holder, host, port in await _endpoints(db, holders):
         # The owner serves the file where it wrote it; a replica keeps its verified copy under fetched/OWNER/.
-        path = location.path if client_id == location.client_id else f"fetched/{location.client_id}/{location.path}"
+        path = location.path if holder == location.client_id else f"fetched/{location.client_id}/{location.path}"
         try:
             await _download(host, port, f"/peer/v1/files/{path}", dest, row["hash"], secret, client_id, progress)
             return row, dest
         except AifarmError as exc:
-            errors.append(f"{client_id} at {host}:{port}: {exc}")
+            errors.append(f"{holder} at {host}:{port}: {exc}")
     raise AifarmError(f"no holder of model {name} v{row['version']} could deliver it"
                       + (": " + "; ".join(errors) if errors else " (none is active)"))
 
