@@ -131,6 +131,13 @@ class RequestErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             return
         self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
 
+    def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        """Debug messages; a malformed request (non-HTTP bytes on the port) in one line."""
+        if isinstance(exc_info, (HttpProcessingError, web.HTTPException)):
+            self.logger.debug("peer API: malformed request from %s: %s", args[0] if args else "?", _one_line(exc_info))
+            return
+        self.logger.debug(msg, *args, exc_info=exc_info, **kwargs)
+
 
 def _one_line(error: BaseException) -> str:
     text = error.message if isinstance(error, HttpProcessingError) and error.message else str(error)
