@@ -141,7 +141,9 @@ class RequestErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 def _one_line(error: BaseException) -> str:
     text = error.message if isinstance(error, HttpProcessingError) and error.message else str(error)
-    return " ".join(str(text).split()).rstrip(" ^")[:200] or type(error).__name__
+    flat = " ".join(str(text).split())
+    reason = flat.split(": b'", 1)[0].split(': b"', 1)[0]  # the parser quotes the offending bytes: not logged
+    return reason.rstrip(" ^")[:200] or type(error).__name__
 
 
 def create_peer_app(agent: "Agent", members: Membership) -> web.Application:

@@ -446,6 +446,7 @@ def test_peer_api_malformed_requests_get_400_and_no_traceback(farm: Farm) -> Non
     lines = [line for line in added.splitlines() if "malformed request" in line]
     assert len(lines) == len(raw_requests), added[-3000:]
     assert all(len(line) < 400 for line in lines), lines
+    assert "garbage" not in added and "Bad Header Name" not in added  # the offending bytes are not echoed
 
 
 class SecretHolder:
