@@ -386,9 +386,11 @@ class Agent:
     async def start(self) -> None:
         """Serve, register, advertise, then start the background loops."""
         await self._start_site(self._dashboard_app(), self.settings.dashboard_host, self.settings.dashboard_port, "dashboard", "--port")
+        from app.peerapi.members import FarmMembers
         from app.peerapi.server import create_peer_app
 
-        self.peer_port = await self._start_site(create_peer_app(self), self.settings.peer_host, self.settings.peer_port, "peer API", "--peer-port")
+        peer_app = create_peer_app(self, FarmMembers(self.db, self.settings.farm_name))
+        self.peer_port = await self._start_site(peer_app, self.settings.peer_host, self.settings.peer_port, "peer API", "--peer-port")
         await self.peer_client.start()
         async with self.db.begin() as conn:
             self.farm_secret = await farm_queries.ensure_secret(conn, self.settings.farm_name)

@@ -423,12 +423,13 @@ async def pull_model(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm models pull NAME[:VERSION] [-o FILE]`: download and verify."""
     from pathlib import Path
 
+    from app.identity import read_client_id
     from app.model_store import pull
 
     db = await open_current_database(settings.effective_database_url)
     try:
         row, path = await pull(db, args.ref, Path(args.output) if args.output else None, settings.farm_name,
-                               progress=not args.quiet)
+                               read_client_id(settings.data_dir), progress=not args.quiet)
     finally:
         await db.dispose()
     print(f"{row['name']} v{row['version']} saved to {path} (sha256 {row['hash']} verified)")

@@ -53,3 +53,12 @@ def safe_relative(root: Path, relative: str) -> Path | None:
     except ValueError:
         return None
     return candidate
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether path, with every symlink followed, lies inside folder (itself resolved)."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except (ValueError, OSError):
+        return False
+    return True

@@ -30,3 +30,12 @@ def load_or_create_client_id(data_dir: Path) -> str:
     tmp.write_text(client_id + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return client_id
+
+
+def read_client_id(data_dir: Path) -> str | None:
+    """The id stored in the data dir, or None when there is none (or it is invalid); never creates one."""
+    try:
+        existing = (data_dir / CLIENT_ID_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return existing if _VALID.match(existing) else None

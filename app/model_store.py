@@ -59,34 +59,42 @@ async def _endpoints(db: Database, client_ids: list[str]) -> list[tuple[str, str
     return out
 
 
-async def pull(db: Database, ref: str, dest: Path | None, farm_name: str, *, progress: bool = True) -> tuple[dict[str, Any], Path]:
-    """Download a model version from its owner or a replica, verifying its sha256; returns (row, file)."""
+async def pull(db: Database, ref: str, dest: Path | None, farm_name: str, client_id: str | None, *,
+               progress: bool = True) -> tuple[dict[str, Any], Path]:
+    """Download a model version from its owner or a replica, verifying its sha256; returns (row, file).
+
+    The request is signed as `client_id` (this machine's agent), which peers accept only while it is active."""
     name, version = parse_ref(ref)
     async with db.connect() as conn:
         row = await model_queries.get_version(conn, name, version)
         secret = await farm_queries.get_secret(conn, farm_name)
+        member = client_id is not None and await client_queries.is_active_member(conn, client_id, farm_name)
     if row is None:
         raise NotFound(f"model {ref!r} does not exist (see `aifarm models`)")
     if secret is None:
         raise AifarmError(f"farm {farm_name!r} has no secret in this database; run an agent or `aifarm join` first")
+    if not member or client_id is None:
+        raise AifarmError(f"this machine's agent is not an active client of farm {farm_name!r}; peers serve files "
+                          "only to active clients, so start it (`aifarm run`) and pull again")
     location = parse_url(row["url"])
     holders = [location.client_id] + [c for c in (row["config"] or {}).get("replicas", []) if c != location.client_id]
     dest = dest or Path(f"{name}-v{row['version']}.pt")
     errors = []
-    for client_id, host, port in await _endpoints(db, holders):
+    for holder, host, port in await _endpoints(db, holders):
         # The owner serves the file where it wrote it; a replica keeps its verified copy under fetched/OWNER/.
-        path = location.path if client_id == location.client_id else f"fetched/{location.client_id}/{location.path}"
+        path = location.path if holder == location.client_id else f"fetched/{location.client_id}/{location.path}"
         try:
-            await _download(host, port, f"/peer/v1/files/{path}", dest, row["hash"], secret, progress)
+            await _download(host, port, f"/peer/v1/files/{path}", dest, row["hash"], secret, client_id, progress)
             return row, dest
         except AifarmError as exc:
-            errors.append(f"{client_id} at {host}:{port}: {exc}")
+            errors.append(f"{holder} at {host}:{port}: {exc}")
     raise AifarmError(f"no holder of model {name} v{row['version']} could deliver it"
                       + (": " + "; ".join(errors) if errors else " (none is active)"))
 
 
-async def _download(host: str, port: int, path: str, dest: Path, sha256: str, secret: str, progress: bool) -> None:
-    headers = {"Authorization": auth.sign(secret, "GET", path, "aifarm-cli")}
+async def _download(host: str, port: int, path: str, dest: Path, sha256: str, secret: str, client_id: str,
+                    progress: bool) -> None:
+    headers = {"Authorization": auth.sign(secret, "GET", path, client_id)}
     tmp = dest.with_name(f".{dest.name}.part")
     digest, done = hashlib.sha256(), 0
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,11 @@ class PeerClient:
             await self._session.close()
             self._session = None
 
-    def _headers(self, method: str, path: str) -> dict[str, str]:
+    def _headers(self, method: str, path: str, body: bytes = b"") -> dict[str, str]:
         secret = self._secret_source.farm_secret
         if secret is None or self._session is None:
             raise PeerError("this agent is not ready (no farm secret yet)")
-        return {"Authorization": auth.sign(secret, method, path, self.own_client_id)}
+        return {"Authorization": auth.sign(secret, method, path, self.own_client_id, body)}
 
     async def download(self, host: str, port: int, path: str, dest: Path, sha256: str,
                        max_bytes: int = MAX_DOWNLOAD_BYTES) -> None:
@@ -77,16 +78,17 @@ class PeerClient:
 
     async def post_json(self, host: str, port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON to a peer API path and return its JSON answer; raises PeerError."""
-        headers = self._headers("POST", path)
+        data = json.dumps(body).encode()
+        headers = {**self._headers("POST", path, data), "Content-Type": "application/json"}
         shown = f"[{host}]" if ":" in host else host
         assert self._session is not None
         try:
-            async with self._session.post(f"http://{shown}:{port}{path}", json=body, headers=headers,
+            async with self._session.post(f"http://{shown}:{port}{path}", data=data, headers=headers,
                                           timeout=aiohttp.ClientTimeout(total=600)) as response:
-                data = await response.json(content_type=None)
-                if response.status != 200 or not isinstance(data, dict):
-                    raise PeerError(f"{host}:{port} answered HTTP {response.status}: {data}")
-                return data
+                answer = await response.json(content_type=None)
+                if response.status != 200 or not isinstance(answer, dict):
+                    raise PeerError(f"{host}:{port} answered HTTP {response.status}: {answer}")
+                return answer
         except (aiohttp.ClientError, ValueError) as exc:
             raise PeerError(f"talking to {host}:{port} failed: {exc}") from None
         except asyncio.TimeoutError:
@@ -94,16 +96,15 @@ class PeerClient:
 
     async def get_json(self, host: str, port: int, path: str) -> dict[str, Any]:
         """GET a peer API path and return its JSON body; raises PeerError."""
-        secret = self._secret_source.farm_secret
-        if secret is None or self._session is None:
-            raise PeerError("this agent is not ready (no farm secret yet)")
+        headers = self._headers("GET", path)
+        assert self._session is not None
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{port}{path}"
-        headers = {"Authorization": auth.sign(secret, "GET", path, self.own_client_id)}
         try:
             async with self._session.get(url, headers=headers) as response:
                 if response.status == 401:
-                    raise PeerError(f"{host}:{port} refused our farm signature (different farm secret?)")
+                    raise PeerError(f"{host}:{port} refused our farm signature (different farm secret, or this "
+                                    "client not active in its farm database?)")
                 if response.status != 200:
                     raise PeerError(f"{host}:{port} answered HTTP {response.status}")
                 data = await response.json()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from app.files import safe_relative
+from app.files import inside, safe_relative
 from app.peerapi import auth
+from app.peerapi.members import Membership
 
 if TYPE_CHECKING:
     from app.agent import Agent
@@ -17,7 +20,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PEER_AGENT_KEY: web.AppKey["Agent"] = web.AppKey("peer_agent")
+MEMBERS_KEY: web.AppKey[Membership] = web.AppKey("peer_members")
+NONCES_KEY: web.AppKey[auth.NonceCache] = web.AppKey("peer_nonces")
 MAX_REQUEST_BYTES = 1 << 20
+CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,17 +39,34 @@ def _unauthorized(message: str) -> web.Response:
 
 @web.middleware
 async def require_farm_signature(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """401 unless the request carries a fresh HMAC signature made with this farm's secret."""
+    """401 unless the request carries a fresh, unused HMAC signature of its method, path and body, made with
+    this farm's secret by an active client of the farm."""
     agent = request.app[PEER_AGENT_KEY]
     secret = agent.farm_secret
     if secret is None:
         return web.json_response(
             {"error": {"code": "not_ready", "message": "this agent has no farm secret yet", "fields": {}}}, status=503
         )
-    sender = auth.verify(secret, request.headers.get("Authorization"), request.method, request.path_qs)
-    if sender is None:
+    header = request.headers.get("Authorization")
+    if not auth.well_formed(header):
         return _unauthorized("missing or invalid farm signature")
-    log.debug("peer API %s %s from %s", request.method, request.path, sender)
+    body = await request.read()  # within client_max_size, else 413
+    signed = auth.verify(secret, header, request.method, request.path_qs, body)
+    if signed is None:
+        return _unauthorized("missing or invalid farm signature")
+    if not await request.app[MEMBERS_KEY].is_member(signed.client_id):
+        log.info("peer API: refused %s %s from %s (not an active client of this farm)",
+                 request.method, request.path, signed.client_id)
+        return _unauthorized("unknown or inactive client")
+    admission = request.app[NONCES_KEY].admit(signed)
+    if admission == "replay":
+        log.warning("peer API: refused a replayed request %s %s from %s", request.method, request.path, signed.client_id)
+        return _unauthorized("replayed request")
+    if admission == "full":
+        return web.json_response(
+            {"error": {"code": "busy", "message": "too many signed requests; retry shortly", "fields": {}}}, status=503
+        )
+    log.debug("peer API %s %s from %s", request.method, request.path, signed.client_id)
     return await handler(request)
 
 
@@ -59,12 +83,14 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     nothing outside those folders, no traversal."""
     agent = request.app[PEER_AGENT_KEY]
     relative = request.match_info["path"]
-    if relative.split("/", 1)[0] not in SERVED_ROOTS:
+    root = relative.split("/", 1)[0]
+    if root not in SERVED_ROOTS:
         raise web.HTTPNotFound(reason="not a served file")
     path = safe_relative(agent.settings.data_dir, relative)
     if path is None:
         raise web.HTTPBadRequest(reason="invalid file name")
-    if not path.is_file():
+    # A symlink inside the folder may point anywhere: serve only what really lies in it.
+    if not inside(path, agent.settings.data_dir / root) or not path.is_file():
         raise web.HTTPNotFound(reason="no such file")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
@@ -76,19 +102,57 @@ async def replicate(request: web.Request) -> web.Response:
         body = await request.json()
     except (ValueError, RecursionError, LookupError):  # bad JSON or UTF-8, huge numbers, deep nesting, unknown charset
         raise web.HTTPBadRequest(reason="body is not JSON") from None
-    if not isinstance(body, dict) or not isinstance(body.get("path"), str) or not isinstance(body.get("sha256"), str) \
-            or not isinstance(body.get("client_id"), str) or not body["path"].startswith("models/"):
-        raise web.HTTPBadRequest(reason="expected client_id, path (models/...) and sha256")
-    path = await agent.fetch_checkpoint(body["client_id"], body["path"], body["sha256"])
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="expected a JSON object with client_id, path (models/...) and sha256")
+    owner, relative, sha256 = body.get("client_id"), body.get("path"), body.get("sha256")
+    if not isinstance(owner, str) or not CLIENT_ID.match(owner):
+        raise web.HTTPBadRequest(reason="client_id must be a client id")
+    if not isinstance(relative, str) or not relative.startswith("models/") \
+            or safe_relative(agent.settings.data_dir, relative) is None:
+        raise web.HTTPBadRequest(reason="path must name a file under models/")
+    if not isinstance(sha256, str) or not SHA256.match(sha256):
+        raise web.HTTPBadRequest(reason="sha256 must be 64 lower-case hex digits")
+    if not await request.app[MEMBERS_KEY].is_member(owner):
+        raise web.HTTPBadRequest(reason="client_id is not an active client of this farm")
+    path = await agent.fetch_checkpoint(owner, relative, sha256)
     if path is None:
         return web.json_response({"ok": False, "error": "could not fetch or verify the file"}, status=502)
     return web.json_response({"ok": True})
 
 
-def create_peer_app(agent: "Agent") -> web.Application:
-    """The peer API application."""
-    app = web.Application(middlewares=[require_farm_signature], client_max_size=MAX_REQUEST_BYTES)
+class RequestErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The HTTP server's error log: one line for a malformed request, a traceback only for a real fault."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        """Log a request error; malformed requests (aiohttp's parse errors) without a traceback."""
+        error = exc_info if isinstance(exc_info, BaseException) else None
+        if isinstance(error, (HttpProcessingError, web.HTTPException)):
+            self.logger.warning("peer API: malformed request from %s: %s", args[0] if args else "?", _one_line(error))
+            return
+        self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        """Debug messages; a malformed request (non-HTTP bytes on the port) in one line."""
+        if isinstance(exc_info, (HttpProcessingError, web.HTTPException)):
+            self.logger.debug("peer API: malformed request from %s: %s", args[0] if args else "?", _one_line(exc_info))
+            return
+        self.logger.debug(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def _one_line(error: BaseException) -> str:
+    text = error.message if isinstance(error, HttpProcessingError) and error.message else str(error)
+    flat = " ".join(str(text).split())
+    reason = flat.split(": b'", 1)[0].split(': b"', 1)[0]  # the parser quotes the offending bytes: not logged
+    return reason.rstrip(" ^")[:200] or type(error).__name__
+
+
+def create_peer_app(agent: "Agent", members: Membership) -> web.Application:
+    """The peer API application; callers must be active clients of the farm according to `members`."""
+    app = web.Application(middlewares=[require_farm_signature], client_max_size=MAX_REQUEST_BYTES,
+                          handler_args={"logger": RequestErrorLog(log, {})})
     app[PEER_AGENT_KEY] = agent
+    app[MEMBERS_KEY] = members
+    app[NONCES_KEY] = auth.NonceCache()
     app.router.add_get("/peer/v1/status", status)
     app.router.add_get("/peer/v1/files/{path:.+}", get_file)
     app.router.add_post("/peer/v1/replicate", replicate)

@@ -22,6 +22,7 @@ from app.errors import DatabaseUnavailable
 from app.netinfo import local_addresses, same_subnet
 from app.scheduling.decide import choose_rendezvous_host
 from app.scheduling.validation import parse_interval
+from app.training.checkpoint_check import checkpoint_problem
 from app.training.supervisor import WorkerHandle
 
 if TYPE_CHECKING:
@@ -317,15 +318,28 @@ class TaskRun:
                 self._log("warning", f"checkpoint {row['path']} (step {metrics.get('step')}) refused or unavailable; "
                                      "trying the previous one")
                 continue
+            # A file can match its sha256 and still not load (written that way): the worker would fail on it at
+            # every attempt, so it is passed over like a mismatching one.
+            problem = await checkpoint_problem(local, metrics["sha256"], "full")
+            if problem is not None:
+                self._log("warning", f"checkpoint {row['path']} (step {metrics.get('step')}) {problem}; "
+                                     "trying the previous one")
+                continue
             step = int(metrics.get("step", 0))
             rank_state = None
             async with self.db.connect() as conn:
                 state_row = await checkpoint_queries.rank_state(conn, self.task_id, self.rank, step)
             if state_row is not None:
-                state_path = await self.agent.fetch_checkpoint(state_row["client_id"], state_row["path"],
-                                                               (state_row["metrics"] or {}).get("sha256", ""))
+                state_sha = (state_row["metrics"] or {}).get("sha256", "")
+                state_path = await self.agent.fetch_checkpoint(state_row["client_id"], state_row["path"], state_sha)
+                if state_path is not None and state_path != local:
+                    state_problem = await checkpoint_problem(state_path, state_sha, "rank")
+                    if state_problem is not None:
+                        self._log("warning", f"rank state {state_row['path']} {state_problem}; "
+                                             "resuming with the checkpoint's own RNG state")
+                        state_path = None
                 if state_path is not None:
-                    rank_state = {"path": str(state_path), "sha256": state_row["metrics"]["sha256"]}
+                    rank_state = {"path": str(state_path), "sha256": state_sha}
             self._log("info", f"resuming from {row['type']} checkpoint at step {step} ({row['path']})")
             return {"path": str(local), "sha256": metrics["sha256"], "step": step}, rank_state
         return None, None

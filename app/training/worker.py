@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.files import publish_atomically, sha256_file
+from app.training.checkpoint_check import state_problem
 from app.training.messages import encode
 
 SYNC_EVERY = 10
@@ -218,6 +219,9 @@ class Trainer:
         resume = self.spec.get("resume")
         if resume:
             state = load_checkpoint(Path(resume["path"]), resume["sha256"])
+            problem = state_problem(state, "full")
+            if problem is not None:
+                raise ValueError(f"checkpoint {Path(resume['path']).name} {problem}")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if state.get("scheduler") is not None:

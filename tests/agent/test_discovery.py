@@ -159,7 +159,8 @@ async def test_agent_survives_database_restart(tmp_path: Path) -> None:
 
 
 async def test_peer_api_requires_the_farm_signature(tmp_path: Path, mysql_url: str) -> None:
-    """No signature or a wrong one: 401 and nothing served; a signature made with the farm secret: 200."""
+    """No signature, a wrong one or one by a stranger: 401 and nothing served; a signature made with the farm
+    secret by an active client: 200."""
     await upgraded(mysql_url)
     a = AgentProcess(tmp_path, "a", "--database-url", mysql_url)
     try:
@@ -177,10 +178,12 @@ async def test_peer_api_requires_the_farm_signature(tmp_path: Path, mysql_url: s
             secret = await farm_queries.get_secret(conn, "default")
         await db.dispose()
         assert secret
-        good = auth.sign(secret, "GET", "/peer/v1/status", "someone")
+        stranger = auth.sign(secret, "GET", "/peer/v1/status", "someone")  # not a client of the farm
+        assert http_get(url, {"Authorization": stranger})[0] == 401
+        good = auth.sign(secret, "GET", "/peer/v1/status", a.client_id)
         status, body = http_get(url, {"Authorization": good})
         assert status == 200 and a.client_id in body
-        stale = auth.sign(secret, "GET", "/peer/v1/status", "someone", now=time.time() - 3600)
+        stale = auth.sign(secret, "GET", "/peer/v1/status", a.client_id, now=time.time() - 3600)
         assert http_get(url, {"Authorization": stale})[0] == 401
     finally:
         a.stop()

@@ -69,6 +69,12 @@ async def _in_db(url: str, fn: Any) -> Any:
         await db.dispose()
 
 
+async def _add_member(conn: Any, client_id: str, farm_name: str = "default") -> None:
+    """An active clients row of a farm (what the peer API requires of a caller)."""
+    await client_queries.upsert_client(conn, client_id=client_id, cpu_info={}, ram_info={}, gpu_info=[],
+                                       session_info={"farm_name": farm_name}, version="1", hostname="tester")
+
+
 @dataclass
 class Farm:
     """A running agent on an upgraded SQLite farm database, with planted files in its data dir."""
@@ -113,6 +119,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         (agent.data_dir / "checkpoints" / "task-1").mkdir(parents=True, exist_ok=True)
         checkpoint = os.urandom(300_000)
         (agent.data_dir / "checkpoints" / "task-1" / "ckpt.pt").write_bytes(checkpoint)
+        sync(_in_db(url, lambda conn: _add_member(conn, CALLER)))
         protected = {name: (agent.data_dir / name).read_text().strip()
                      for name in ("marker.txt", "config.toml", "client_id", "api_token")}
         yield Farm(agent, url, secret, other, marker, protected, checkpoint, tmp)
@@ -156,13 +163,14 @@ def raw(host: str, port: int, method: str, target: str, headers: dict[str, str] 
 
 def peer(farm: Farm, target: str, *, secret: str | None = None, signed_path: str | None = None,
          method: str = "GET", now: float | None = None, body: bytes | None = None,
-         header: str | None = None) -> Reply:
-    """A request to the agent's peer API, signed with `secret` over `signed_path` (default: the target)."""
+         header: str | None = None, caller: str = CALLER) -> Reply:
+    """A request to the agent's peer API, signed by `caller` with `secret` over `signed_path` (default: the target)
+    and the body."""
     headers = {"Host": f"127.0.0.1:{farm.agent.peer_port}"}
     if header is not None:
         headers["Authorization"] = header
     elif secret is not None:
-        headers["Authorization"] = auth.sign(secret, method, signed_path or target, CALLER, now=now)
+        headers["Authorization"] = auth.sign(secret, method, signed_path or target, caller, body or b"", now=now)
     if body is not None:
         headers["Content-Type"] = "application/json"
     return raw("127.0.0.1", farm.agent.peer_port, method, target, headers, body)
@@ -295,11 +303,11 @@ def test_peer_replicate_body_over_one_mib_is_413(farm: Farm) -> None:
     (b'{"client_id": "x", "path": "models/../../api_token", "sha256": "0"}', "application/json"),
 ], ids=["empty", "not json", "deep nesting", "5000 digits", "bad utf-8", "unknown charset", "a list", "traversal"])
 def test_peer_replicate_hostile_bodies_are_client_errors(farm: Farm, body: bytes, content_type: str) -> None:
-    """Signed but hostile replicate bodies: a 4xx (or a refused fetch, 502), never a server error or a fetched file."""
+    """Signed but hostile replicate bodies: 400, never a server error, a refused fetch (502) or a fetched file."""
     headers = {"Host": f"127.0.0.1:{farm.agent.peer_port}", "Content-Type": content_type,
-               "Authorization": auth.sign(farm.secret, "POST", "/peer/v1/replicate", CALLER)}
+               "Authorization": auth.sign(farm.secret, "POST", "/peer/v1/replicate", CALLER, body)}
     reply = raw("127.0.0.1", farm.agent.peer_port, "POST", "/peer/v1/replicate", headers, body)
-    assert 400 <= reply.status < 500 or reply.status == 502, (reply.status, reply.text[:300])
+    assert reply.status == 400, (reply.status, reply.text[:300])
     assert_nothing_leaked(farm, reply, "replicate")
     assert not (farm.data_dir / "models" / "api_token").exists()
 
@@ -324,10 +332,121 @@ def test_peer_replicate_cannot_write_outside_the_data_dir(farm: Farm, owner: str
     body = json.dumps({"client_id": owner, "path": "models/planted.pt",
                        "sha256": hashlib.sha256(payload).hexdigest()}).encode()
     reply = peer(farm, "/peer/v1/replicate", secret=farm.secret, method="POST", body=body)
-    assert reply.status in (400, 502), (owner, reply.status, reply.text[:300])
+    assert reply.status == 400, (owner, reply.status, reply.text[:300])
     fetched = farm.data_dir / "fetched"
     for found in farm.tmp.rglob("planted.pt"):
         assert found == farm.data_dir / "models" / "planted.pt" or fetched in found.parents, f"written to {found}"
+
+
+def test_peer_api_replayed_request_is_refused(farm: Farm) -> None:
+    """The same signed header sent twice within its time window: served once, then 401 and no data."""
+    target = "/peer/v1/files/checkpoints/task-1/ckpt.pt"
+    header = auth.sign(farm.secret, "GET", target, CALLER)
+    assert peer(farm, target, header=header).body == farm.checkpoint
+    replay = peer(farm, target, header=header)
+    assert replay.status == 401, (replay.status, replay.text[:300])
+    assert json.loads(replay.body)["error"]["message"] == "replayed request"
+    assert_nothing_leaked(farm, replay, "a replay")
+    assert peer(farm, target, secret=farm.secret).body == farm.checkpoint  # a fresh signature still works
+
+
+def test_peer_api_body_changed_after_signing_is_refused(farm: Farm) -> None:
+    """A captured replicate request whose body is swapped (same signature): 401, nothing fetched."""
+    signed = json.dumps({"client_id": farm.agent.client_id, "path": "models/a.pt", "sha256": "a" * 64}).encode()
+    swapped = json.dumps({"client_id": farm.agent.client_id, "path": "models/b.pt", "sha256": "b" * 64}).encode()
+    header = auth.sign(farm.secret, "POST", "/peer/v1/replicate", CALLER, signed)
+    reply = peer(farm, "/peer/v1/replicate", method="POST", header=header, body=swapped)
+    assert reply.status == 401, (reply.status, reply.text[:300])
+    assert json.loads(reply.body)["error"]["message"] == "missing or invalid farm signature"
+
+
+def test_peer_api_caller_must_be_an_active_client_of_the_farm(farm: Farm) -> None:
+    """Signed with the farm secret by an unknown id, an inactive client or another farm's client: 401, no data."""
+    async def plant(conn: Any) -> None:
+        await _add_member(conn, "retired-0123456789ab")
+        await client_queries.set_client_status(conn, "retired-0123456789ab", "inactive")
+        await _add_member(conn, "elsewhere-0123456789", farm_name="other-farm")
+
+    sync(_in_db(farm.db_url, plant))
+    target = "/peer/v1/files/checkpoints/task-1/ckpt.pt"
+    for caller in ("stranger-0123456789a", "retired-0123456789ab", "elsewhere-0123456789"):
+        reply = peer(farm, target, secret=farm.secret, caller=caller)
+        assert reply.status == 401, (caller, reply.status, reply.text[:300])
+        assert json.loads(reply.body)["error"]["message"] == "unknown or inactive client"
+        assert_nothing_leaked(farm, reply, caller)
+
+
+def test_peer_api_does_not_follow_symlinks_out_of_the_served_folder(farm: Farm) -> None:
+    """Links in checkpoints/ and models/ to the API token or the data dir: 404 and not served; a link to a file
+    inside the folder is served."""
+    links = {
+        farm.data_dir / "checkpoints" / "task-1" / "token.pt": farm.data_dir / "api_token",
+        farm.data_dir / "checkpoints" / "leak.pt": farm.data_dir / "api_token",
+        farm.data_dir / "models" / "everything": farm.data_dir,
+        farm.data_dir / "checkpoints" / "task-1" / "same.pt": farm.data_dir / "checkpoints" / "task-1" / "ckpt.pt",
+    }
+    for link, target in links.items():
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+    for target in ("/peer/v1/files/checkpoints/task-1/token.pt", "/peer/v1/files/checkpoints/leak.pt",
+                   "/peer/v1/files/models/everything/api_token", "/peer/v1/files/models/everything/marker.txt"):
+        reply = peer(farm, target, secret=farm.secret)
+        assert reply.status == 404, (target, reply.status, reply.text[:300])
+        assert farm.agent.api_token not in reply.text
+        assert_nothing_leaked(farm, reply, target)
+    assert peer(farm, "/peer/v1/files/checkpoints/task-1/same.pt", secret=farm.secret).body == farm.checkpoint
+
+
+@pytest.mark.parametrize("fields", [
+    {"sha256": "0" * 63}, {"sha256": "Z" * 64}, {"sha256": "A" * 64}, {"sha256": 5},
+    {"path": "models/../x.pt"}, {"path": "checkpoints/task-1/ckpt.pt"}, {"path": "models/"}, {"path": "models/a b"},
+    {"client_id": "stranger-0123456789a"}, {"client_id": "a/b"}, {"client_id": 7}, {"client_id": None},
+], ids=["short sha", "non-hex sha", "upper-case sha", "numeric sha", "traversal", "not a model", "no file name",
+        "space in name", "unknown owner", "owner with a slash", "numeric owner", "no owner"])
+def test_peer_replicate_invalid_input_is_400(farm: Farm, fields: dict[str, Any]) -> None:
+    """A signed replicate whose fields are invalid (or name no active client): 400 naming the problem, not 502."""
+    body = {"client_id": farm.agent.client_id, "path": "models/x.pt", "sha256": "a" * 64, **fields}
+    body = {k: v for k, v in body.items() if v is not None}
+    reply = peer(farm, "/peer/v1/replicate", secret=farm.secret, method="POST", body=json.dumps(body).encode())
+    assert reply.status == 400, (fields, reply.status, reply.text[:300])
+    assert_nothing_leaked(farm, reply, "replicate")
+
+
+def _send_raw(farm: Farm, data: bytes) -> bytes:
+    """Bytes written as they are to the peer API port; the first bytes of its answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", farm.agent.peer_port), timeout=10) as sock:
+        sock.sendall(data)
+        return sock.recv(200)
+
+
+def test_peer_api_malformed_requests_get_400_and_no_traceback(farm: Farm) -> None:
+    """A garbage header, a bad request line or path, and bad JSON: 400 each, one short log line, no traceback."""
+    before = len(farm.agent.log())
+    host = f"Host: 127.0.0.1:{farm.agent.peer_port}\r\n".encode()
+    raw_requests = [
+        b"GET /peer/v1/status HTTP/1.1\r\n" + host + b"Authorization: \xff\xfe\x01garbage\r\n\r\n",
+        b"GET /peer/v1/status HTTP/1.1\r\n" + host + b"Bad Header Name: 1\r\n\r\n",
+        b"GET /peer/v1/status HTTP/1.1\r\n" + host + b"Content-Length: lots\r\n\r\n",
+        b"GET /peer/v1/files/check points/x.pt HTTP/1.1\r\n" + host + b"\r\n",
+        b"GET /peer/v1/\x00\x01 HTTP/1.1\r\n" + host + b"\r\n",
+        b"GET http://[::1 HTTP/1.1\r\n" + host + b"\r\n",
+    ]
+    for data in raw_requests:
+        answer = _send_raw(farm, data)
+        assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), (data, answer)
+    bad_json = peer(farm, "/peer/v1/replicate", secret=farm.secret, method="POST", body=b'{"path": ')
+    assert bad_json.status == 400, bad_json.status
+    bad_path = peer(farm, "/peer/v1/files/checkpoints/task-1/~ckpt.pt", secret=farm.secret)
+    assert bad_path.status == 400, bad_path.status
+    time.sleep(0.5)  # the agent writes its log asynchronously
+    added = farm.agent.log()[before:]
+    assert "Traceback" not in added, added[-3000:]
+    lines = [line for line in added.splitlines() if "malformed request" in line]
+    assert len(lines) == len(raw_requests), added[-3000:]
+    assert all(len(line) < 400 for line in lines), lines
+    assert "garbage" not in added and "Bad Header Name" not in added  # the offending bytes are not echoed
 
 
 class SecretHolder:
@@ -568,7 +687,10 @@ async def test_tampered_model_is_refused_by_download_and_pull(farm: Farm, tmp_pa
     await _in_db(farm.db_url, register)
     db = create_database(farm.db_url)
     try:
-        row, got = await model_store.pull(db, "probe:1", tmp_path / "ok.pt", "default", progress=False)
+        with pytest.raises(AifarmError, match="not an active client of farm 'default'"):
+            await model_store.pull(db, "probe:1", tmp_path / "no.pt", "default", "stranger-0123456789a", progress=False)
+        assert not (tmp_path / "no.pt").exists()
+        row, got = await model_store.pull(db, "probe:1", tmp_path / "ok.pt", "default", CALLER, progress=False)
         assert got.read_bytes() == model.read_bytes()
         await _download(farm, "/peer/v1/files/models/probe-v1.pt", tmp_path / "dl" / "ok.pt", sha)
 
@@ -576,7 +698,7 @@ async def test_tampered_model_is_refused_by_download_and_pull(farm: Farm, tmp_pa
         dest = tmp_path / "pulled" / "probe.pt"
         dest.parent.mkdir()
         with pytest.raises(AifarmError, match="does not match the registered sha256"):
-            await model_store.pull(db, "probe:1", dest, "default", progress=False)
+            await model_store.pull(db, "probe:1", dest, "default", CALLER, progress=False)
         assert list(dest.parent.iterdir()) == []
         with pytest.raises(PeerError, match="does not match its sha256"):
             await _download(farm, "/peer/v1/files/models/probe-v1.pt", tmp_path / "dl2" / "probe.pt", sha)

@@ -79,7 +79,7 @@ async def test_distributed_mlp_completes_with_identical_ranks_checkpoints_and_mo
         assert version["version"] == "1" and version["url"].startswith("aifarm://")
         out = tmp_path / "pulled.pt"
         done = subprocess.run([sys.executable, "-m", "app", "models", "pull", "twohosts:1", "-o", str(out),
-                               "--database-url", mysql_url, "--quiet"],
+                               "--database-url", mysql_url, "--data-dir", str(b.data_dir), "--quiet"],
                               capture_output=True, text=True, env=agent_env(tmp_path), timeout=60)
         assert done.returncode == 0, done.stderr
         assert hashlib.sha256(out.read_bytes()).hexdigest() == version["hash"]
@@ -232,6 +232,62 @@ async def test_altered_checkpoint_is_refused_and_the_previous_one_used(tmp_path:
                  "a resume from the previous regular checkpoint")
         assert "does not match its sha256" in a2.log()
         assert any("refused" in m and newest["path"] in m for m in task_logs(sqlite_url, task_id))
+    finally:
+        a2.stop()
+
+
+async def _record_sha256(url: str, row_id: int, sha256: str) -> None:
+    """Give a checkpoints row another sha256 (as if its file had been written with that content)."""
+    from sqlalchemy import select, update
+
+    from app.db.engine import create_database
+    from app.db.schema import checkpoints as checkpoints_table
+
+    db = create_database(url)
+    try:
+        async with db.begin() as conn:
+            metrics = (await conn.execute(select(checkpoints_table.c.metrics)
+                                          .where(checkpoints_table.c.id == row_id))).scalar_one()
+            await conn.execute(update(checkpoints_table).where(checkpoints_table.c.id == row_id)
+                               .values(metrics={**metrics, "sha256": sha256}))
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong keys"])
+async def test_checkpoint_matching_its_sha256_but_unloadable_is_passed_over(tmp_path: Path, sqlite_url: str,
+                                                                           damage: str) -> None:
+    """The newest checkpoint's file is a truncated zip or torch data of another shape, recorded with its own sha256:
+    the agent says it cannot be resumed from (naming it), resumes from the previous one and trains on."""
+    await upgraded(sqlite_url)
+    a = AgentProcess(tmp_path, "a", "--database-url", sqlite_url, *FAST)
+    task_id = submit(tmp_path, sqlite_url, mlp_task("unloadable", epochs=200, samples=4000, checkpoint="30 steps"))
+    wait_for(lambda: len([r for r in checkpoints(sqlite_url, task_id) if r["type"] == "regular"]) >= 2, 60, "two checkpoints")
+    assert a.stop(signal.SIGTERM) == 0
+    newest = next(r for r in checkpoints(sqlite_url, task_id) if r["type"] == "emergency")
+    path = a.data_dir / newest["path"]
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        torch.save({"weights": torch.zeros(4), "step": newest["metrics"]["step"]}, path)
+    await _record_sha256(sqlite_url, newest["id"], sha256_file(path))
+    a2 = AgentProcess(tmp_path, "a", "--database-url", sqlite_url, *FAST)
+    try:
+        resumed = wait_for(lambda: [m for m in task_logs(sqlite_url, task_id) if m.startswith("resuming from")], 90,
+                           "a resume")
+        assert resumed[0].startswith("resuming from regular"), resumed
+        step = int(resumed[0].split("at step ")[1].split()[0])
+        assert step < newest["metrics"]["step"]
+        wait_for(lambda: any(r["type"] == "regular" and r["metrics"]["step"] > newest["metrics"]["step"]
+                             for r in checkpoints(sqlite_url, task_id)), 90, "training on past the passed-over step")
+        logs = task_logs(sqlite_url, task_id)
+        assert not any(m.startswith("resuming from emergency") for m in logs), logs
+        passed_over = [m for m in logs if newest["path"] in m and "trying the previous one" in m]
+        assert len(passed_over) == 1, logs
+        assert ("cannot be loaded" if damage == "truncated" else "lacks model") in passed_over[0]
+        assert "Traceback" not in a2.log()
+        assert task(sqlite_url, task_id)["status"] == "running"
+        assert (run_state(sqlite_url, task_id) or {})["failures"] == 0
     finally:
         a2.stop()
 

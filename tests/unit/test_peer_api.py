@@ -1,4 +1,5 @@
-"""The peer API server and client over a real 127.0.0.1 socket: signatures required, errors a volunteer can act on."""
+"""The peer API server and client over a real 127.0.0.1 socket: signatures from active clients of the farm (a real
+SQLite clients table) required, each used once, errors a volunteer can act on."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from app.db.engine import Database, create_database
+from app.db.migrate import upgrade
+from app.db.queries import clients as client_queries
 from app.peerapi import auth
 from app.peerapi.client import PeerClient, PeerError
+from app.peerapi.members import FarmMembers
 from app.peerapi.server import create_peer_app
 
 SECRET = "farm-secret-for-tests-0123456789"
 STATUS_PATH = "/peer/v1/status"
 STATUS = {"client_id": "server-0123456789ab", "farm_name": "lab", "version": "1.2.3", "peer_port": 8471}
+CALLER = "caller-0123456789ab"
 
 ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -43,9 +49,35 @@ class SecretHolder:
         self.farm_secret = farm_secret
 
 
-def _signed(secret: str = SECRET, path: str = STATUS_PATH, now: float | None = None) -> dict[str, str]:
+def _signed(secret: str = SECRET, path: str = STATUS_PATH, now: float | None = None,
+            caller: str = CALLER) -> dict[str, str]:
     """Headers with a signature of GET path by a test client."""
-    return {"Authorization": auth.sign(secret, "GET", path, "caller-0123456789ab", now=now)}
+    return {"Authorization": auth.sign(secret, "GET", path, caller, now=now)}
+
+
+async def _add_client(db: Database, client_id: str, farm_name: str = "lab") -> None:
+    """An active clients row of a farm."""
+    async with db.begin() as conn:
+        await client_queries.upsert_client(conn, client_id=client_id, cpu_info={}, ram_info={}, gpu_info=[],
+                                           session_info={"farm_name": farm_name}, version="1", hostname="h")
+
+
+@pytest.fixture
+async def farm_db(sqlite_url: str) -> AsyncIterator[Database]:
+    """A farm database (SQLite file) where CALLER is an active client of farm 'lab'."""
+    db = create_database(sqlite_url)
+    await upgrade(db)
+    await _add_client(db, CALLER)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def members(farm_db: Database) -> FarmMembers:
+    """Membership of farm 'lab' read from farm_db."""
+    return FarmMembers(farm_db, "lab")
 
 
 async def _assert_unauthorized(response: Any) -> None:
@@ -60,56 +92,56 @@ async def _assert_unauthorized(response: Any) -> None:
         assert str(value) not in text
 
 
-async def test_request_without_authorization_is_401(aiohttp_client: ClientFactory) -> None:
+async def test_request_without_authorization_is_401(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
     """No Authorization header: 401 and the status route is not run."""
     agent = StubAgent(SECRET)
-    client = await aiohttp_client(create_peer_app(agent))
+    client = await aiohttp_client(create_peer_app(agent, members))
     await _assert_unauthorized(await client.get(STATUS_PATH))
     assert agent.status_calls == 0
 
 
-async def test_request_with_wrong_secret_is_401(aiohttp_client: ClientFactory) -> None:
+async def test_request_with_wrong_secret_is_401(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
     """A signature made with another secret: 401."""
     agent = StubAgent(SECRET)
-    client = await aiohttp_client(create_peer_app(agent))
+    client = await aiohttp_client(create_peer_app(agent, members))
     await _assert_unauthorized(await client.get(STATUS_PATH, headers=_signed(secret="other-farm")))
     assert agent.status_calls == 0
 
 
-async def test_request_with_stale_timestamp_is_401(aiohttp_client: ClientFactory) -> None:
+async def test_request_with_stale_timestamp_is_401(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
     """A correctly signed but old request (a replay): 401."""
     agent = StubAgent(SECRET)
-    client = await aiohttp_client(create_peer_app(agent))
+    client = await aiohttp_client(create_peer_app(agent, members))
     stale = time.time() - auth.MAX_SKEW_SECONDS - 30
     await _assert_unauthorized(await client.get(STATUS_PATH, headers=_signed(now=stale)))
 
 
-async def test_signature_for_another_path_is_401(aiohttp_client: ClientFactory) -> None:
+async def test_signature_for_another_path_is_401(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
     """A signature is bound to its path and query string."""
-    client = await aiohttp_client(create_peer_app(StubAgent(SECRET)))
+    client = await aiohttp_client(create_peer_app(StubAgent(SECRET), members))
     await _assert_unauthorized(await client.get(STATUS_PATH + "?x=1", headers=_signed()))
 
 
-async def test_unsigned_request_to_unknown_path_is_401_not_404(aiohttp_client: ClientFactory) -> None:
+async def test_unsigned_request_to_unknown_path_is_401_not_404(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
     """Without a signature the server does not reveal which routes exist."""
-    client = await aiohttp_client(create_peer_app(StubAgent(SECRET)))
+    client = await aiohttp_client(create_peer_app(StubAgent(SECRET), members))
     await _assert_unauthorized(await client.get("/peer/v1/nothing-here"))
 
 
-async def test_signed_request_gets_the_status(aiohttp_client: ClientFactory) -> None:
+async def test_signed_request_gets_the_status(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
     """A fresh signature with the farm secret: 200 and the agent's status."""
     agent = StubAgent(SECRET)
-    client = await aiohttp_client(create_peer_app(agent))
+    client = await aiohttp_client(create_peer_app(agent, members))
     response = await client.get(STATUS_PATH, headers=_signed())
     assert response.status == 200
     assert await response.json() == STATUS
     assert agent.status_calls == 1
 
 
-async def test_no_farm_secret_is_503(aiohttp_client: ClientFactory) -> None:
+async def test_no_farm_secret_is_503(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
     """An agent without a farm secret answers 503 not_ready to everyone."""
     agent = StubAgent(None)
-    client = await aiohttp_client(create_peer_app(agent))
+    client = await aiohttp_client(create_peer_app(agent, members))
     response = await client.get(STATUS_PATH, headers=_signed())
     assert response.status == 503
     assert (await response.json())["error"]["code"] == "not_ready"
@@ -119,7 +151,7 @@ async def test_no_farm_secret_is_503(aiohttp_client: ClientFactory) -> None:
 @pytest.fixture
 async def peer_client() -> AsyncIterator[PeerClient]:
     """A started PeerClient that signs with SECRET (closed after the test)."""
-    client = PeerClient("caller-0123456789ab", SecretHolder(SECRET))
+    client = PeerClient(CALLER, SecretHolder(SECRET))
     await client.start()
     try:
         yield client
@@ -127,15 +159,15 @@ async def peer_client() -> AsyncIterator[PeerClient]:
         await client.close()
 
 
-async def test_peer_client_gets_the_status(aiohttp_server: ServerFactory, peer_client: PeerClient) -> None:
+async def test_peer_client_gets_the_status(aiohttp_server: ServerFactory, peer_client: PeerClient, members: FarmMembers) -> None:
     """PeerClient signs its request and returns the JSON status."""
-    server = await aiohttp_server(create_peer_app(StubAgent(SECRET)))
+    server = await aiohttp_server(create_peer_app(StubAgent(SECRET), members))
     assert await peer_client.get_json("127.0.0.1", server.port, STATUS_PATH) == STATUS
 
 
-async def test_peer_client_with_wrong_secret_reports_the_signature(aiohttp_server: ServerFactory) -> None:
+async def test_peer_client_with_wrong_secret_reports_the_signature(aiohttp_server: ServerFactory, members: FarmMembers) -> None:
     """A server of another farm refuses us; the error says the signature was refused."""
-    server = await aiohttp_server(create_peer_app(StubAgent("another-farm-secret")))
+    server = await aiohttp_server(create_peer_app(StubAgent("another-farm-secret"), members))
     client = PeerClient("caller-0123456789ab", SecretHolder(SECRET))
     await client.start()
     try:
@@ -149,9 +181,9 @@ async def test_peer_client_with_wrong_secret_reports_the_signature(aiohttp_serve
 
 async def test_peer_client_against_server_without_secret_reports_http_status(
     aiohttp_server: ServerFactory, peer_client: PeerClient
-) -> None:
+, members: FarmMembers) -> None:
     """A peer that is not ready yet: the error names the HTTP status."""
-    server = await aiohttp_server(create_peer_app(StubAgent(None)))
+    server = await aiohttp_server(create_peer_app(StubAgent(None), members))
     with pytest.raises(PeerError, match="HTTP 503"):
         await peer_client.get_json("127.0.0.1", server.port, STATUS_PATH)
 
@@ -182,3 +214,42 @@ async def test_peer_client_not_started_is_not_ready() -> None:
     client = PeerClient("caller-0123456789ab", SecretHolder(SECRET))
     with pytest.raises(PeerError, match="not ready"):
         await client.get_json("127.0.0.1", 9, STATUS_PATH)
+
+
+async def test_replayed_request_is_401(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
+    """The same signed header sent twice: served once, then 401 (its nonce was seen)."""
+    agent = StubAgent(SECRET)
+    client = await aiohttp_client(create_peer_app(agent, members))
+    headers = _signed()
+    assert (await client.get(STATUS_PATH, headers=headers)).status == 200
+    await _assert_unauthorized(await client.get(STATUS_PATH, headers=headers))
+    assert agent.status_calls == 1
+    assert (await client.get(STATUS_PATH, headers=_signed())).status == 200
+
+
+async def test_body_changed_after_signing_is_401(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
+    """A POST whose body differs from the signed one: 401."""
+    client = await aiohttp_client(create_peer_app(StubAgent(SECRET), members))
+    signed = b'{"client_id": "a", "path": "models/a.pt", "sha256": "00"}'
+    header = {"Authorization": auth.sign(SECRET, "POST", "/peer/v1/replicate", CALLER, signed),
+              "Content-Type": "application/json"}
+    await _assert_unauthorized(await client.post("/peer/v1/replicate", data=signed.replace(b"a.pt", b"b.pt"),
+                                                 headers=header))
+
+
+async def test_client_not_active_in_this_farm_is_401(aiohttp_client: ClientFactory, farm_db: Database,
+                                                     members: FarmMembers) -> None:
+    """Valid signatures by an unknown id, an inactive client and a client of another farm: 401."""
+    await _add_client(farm_db, "other-farm-000000000", farm_name="elsewhere")
+    await _add_client(farm_db, "retired-00000000000")
+    async with farm_db.begin() as conn:
+        await client_queries.set_client_status(conn, "retired-00000000000", "inactive")
+    agent = StubAgent(SECRET)
+    client = await aiohttp_client(create_peer_app(agent, members))
+    for caller in ("unknown-000000000000", "other-farm-000000000", "retired-00000000000"):
+        response = await client.get(STATUS_PATH, headers=_signed(caller=caller))
+        assert response.status == 401, caller
+        assert (await response.json())["error"]["message"] == "unknown or inactive client"
+    assert agent.status_calls == 0
+    await _add_client(farm_db, "newcomer-0000000000")
+    assert (await client.get(STATUS_PATH, headers=_signed(caller="newcomer-0000000000"))).status == 200

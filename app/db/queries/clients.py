@@ -160,3 +160,12 @@ async def hostnames(conn: AsyncConnection, client_ids: list[str]) -> dict[str, s
         return {}
     rows = await conn.execute(select(clients.c.id, clients.c.hostname).where(clients.c.id.in_(client_ids)))
     return {row.id: row.hostname for row in rows}
+
+
+async def is_active_member(conn: AsyncConnection, client_id: str, farm_name: str) -> bool:
+    """Whether a client has an active row whose session says it belongs to this farm."""
+    row = (await conn.execute(select(clients.c.status, clients.c.session_info).where(clients.c.id == client_id))).first()
+    if row is None or row.status != "active":
+        return False
+    session = row.session_info if isinstance(row.session_info, dict) else {}
+    return session.get("farm_name") == farm_name
