@@ -208,7 +208,7 @@ def _idle_x11() -> float | None:
             xss.XScreenSaverQueryInfo.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.POINTER(_XScreenSaverInfo)]
             if not xss.XScreenSaverQueryInfo(display, root, info):
                 return None
-            idle = info.contents.idle / 1000.0
+            idle = float(info.contents.idle) / 1000.0
             xlib.XFree(info)
             return idle
         finally:

@@ -126,4 +126,4 @@ def read_running_agent(data_dir: Path) -> dict[str, Any] | None:
         return None
     if not psutil.pid_exists(pid):  # not os.kill(pid, 0): on Windows that sends CTRL_C_EVENT
         return None
-    return info
+    return dict(info)

@@ -6,6 +6,8 @@ the migrations in migrations/ build exactly this. Additions carry `info={"additi
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     CheckConstraint,
@@ -27,16 +29,16 @@ from sqlalchemy.dialects import sqlite
 
 # SQLite keeps DATETIME as text; store it with second precision like MySQL's DATETIME, so that
 # values written by Python and by CURRENT_TIMESTAMP compare correctly as strings.
-_SQLITE_DATETIME = sqlite.DATETIME(
+_SQLITE_DATETIME = sqlite.DATETIME(  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
     storage_format="%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d",
     regexp=r"(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)(?:\.\d+)?",
 )
 
 # Every table is InnoDB in utf8mb4 on MySQL/MariaDB (the seed's database default).
-_MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_general_ci"}
+_MYSQL_TABLE: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_general_ci"}
 
 
-def _addition() -> dict[str, bool]:
+def _addition() -> dict[Any, Any]:
     """The `info` of a table or index that the product adds to the seed."""
     return {"addition": True}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -47,7 +48,7 @@ async def apply(admin_db: Database, statements: Sequence[str]) -> None:
             await ops.execute_statements(conn, statements)
     except DBAPIError as exc:
         orig = getattr(exc, "orig", exc)
-        args = getattr(orig, "args", ())
+        args: tuple[Any, ...] = getattr(orig, "args", ())
         reason = str(args[1]) if len(args) > 1 else type(orig).__name__
         # The server's message may quote the statement, which holds the password: name the error only.
         if "IDENTIFIED BY" in reason.upper():

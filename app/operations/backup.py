@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from sqlalchemy.engine import URL
 
@@ -88,7 +88,7 @@ def _writer(path: Path) -> Iterator[tuple[Path, IO[bytes]]]:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     raw = os.fdopen(fd, "wb")
     try:
-        handle: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", filename="") if _gz(path) else raw
+        handle: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="wb", filename="")) if _gz(path) else raw
         try:
             yield tmp, handle
         finally:

@@ -28,7 +28,7 @@ EventSink = Callable[[str, str], None]
 
 def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", exc)
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = getattr(orig, "args", ())
     message = str(args[1]) if len(args) > 1 else str(orig)
     return (message.splitlines() or [type(orig).__name__])[0]
 
@@ -76,9 +76,9 @@ class Maintenance:
 
     # --- running -------------------------------------------------------------------------------------------
 
-    async def run_due(self) -> dict[str, dict]:
+    async def run_due(self) -> dict[str, dict[str, Any]]:
         """Run every sweep whose interval has elapsed and whose lease this agent gets; returns their results."""
-        results: dict[str, dict] = {}
+        results: dict[str, dict[str, Any]] = {}
         for sweep in SWEEPS:
             if time.monotonic() < self._not_before.get(sweep, 0.0):
                 continue
@@ -96,12 +96,12 @@ class Maintenance:
         row = await ops.get_run(conn, sweep)
         if row is None or row["last_run_at"] is None:
             return 0.0
-        since = (await ops.db_now(conn) - row["last_run_at"]).total_seconds()
+        since = float((await ops.db_now(conn) - row["last_run_at"]).total_seconds())
         return min(interval, max(0.0, interval - since))
 
-    async def run_all(self, dry_run: bool = False, force: bool = True) -> dict[str, dict]:
+    async def run_all(self, dry_run: bool = False, force: bool = True) -> dict[str, dict[str, Any]]:
         """Run every sweep now (force) or those due; dry_run only counts and changes nothing, not even leases."""
-        results: dict[str, dict] = {}
+        results: dict[str, dict[str, Any]] = {}
         for sweep in SWEEPS:
             if dry_run:
                 results[sweep] = await self._sweep(sweep, dry_run=True)
@@ -130,7 +130,7 @@ class Maintenance:
                 failing = True
             await asyncio.sleep(LOOP_SECONDS)
 
-    async def history(self) -> list[dict]:
+    async def history(self) -> list[dict[str, Any]]:
         """The maintenance_runs rows (lease, last run and result) with each sweep's interval, for the Operations page."""
         async with self.db.connect() as conn:
             rows = {row["sweep"]: row for row in await ops.list_runs(conn)}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy.engine import Row
 
 
-def row_dict(row: Row[Any]) -> dict[str, Any]:
+def row_dict(row: Row[Unpack[tuple[Any, ...]]]) -> dict[str, Any]:
     """A result row as a plain dict."""
     return dict(row._mapping)

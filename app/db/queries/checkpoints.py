@@ -31,7 +31,9 @@ async def record(conn: AsyncConnection, *, task_id: int, generation: int, client
     if set_task_path:
         await conn.execute(update(tasks).where(tasks.c.id == task_id).values(checkpoint_path=path,
                                                                              updated_at=dialect.now(conn)))
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 async def resume_candidates(conn: AsyncConnection, task_id: int, prefer_client: str | None = None) -> list[dict[str, Any]]:

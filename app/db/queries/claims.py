@@ -64,7 +64,7 @@ def _requirement(conn: AsyncConnection, key: str) -> Any:
 
 def _n_clients(config: Any) -> int:
     if isinstance(config, dict) and config.get("distributed") and isinstance(config.get("n_clients"), int):
-        return max(1, config["n_clients"])
+        return max(1, int(config["n_clients"]))
     return 1
 
 

@@ -50,14 +50,14 @@ async def active_clients_with_task_counts(conn: AsyncConnection,
     )
     if client_ids is not None:
         open_assignments = open_assignments.where(task_assignments.c.client_id.in_(client_ids))
-    open_assignments = open_assignments.subquery()
+    open_rows = open_assignments.subquery()
     query = (
         select(
             clients,
-            func.coalesce(open_assignments.c.active_tasks, 0).label("active_tasks"),
-            open_assignments.c.last_task_update,
+            func.coalesce(open_rows.c.active_tasks, 0).label("active_tasks"),
+            open_rows.c.last_task_update,
         )
-        .select_from(clients.outerjoin(open_assignments, open_assignments.c.client_id == clients.c.id))
+        .select_from(clients.outerjoin(open_rows, open_rows.c.client_id == clients.c.id))
         .where(clients.c.status == "active")
         .order_by(clients.c.id)
     )

@@ -124,7 +124,7 @@ async def existing_row_counts(conn: AsyncConnection, names: Iterable[str]) -> di
 async def _is_mysql8(conn: AsyncConnection) -> bool:
     version = str((await conn.execute(text("SELECT VERSION()"))).scalar_one())
     match = re.match(r"(\d+)", version)
-    return "mariadb" not in version.lower() and bool(match) and int(match.group(1)) >= 8
+    return "mariadb" not in version.lower() and match is not None and int(match.group(1)) >= 8
 
 
 async def mysql_table_sizes(conn: AsyncConnection) -> list[dict[str, Any]]:

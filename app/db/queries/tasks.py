@@ -40,7 +40,9 @@ async def insert_task(
             updated_at=now,
         )
     )
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 async def get_task(conn: AsyncConnection, task_id: int) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,10 +29,11 @@ class CharLSTM(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         """(N, seq_len) int64 tokens → (N, seq_len, vocab) logits."""
         out, _ = self.lstm(self.embedding(tokens))
-        return self.head(out)
+        logits: torch.Tensor = self.head(out)
+        return logits
 
 
-def build_model(name: str, options: dict, info: DataInfo) -> nn.Module:
+def build_model(name: str, options: dict[str, Any], info: DataInfo) -> nn.Module:
     """A freshly initialised built-in model for data described by info; RecipeError on a mismatch."""
     recipe = BUILTIN_MODELS.get(name) if isinstance(name, str) else None
     if recipe is None:

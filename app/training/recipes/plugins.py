@@ -22,7 +22,8 @@ def _installed(kind: str, name: str) -> Callable[..., Any]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == f"{kind}.{name}":
             try:
-                return ep.load()
+                loaded: Callable[..., Any] = ep.load()
+                return loaded
             except Exception as exc:  # a broken plugin is the volunteer's to fix; say which
                 raise RecipeError(f"installed {kind} recipe {name!r} ({ep.value}) failed to load: {exc}") from None
     raise RecipeError(f"unknown {kind} {name!r}: neither built in nor installed on this machine")
