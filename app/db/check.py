@@ -259,7 +259,7 @@ class Additions(TypedDict):
 
 # Extended by later migrations: tables, and per table the seed-style (unprefixed) names of added indexes.
 ADDITIONS: Additions = {
-    "tables": {"farms", "task_runs", "task_metrics", "maintenance_runs"},
+    "tables": {"farms", "task_runs", "task_metrics", "maintenance_runs", "farm_dataset_hosts"},
     "indexes": {name: set() for name in EXPECTED} | {
         "tasks": {"idx_claim", "idx_type_status"},
         "task_assignments": {"idx_status_updated", "idx_status_client_task"},

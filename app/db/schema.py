@@ -201,3 +201,11 @@ maintenance_runs = Table(
     Column("last_run_at", _datetime()),
     Column("last_result", _json()),
 )
+
+farm_dataset_hosts = Table(
+    "farm_dataset_hosts",
+    metadata,
+    Column("farm_name", String(63), primary_key=True),
+    Column("host", String(261), primary_key=True),
+    Column("added_at", _datetime(), nullable=False),
+)
