@@ -11,10 +11,9 @@ from app.db.schema import farm_dataset_hosts
 
 
 async def list_hosts(conn: AsyncConnection, farm_name: str) -> list[str]:
-    """The farm's dataset hosts, sorted."""
-    query = (select(farm_dataset_hosts.c.host).where(farm_dataset_hosts.c.farm_name == farm_name)
-             .order_by(farm_dataset_hosts.c.host))
-    return list((await conn.execute(query)).scalars())
+    """The farm's dataset hosts, sorted by code point (the same order on every backend and collation)."""
+    query = select(farm_dataset_hosts.c.host).where(farm_dataset_hosts.c.farm_name == farm_name)
+    return sorted((await conn.execute(query)).scalars())
 
 
 async def add_host(conn: AsyncConnection, farm_name: str, host: str) -> bool:
