@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from app.db.engine import create_database
-from app.db.queries import tasks as task_queries
 from app.db.migrate import upgrade
+from app.db.queries import tasks as task_queries
 from tests.agent.harness import AgentProcess, agent_env, wait_for
 from tests.operations import db_snapshot
 from tests.training.e2e import add_dataset_host, sync, task, task_logs, upgraded

@@ -326,7 +326,14 @@ def test_mnist_by_url_is_downloaded_once_then_cached(tmp_path: Path, file_server
 
 
 def test_mnist_url_failures_read_the_same_and_the_cause_is_logged_locally(
-        tmp_path: Path, file_server: FileServer, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, file_server: FileServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mismatch, HTTP error, refused connection, timeout and a host off the allowlist: one text, the cause only logged."""
+    from app.training.recipes import datasets
+
+    monkeypatch.setattr(datasets, "DOWNLOAD_TIMEOUT_S", 0.5)
+    silent = socket.socket()  # accepts connections (backlog) but never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
     cache = tmp_path / "cache"
     labels = file_server.files["/train-labels"]
     wrong = {"images": file_server.url("/train-images.gz"), "images_sha256": "ab" * 32,
@@ -337,6 +344,7 @@ def test_mnist_url_failures_read_the_same_and_the_cause_is_logged_locally(
     cases = [(file_server.url("/train-images.gz"), "sha256 mismatch: expected abab"),
              (file_server.url("/nothing-here"), "HTTP 404"),
              (closed, "ConnectionRefusedError"),
+             (f"http://{DATA_HOST}:{silent.getsockname()[1]}/slow", "timed out"),
              (f"http://other.test:{file_server.httpd.server_address[1]}/train-images.gz", "not one of the farm's dataset hosts")]
     texts = []
     for url, cause in cases:
@@ -347,6 +355,7 @@ def test_mnist_url_failures_read_the_same_and_the_cause_is_logged_locally(
         texts.append(str(raised.value).replace(url, "URL"))
         assert any(cause in m for m in caplog.messages), caplog.messages
         assert list(cache.iterdir()) == []
+    silent.close()
     assert len(set(texts)) == 1
 
     with pytest.raises(RecipeError, match="sha256 is required"):

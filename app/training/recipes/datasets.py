@@ -7,12 +7,12 @@ import gzip
 import hashlib
 import http.client
 import io
+import logging
 import math
 import os
 import re
 import struct
 import tempfile
-import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
