@@ -495,7 +495,8 @@ async def prefs(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json({**{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, "idle_detection": idle_support()})
         return 0
+    shown = {**values, "dataset_dirs": ", ".join(values["dataset_dirs"]) or None}
     print(format_table(("PREFERENCE", "VALUE", "FROM"),
-                       [(k, "-" if v is None else v, settings.sources.get(k, "default")) for k, v in values.items()]))
+                       [(k, "-" if v is None else v, settings.sources.get(k, "default")) for k, v in shown.items()]))
     print(f"idle detection: {idle_support()}")
     return 0

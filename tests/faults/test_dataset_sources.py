@@ -267,3 +267,17 @@ def test_dataset_hosts_command(tmp_path: Path, database_url: str) -> None:
     assert missing.returncode != 0 and missing.stderr.strip() == \
         "aifarm: error: nothere.lan is not one of farm 'default''s dataset hosts"
     assert hosts("list").stdout.split() == sorted(["[2001:db8::1]:443", "files.lan:8000"])
+
+
+def test_dataset_dirs_preference(tmp_path: Path) -> None:
+    """`aifarm prefs set dataset_dirs` stores absolute folders; a relative one is one error line and changes nothing."""
+    data_dir = ("--data-dir", str(tmp_path / "data"))
+    assert _cli(tmp_path, "prefs", "set", "dataset_dirs", f"{tmp_path}/a{':'}{tmp_path}/b", *data_dir).returncode == 0
+    shown = json.loads(_cli(tmp_path, "prefs", "--json", *data_dir).stdout)
+    assert shown["dataset_dirs"] == [f"{tmp_path}/a", f"{tmp_path}/b"]
+    bad = _cli(tmp_path, "prefs", "set", "dataset_dirs", "relative/dir", *data_dir)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        "aifarm: error: setting dataset_dirs = 'relative/dir' is invalid: 'relative/dir' is not an absolute path"]
+    assert json.loads(_cli(tmp_path, "prefs", "--json", *data_dir).stdout)["dataset_dirs"] == shown["dataset_dirs"]
+    assert _cli(tmp_path, "prefs", "unset", "dataset_dirs", *data_dir).returncode == 0
+    assert json.loads(_cli(tmp_path, "prefs", "--json", *data_dir).stdout)["dataset_dirs"] == []
