@@ -316,6 +316,8 @@ def test_mnist_by_url_is_downloaded_once_then_cached(tmp_path: Path, file_server
     assert file_server.requests == {"/train-images.gz": 1, "/train-labels": 1}
     for a, b in zip(train_set.tensors + val.tensors, again[0].tensors + again[1].tensors):
         assert torch.equal(a, b)
+    with pytest.raises(DataError, match="could not fetch"):  # a host taken off the list gets no cached copy either
+        load("mnist", options, cache, want="image", policy=SourcePolicy(dirs=(tmp_path,), hosts=("other.test",)))
 
     # a size the server does not announce is logged once with the total
     messages.clear()

@@ -26,7 +26,7 @@ from torch.utils.data import TensorDataset
 from app.training.catalog import BUILTIN_DATASETS, Recipe, check_option
 from app.training.fetch import Network, open_checked
 from app.training.recipes import DataError, RecipeError, SourceNotAllowed
-from app.training.sources import SourcePolicy, SourceRefused, check_path, is_url
+from app.training.sources import SourcePolicy, SourceRefused, check_path, check_url, is_url
 
 local_log = logging.getLogger(__name__)
 
@@ -209,6 +209,10 @@ def _fetch_failed(url: str, detail: str) -> DataError:
 def _download(url: str, expected: str, cache_dir: Path, policy: SourcePolicy, network: Network,
               log: Callable[[str], None]) -> Path:
     """Download url into cache_dir/<sha256> (reusing a verified cached copy); the same DataError on any failure."""
+    try:
+        check_url(url, policy.hosts)  # a URL that may not be fetched does not get a cached copy either
+    except SourceRefused as exc:
+        raise _fetch_failed(url, f"refused: {exc}") from None
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
