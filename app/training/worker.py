@@ -24,6 +24,7 @@ from typing import Any
 
 from app.files import publish_atomically, sha256_file
 from app.training.messages import encode
+from app.training.sources import SourcePolicy
 
 SYNC_EVERY = 10
 LOW_DISK_BYTES = 64 << 20
@@ -446,10 +447,8 @@ class Trainer:
         return digest.hexdigest()
 
 
-def source_policy(spec: dict[str, Any]) -> Any:
+def source_policy(spec: dict[str, Any]) -> SourcePolicy:
     """The agent's dataset_dirs and the farm's dataset hosts, as handed over in the spec (none: nothing allowed)."""
-    from app.training.sources import SourcePolicy
-
     return SourcePolicy(dirs=tuple(Path(d) for d in spec.get("dataset_dirs") or ()),
                         hosts=tuple(str(h) for h in spec.get("dataset_hosts") or ()))
 
