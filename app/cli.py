@@ -185,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(leave)
     leave.set_defaults(handler="leave_farm")
 
+    farm = sub.add_parser("farm", help="Farm-wide settings kept in the farm database (organiser).")
+    farm_sub = farm.add_subparsers(dest="farm_command", metavar="FARM_COMMAND", required=True)
+    hosts = farm_sub.add_parser("dataset-hosts", help="The hosts tasks may download datasets from (add, remove, list).")
+    hosts_sub = hosts.add_subparsers(dest="hosts_command", metavar="ACTION", required=True)
+    for action, text in (("add", "Allow downloads from HOST (a host name or IP, optionally HOST:PORT)."),
+                         ("remove", "Stop allowing HOST."), ("list", "List the allowed hosts.")):
+        parser_ = hosts_sub.add_parser(action, help=text)
+        _common(parser_, json_output=action == "list")
+        parser_.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
+        if action != "list":
+            parser_.add_argument("host", metavar="HOST")
+        parser_.set_defaults(handler="farm_dataset_hosts")
+
     config = sub.add_parser("config", help="Show the effective settings and where each came from.")
     _common(config, json_output=True)
     config.set_defaults(handler="show_config")

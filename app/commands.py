@@ -11,6 +11,7 @@ from app.db.engine import create_database
 from app.db.migrate import open_current_database, upgrade
 from app.db.queries import clients as client_queries
 from app.db.queries import tasks as task_queries
+from app.commands_farm import farm_dataset_hosts  # noqa: F401
 from app.commands_ops import db_backup, db_create_agent_user, db_restore, db_stats, maintenance_run  # noqa: F401
 from app.textui import format_duration, format_table, print_json, relative_time
 
@@ -270,7 +271,8 @@ async def submit_task(args: argparse.Namespace, settings: Settings) -> int:
     data = _read_task_file(args.file)
     db = await open_current_database(settings.effective_database_url)
     try:
-        row = await service.submit(db, data, Catalog.load())
+        row = await service.submit(db, data, Catalog.load(), farm_name=settings.farm_name,
+                                   dataset_dirs=settings.dataset_dirs)
         if args.json:
             print_json(row)
         else:
@@ -450,7 +452,7 @@ async def open_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 PREFS = ("paused", "cpu_threads", "ram_limit_mb", "gpu_memory_limit_mb", "gpus", "idle_only", "idle_minutes", "schedule",
-         "pause_on_battery", "max_gpu_temperature")
+         "pause_on_battery", "max_gpu_temperature", "dataset_dirs")
 
 
 async def prefs(args: argparse.Namespace, settings: Settings) -> int:
@@ -474,7 +476,8 @@ async def prefs(args: argparse.Namespace, settings: Settings) -> int:
             if parsed is None:
                 update_local(settings.data_dir, unset=(args.name,))
             else:
-                update_local(settings.data_dir, {args.name: list(parsed) if isinstance(parsed, tuple) else parsed})
+                stored = [str(v) for v in parsed] if isinstance(parsed, tuple) and args.name == "dataset_dirs" else parsed
+                update_local(settings.data_dir, {args.name: list(stored) if isinstance(stored, tuple) else stored})
         else:
             update_local(settings.data_dir, unset=(args.name,))
         try:
@@ -489,11 +492,13 @@ async def prefs(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{args.name} {'set' if args.prefs_command == 'set' else 'reset'}; it applies when the agent starts")
         return 0
     values = {name: getattr(settings, name) for name in PREFS}
+    values["dataset_dirs"] = tuple(str(d) for d in settings.dataset_dirs)
     if args.json:
         print_json({**{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, "idle_detection": idle_support()})
         return 0
+    shown = {**values, "dataset_dirs": ", ".join(values["dataset_dirs"]) or None}
     print(format_table(("PREFERENCE", "VALUE", "FROM"),
-                       [(k, "-" if v is None else v, settings.sources.get(k, "default")) for k, v in values.items()]))
+                       [(k, "-" if v is None else v, settings.sources.get(k, "default")) for k, v in shown.items()]))
     print(f"idle detection: {idle_support()}")
     return 0
 

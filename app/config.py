@@ -121,6 +121,26 @@ def _optional_path(value: Any) -> Path | None:
     return _path(value)
 
 
+def _dir_list(value: Any) -> tuple[Path, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(os.pathsep) if item.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = [str(item).strip() for item in value]
+    else:
+        raise ValueError(f'expected a list of folders such as ["~/datasets"] (or folders separated by {os.pathsep!r})')
+    out = []
+    for item in items:
+        if not item or "\x00" in item:
+            raise ValueError("expected a folder path")
+        path = Path(item).expanduser()
+        if not path.is_absolute():
+            raise ValueError(f"{item!r} is not an absolute path")
+        out.append(path)
+    return tuple(out)
+
+
 def _peer_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         items = [item.strip() for item in value.split(",") if item.strip()]
@@ -212,6 +232,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("pause_on_battery", _bool, True, "Pause while the computer runs on battery."),
     SettingSpec("max_gpu_temperature", _optional_int(30, 110), None, "Pause while a GPU is hotter than this (°C)."),
     SettingSpec("retention_days", _int_in(1, 36500), 30, "Completed and failed tasks older than this are deleted."),
+    SettingSpec("dataset_dirs", _dir_list, (),
+                "Folders whose files tasks may read as dataset sources (symlinks resolved first); empty: none."),
     SettingSpec("log_level", _log_level, "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
     SettingSpec("orphan_after", parse_duration, 3600.0,
                 "Assignments still 'assigned' and not updated for this long are deleted by maintenance."),
@@ -254,6 +276,7 @@ class Settings:
     pause_on_battery: bool
     max_gpu_temperature: int | None
     retention_days: int
+    dataset_dirs: tuple[Path, ...]
     log_level: str
     orphan_after: float
     log_retention_days: int
@@ -390,5 +413,7 @@ def settings_as_dict(settings: Settings) -> dict[str, Any]:
         value = getattr(settings, item.name)
         if item.name in ("database_url", "admin_database_url") and value:
             value = redact_url(value)
-        out[item.name] = str(value) if isinstance(value, Path) else (list(value) if isinstance(value, tuple) else value)
+        if isinstance(value, tuple):
+            value = [str(v) if isinstance(v, Path) else v for v in value]
+        out[item.name] = str(value) if isinstance(value, Path) else value
     return out

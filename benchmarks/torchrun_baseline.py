@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from app.training.recipes.datasets import load_dataset
 from app.training.recipes.models import build_model, loss_and_correct
+from app.training.sources import SourcePolicy
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     options = {"kind": "vector", "samples": args.samples, "features": args.features, "classes": 10, "seq_len": 32,
                "vocab": 32, "noise": 2.0, "seed": 0}
     train, _, info = load_dataset("synthetic", options, cache_dir=Path("/tmp"), validation_split=0.1, seed=0,
-                                  want="vector", log=lambda m: None)
+                                  want="vector", log=lambda m: None, policy=SourcePolicy())
     torch.manual_seed(0)
     model = build_model("mlp", {"hidden": [256, 128], "dropout": 0.0}, info)
     net = DistributedDataParallel(model)

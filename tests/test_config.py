@@ -241,6 +241,23 @@ def test_peers_rejected(tmp_path: Path, value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
+    [("", ()), ([], ()), ("/srv/data", (Path("/srv/data"),)), ("/a:/b", (Path("/a"), Path("/b"))),
+     (["/a", "~/d"], (Path("/a"), Path("~/d").expanduser()))],
+)
+def test_dataset_dirs(tmp_path: Path, value: Any, expected: tuple[Path, ...]) -> None:
+    """dataset_dirs is a list of absolute folders, also as a string separated by os.pathsep; none by default."""
+    assert _load(tmp_path).dataset_dirs == ()
+    assert _load(tmp_path, dataset_dirs=value).dataset_dirs == expected
+
+
+@pytest.mark.parametrize("value", ["relative/dir", ["/ok", "data"], 7])
+def test_dataset_dirs_rejected(tmp_path: Path, value: Any) -> None:
+    """A relative folder or a value that is no list is refused."""
+    assert "dataset_dirs" in _error(tmp_path, dataset_dirs=value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
     [("all", None), ("ALL", None), ("", None), ([0, 1], (0, 1)), ("0, 2", (0, 2)), (["3"], (3,))],
 )
 def test_gpus(tmp_path: Path, value: Any, expected: tuple[int, ...] | None) -> None:

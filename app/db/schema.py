@@ -296,3 +296,13 @@ maintenance_runs = Table(
     info=_addition(),
     **_MYSQL_TABLE,
 )
+
+farm_dataset_hosts = Table(
+    "farm_dataset_hosts",
+    metadata,
+    Column("farm_name", String(63), primary_key=True),
+    Column("host", String(261), primary_key=True),
+    Column("added_at", _datetime(), nullable=False),
+    info=_addition(),
+    **_MYSQL_TABLE,
+)

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from app.db.engine import Database
 from app.db.queries import claims as claim_queries
+from app.db.queries import dataset_hosts as host_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
 from app.errors import NotFound
 from app.scheduling.decide import explain_pending
 from app.scheduling.validation import validate_task
 from app.training.catalog import Catalog
+from app.training.sources import SourcePolicy
 
 
-async def submit(db: Database, data: Any, catalog: Catalog, client_id: str | None = None) -> dict[str, Any]:
+async def source_policy(db: Database, farm_name: str, dataset_dirs: tuple[Path, ...]) -> SourcePolicy:
+    """What a submission from this machine may name: its own dataset_dirs and the farm's dataset hosts."""
+    async with db.connect() as conn:
+        hosts = await host_queries.list_hosts(conn, farm_name)
+    return SourcePolicy(dirs=tuple(dataset_dirs), hosts=tuple(hosts))
+
+
+async def submit(db: Database, data: Any, catalog: Catalog, client_id: str | None = None, *,
+                 farm_name: str, dataset_dirs: tuple[Path, ...]) -> dict[str, Any]:
     """Validate and insert a task as pending; returns the new row. Nothing is written when it is invalid."""
-    spec = validate_task(data, catalog)
+    spec = validate_task(data, catalog, await source_policy(db, farm_name, dataset_dirs))
     async with db.begin() as conn:
         task_id = await task_queries.insert_task(
             conn, type=spec.type, requirements=spec.requirements, config=spec.config, priority=spec.priority

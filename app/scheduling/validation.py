@@ -13,6 +13,7 @@ from typing import Any
 
 from app.errors import ValidationError
 from app.training.catalog import Catalog, check_option
+from app.training.sources import SourcePolicy, source_problem
 
 TASK_TYPES = ("training",)
 MAX_N_CLIENTS = 64
@@ -133,8 +134,12 @@ def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
     return None
 
 
-def validate_task(data: Any, catalog: Catalog) -> TaskSpec:
-    """A normalised TaskSpec, or ValidationError naming every problem (field path -> message)."""
+def validate_task(data: Any, catalog: Catalog, sources: SourcePolicy = SourcePolicy()) -> TaskSpec:
+    """A normalised TaskSpec, or ValidationError naming every problem (field path -> message).
+
+    Dataset sources must be allowed by `sources`: URLs on the farm's dataset hosts, local paths inside the
+    submitting machine's dataset_dirs (the default allows neither).
+    """
     problems: dict[str, str] = {}
     if not isinstance(data, dict):
         raise ValidationError("a task must be a JSON object with type, requirements, config and priority",
@@ -168,7 +173,7 @@ def validate_task(data: Any, catalog: Catalog) -> TaskSpec:
     elif not -1000 <= priority <= 1000:
         problems["priority"] = "must be between -1000 and 1000"
 
-    config = _validate_config(data.get("config"), catalog, problems)
+    config = _validate_config(data.get("config"), catalog, problems, sources)
     if problems:
         listed = "; ".join(f"{path}: {message}" for path, message in problems.items())
         count = len(problems)
@@ -176,7 +181,7 @@ def validate_task(data: Any, catalog: Catalog) -> TaskSpec:
     return TaskSpec(task_type, requirements, config, priority)
 
 
-def _validate_config(raw: Any, catalog: Catalog, problems: dict[str, str]) -> dict[str, Any]:
+def _validate_config(raw: Any, catalog: Catalog, problems: dict[str, str], sources: SourcePolicy) -> dict[str, Any]:
     if not isinstance(raw, dict):
         problems["config"] = "must be an object with name, model, dataset, batch_size, learning_rate, epochs, distributed and n_clients"
         return {}
@@ -214,12 +219,13 @@ def _validate_config(raw: Any, catalog: Catalog, problems: dict[str, str]) -> di
                                                     config["model_options"], problems)
     if isinstance(dataset, str) and dataset in catalog.datasets and isinstance(config.get("dataset_options"), dict):
         config["dataset_options"] = _validate_options("config.dataset_options", catalog.datasets[dataset],
-                                                      config["dataset_options"], problems)
+                                                      config["dataset_options"], problems, sources)
         _check_data_fit(config, catalog, problems)
     return config
 
 
-def _validate_options(path: str, recipe: Any, given: dict[str, Any], problems: dict[str, str]) -> dict[str, Any]:
+def _validate_options(path: str, recipe: Any, given: dict[str, Any], problems: dict[str, str],
+                      sources: SourcePolicy = SourcePolicy()) -> dict[str, Any]:
     if not recipe.builtin:
         return dict(given)  # an installed recipe validates its own options in the worker
     out: dict[str, Any] = {}
@@ -238,6 +244,10 @@ def _validate_options(path: str, recipe: Any, given: dict[str, Any], problems: d
         else:
             out[key] = given[key]
     for key, option in recipe.options.items():
+        if option.kind == "source" and isinstance(out.get(key), str):
+            refused = source_problem(out[key], sources)
+            if refused:
+                problems[f"{path}.{key}"] = f"{out[key]} {refused}"
         if option.kind == "source" and isinstance(out.get(key), str) and "://" in out[key]:
             sha_key = "sha256" if key == "source" else f"{key}_sha256"
             if sha_key in recipe.options and sha_key not in out and f"{path}.{sha_key}" not in problems:

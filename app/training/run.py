@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries import claims as claim_queries
+from app.db.queries import dataset_hosts as dataset_host_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import metrics as metric_queries
 from app.db.queries import models as model_queries
@@ -401,8 +402,15 @@ class TaskRun:
         }
         if self.n_clients > 1 and self.coordinator:
             spec["bind_host"] = "0.0.0.0"
+        # The worker opens only files inside this machine's dataset_dirs and fetches only from the farm's hosts.
+        spec["dataset_dirs"] = [str(d) for d in self.agent.settings.dataset_dirs]
+        spec["dataset_hosts"] = await self._with_db("reading the farm's dataset hosts", self._dataset_hosts)
         spec.update(self.agent.device_spec())
         return spec
+
+    async def _dataset_hosts(self) -> list[str]:
+        async with self.db.connect() as conn:
+            return await dataset_host_queries.list_hosts(conn, self.agent.settings.farm_name)
 
     async def _watch_generation(self) -> None:
         """Stop the worker when the attempt ends elsewhere (a newer generation fences this one)."""

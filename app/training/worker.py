@@ -25,6 +25,7 @@ from typing import Any
 from app.files import publish_atomically, sha256_file
 from app.training.checkpoint_check import state_problem
 from app.training.messages import encode
+from app.training.sources import SourcePolicy
 
 SYNC_EVERY = 10
 LOW_DISK_BYTES = 64 << 20
@@ -193,7 +194,7 @@ class Trainer:
         train_set, val_set, info = load_dataset(
             config["dataset"], config.get("dataset_options") or {}, cache_dir=Path(self.spec["cache_dir"]),
             validation_split=float(config.get("validation_split", 0.1)), seed=seed, want=want,
-            log=lambda m: self.channel.log(m),
+            log=lambda m: self.channel.log(m), policy=source_policy(self.spec),
         )
         torch.manual_seed(seed)
         device = self._device()
@@ -450,9 +451,19 @@ class Trainer:
         return digest.hexdigest()
 
 
+def source_policy(spec: dict[str, Any]) -> SourcePolicy:
+    """The agent's dataset_dirs and the farm's dataset hosts, as handed over in the spec (none: nothing allowed)."""
+    return SourcePolicy(dirs=tuple(Path(d) for d in spec.get("dataset_dirs") or ()),
+                        hosts=tuple(str(h) for h in spec.get("dataset_hosts") or ()))
+
+
 def main() -> int:
     """Worker entry point: read the spec, train, report."""
     import json
+    import logging
+
+    # stderr is this machine's worker log file: details kept off the farm's database (e.g. why a download failed).
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from app.training.priority import lower_own_priority
 
@@ -469,11 +480,13 @@ def main() -> int:
     try:
         return Trainer(spec, channel, control).run()
     except BaseException as exc:  # reported as data: the agent decides what happens to the task
-        from app.training.recipes import RecipeError
+        from app.training.recipes import DataError, RecipeError
 
         permanent = isinstance(exc, RecipeError)
         lines = traceback.format_exception(exc)
-        short = "".join(lines[-6:])[-4000:]
+        sys.stderr.write("".join(lines))
+        # A recipe's own error says what is wrong; its traceback stays in this machine's log.
+        short = "" if isinstance(exc, (RecipeError, DataError)) else "".join(lines[-6:])[-4000:]
         channel.send("failed", error=f"{type(exc).__name__}: {exc}"[:2000], traceback=short, permanent=permanent)
         return 1
 

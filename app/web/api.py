@@ -94,7 +94,8 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def create_task(request: web.Request) -> web.Response:
     """Submit a task (the same validator as `aifarm submit`); 201 with the task."""
     agent = request.app[AGENT_KEY]
-    row = await service.submit(agent.db, await _body(request), agent.catalog, agent.client_id)
+    row = await service.submit(agent.db, await _body(request), agent.catalog, agent.client_id,
+                               farm_name=agent.settings.farm_name, dataset_dirs=agent.settings.dataset_dirs)
     return _json(row, status=201)
 
 

@@ -23,12 +23,14 @@ from hypothesis import strategies as st
 from app.errors import ValidationError
 from app.scheduling.validation import CONFIG_FIELDS, NAME, REQUIREMENTS, TaskSpec, validate_task
 from app.training.catalog import Catalog
+from app.training.sources import SourcePolicy
 from tests.agent.harness import AgentProcess
-from tests.training.e2e import sync, upgraded
+from tests.training.e2e import add_dataset_host, sync, upgraded
 
 pytestmark = pytest.mark.faults
 
 CATALOG = Catalog.load()
+POLICY = SourcePolicy(dirs=(Path("/srv"),), hosts=("files.lan",))  # the fuzz agent's dataset_dirs and farm hosts
 SHA = "0123456789abcdef" * 4
 DB_LEAKS = ("CHECK", "constraint", "IntegrityError", "OperationalError")
 FUZZ_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -132,7 +134,7 @@ ANY_BODY = JSON_VALUES | mutated_tasks() | st.sampled_from(VALID_TASKS)
 def _check_outcome(data: Any) -> TaskSpec | ValidationError:
     """validate_task's result or its ValidationError; any other exception fails the test."""
     try:
-        spec = validate_task(data, CATALOG)
+        spec = validate_task(data, CATALOG, POLICY)
     except ValidationError as exc:
         assert str(exc), "a ValidationError without a message"
         assert isinstance(exc.fields, dict) and exc.fields, f"no fields named for {data!r}: {exc}"
@@ -218,9 +220,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
     url = f"sqlite:///{tmp / 'farm.sqlite3'}"
     sync(upgraded(url))
+    sync(add_dataset_host(url, "files.lan"))
     agent = AgentProcess(tmp, "agent", "--database-url", url,
                          env={"AIFARM_PAUSED": "true", "AIFARM_MDNS": "false", "AIFARM_SCHEDULE": never_window(),
-                              "AIFARM_PEER_HOST": "127.0.0.1"})
+                              "AIFARM_PEER_HOST": "127.0.0.1", "AIFARM_DATASET_DIRS": "/srv"})
     try:
         yield Api(agent)
     finally:
@@ -246,7 +249,7 @@ def test_api_post_tasks_never_5xx(api: Api, data: Any) -> None:
     status, _, text = api.call("POST", "/api/v1/tasks", json.dumps(data).encode())
     if status == 201:
         row = json.loads(text)
-        spec = validate_task(data, CATALOG)
+        spec = validate_task(data, CATALOG, POLICY)
         back_status, _, back = api.call("GET", f"/api/v1/tasks/{row['id']}")
         assert back_status == 200, back
         stored = json.loads(back)

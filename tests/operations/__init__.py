@@ -14,6 +14,7 @@ from app.db.engine import Database
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries import claims as claim_queries
 from app.db.queries import clients as client_queries
+from app.db.queries import dataset_hosts as dataset_host_queries
 from app.db.queries import farms as farm_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import metrics as metric_queries
@@ -65,6 +66,7 @@ async def populate(db: Database, prefix: str = "c") -> dict[str, Any]:
                 ram_info={"total_mb": 8192}, gpu_info=[], session_info={"pid": 100 + n, "addresses": ["10.0.0.1"]},
                 version="1.0", hostname=f"{client_id}.lan")
         await farm_queries.ensure_secret(conn, "default")
+        await dataset_host_queries.add_host(conn, "default", "files.lan")
         config = {"name": "demo", "model": "mlp", "dataset": "synthetic", "distributed": True, "n_clients": 2,
                   "learning_rate": 0.01}
         ids["task"] = await task_queries.insert_task(conn, type="training", requirements={"min_cpu_cores": 1},

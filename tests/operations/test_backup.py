@@ -21,7 +21,7 @@ from tests.operations import db_snapshot, populate, utcnow
 
 EXPECTED_TABLES = {"alembic_version", "clients", "tasks", "task_assignments", "checkpoints", "model_versions",
                    "task_logs", "client_logs", "performance_metrics", "farms", "task_runs", "task_metrics",
-                   "maintenance_runs"}
+                   "maintenance_runs", "farm_dataset_hosts"}
 
 
 def _drop(server: MysqlServer, name: str) -> None:

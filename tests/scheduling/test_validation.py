@@ -16,15 +16,18 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db.engine import Database, create_database
+from app.db.queries import dataset_hosts as dataset_host_queries
 from app.db.schema import task_logs as task_logs_table
 from app.db.schema import tasks as tasks_table
 from app.errors import ValidationError
 from app.scheduling import service
 from app.scheduling.validation import MAX_N_CLIENTS, TaskSpec, validate_task
 from app.training.catalog import Catalog
+from app.training.sources import SourcePolicy
 from tests.agent.harness import AgentProcess, agent_env
 
 CATALOG = Catalog.load()
+POLICY = SourcePolicy(dirs=(Path("/d"), Path("/data")), hosts=("example.org",))  # what the tables' sources need
 SHA = "0123456789abcdef" * 4
 BASE_CONFIG: dict[str, Any] = {
     "name": "demo",
@@ -185,7 +188,7 @@ def test_valid_task_is_normalised_with_every_default() -> None:
     """The minimal config gets every default (config fields and catalog options); requirements default to 0."""
     data = {"config": dict(BASE_CONFIG)}
     original = copy.deepcopy(data)
-    spec = validate_task(data, CATALOG)
+    spec = validate_task(data, CATALOG, POLICY)
     assert data == original  # the input is not modified
     assert spec == TaskSpec(
         type="training",
@@ -215,7 +218,7 @@ def test_given_values_are_kept_and_options_merged_with_defaults() -> None:
     spec = validate_task(task({"optimizer": "sgd", "seed": 7, "validation_split": 0.2, "checkpoint_interval": "5 min",
                                "keep_checkpoints": 1, "max_steps": 100, "model": "char_lstm",
                                "model_options": {"layers": 2}, "dataset_options": {"kind": "tokens", "vocab": 100}},
-                              requirements={"min_ram": 2048}, priority=5), CATALOG)
+                              requirements={"min_ram": 2048}, priority=5), CATALOG, POLICY)
     assert spec.requirements == {"min_gpu_memory": 0, "min_cpu_cores": 0, "min_ram": 2048}
     assert spec.priority == 5
     assert {k: spec.config[k] for k in ("optimizer", "seed", "validation_split", "checkpoint_interval",
@@ -230,14 +233,14 @@ def test_given_values_are_kept_and_options_merged_with_defaults() -> None:
 
 def test_mnist_without_urls_needs_no_sha256() -> None:
     """Local files need no checksum, and no sha256 key is invented for them."""
-    spec = validate_task(task({"dataset": "mnist", "dataset_options": {"images": "/d/i", "labels": "/d/l"}}), CATALOG)
+    spec = validate_task(task({"dataset": "mnist", "dataset_options": {"images": "/d/i", "labels": "/d/l"}}), CATALOG, POLICY)
     assert spec.config["dataset_options"] == {"images": "/d/i", "labels": "/d/l"}
 
 
 @pytest.mark.parametrize("data", VALID)
 def test_valid_variants_are_accepted(data: dict[str, Any]) -> None:
     """Each valid variant passes and keeps what it asked for."""
-    spec = validate_task(copy.deepcopy(data), CATALOG)
+    spec = validate_task(copy.deepcopy(data), CATALOG, POLICY)
     for key, value in data["config"].items():
         if key.endswith("_options"):
             assert value.items() <= spec.config[key].items()
@@ -250,7 +253,7 @@ def test_valid_variants_are_accepted(data: dict[str, Any]) -> None:
 def test_invalid_submission_names_exactly_its_fields(data: Any, expected: dict[str, str]) -> None:
     """ValidationError.fields holds exactly the expected paths, each message containing the expected fragment."""
     with pytest.raises(ValidationError) as info:
-        validate_task(copy.deepcopy(data), CATALOG)
+        validate_task(copy.deepcopy(data), CATALOG, POLICY)
     fields = info.value.fields
     assert set(fields) == set(expected), fields
     for path, fragment in expected.items():
@@ -270,7 +273,7 @@ def test_several_problems_are_reported_together() -> None:
     """All problems come back in one error, counted in the message."""
     data = task({"batch_size": 0, "epochs": 0, "learning_rate": "fast"}, requirements={"min_ram": -1}, colour=1)
     with pytest.raises(ValidationError) as info:
-        validate_task(data, CATALOG)
+        validate_task(data, CATALOG, POLICY)
     assert set(info.value.fields) == {"colour", "requirements.min_ram", "config.batch_size", "config.epochs",
                                       "config.learning_rate"}
     assert str(info.value).startswith("invalid task (5 problems): ")
@@ -291,8 +294,8 @@ async def test_valid_submission_inserts_one_pending_task_and_one_log(db: Databas
     """One pending task row with the normalised spec, and one 'submitted' log row for it."""
     assert await row_counts(db) == (0, 0)
     data = task({"name": "first"}, requirements={"min_gpu_memory": 1024}, priority=3)
-    row = await service.submit(db, data, CATALOG)
-    spec = validate_task(data, CATALOG)
+    row = await service.submit(db, data, CATALOG, farm_name="default", dataset_dirs=POLICY.dirs)
+    spec = validate_task(data, CATALOG, POLICY)
     assert await row_counts(db) == (1, 1)
     assert row["status"] == "pending"
     assert row["type"] == "training"
@@ -305,7 +308,7 @@ async def test_valid_submission_inserts_one_pending_task_and_one_log(db: Databas
     assert log.log_type == "info"
     assert log.message.startswith("submitted: first (mlp on synthetic, 1 client(s), priority 3)")
 
-    second = await service.submit(db, task({"name": "second"}), CATALOG)
+    second = await service.submit(db, task({"name": "second"}), CATALOG, farm_name="default", dataset_dirs=POLICY.dirs)
     assert second["id"] != row["id"]
     assert await row_counts(db) == (2, 2)
 
@@ -313,11 +316,13 @@ async def test_valid_submission_inserts_one_pending_task_and_one_log(db: Databas
 @pytest.mark.parametrize("data, expected", INVALID)
 async def test_invalid_submission_writes_nothing(db: Database, data: Any, expected: dict[str, str]) -> None:
     """service.submit raises the same ValidationError and leaves tasks and task_logs as they were."""
-    await service.submit(db, task({"name": "already-there"}), CATALOG)
+    async with db.begin() as conn:
+        await dataset_host_queries.add_host(conn, "default", "example.org")
+    await service.submit(db, task({"name": "already-there"}), CATALOG, farm_name="default", dataset_dirs=POLICY.dirs)
     before = await row_counts(db)
     assert before == (1, 1)
     with pytest.raises(ValidationError) as info:
-        await service.submit(db, copy.deepcopy(data), CATALOG)
+        await service.submit(db, copy.deepcopy(data), CATALOG, farm_name="default", dataset_dirs=POLICY.dirs)
     assert set(info.value.fields) == set(expected)
     assert await row_counts(db) == before
 
@@ -380,7 +385,7 @@ async def test_cli_submit_prints_the_id_and_json(tmp_path: Path, cli_db: str) ->
     assert shown["type"] == "training"
     assert shown["priority"] == 0
     assert shown["requirements"] == {"min_gpu_memory": 0, "min_cpu_cores": 0, "min_ram": 0}
-    assert shown["config"] == validate_task(task({"name": "from-cli"}), CATALOG).config
+    assert shown["config"] == validate_task(task({"name": "from-cli"}), CATALOG, POLICY).config
     assert "created_at" in shown
     assert await cli_row_counts(cli_db) == (2, 2)
 

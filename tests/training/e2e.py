@@ -16,6 +16,7 @@ from app.db.engine import create_database
 from app.db.migrate import upgrade
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries import claims as claim_queries
+from app.db.queries import dataset_hosts as dataset_host_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
 from tests.agent.harness import agent_env
@@ -46,12 +47,22 @@ async def upgraded(url: str) -> None:
         await db.dispose()
 
 
-def submit(tmp_path: Path, url: str, task: dict[str, Any]) -> int:
+async def add_dataset_host(url: str, host: str, farm_name: str = "default") -> None:
+    """Put a host on a farm's dataset hosts."""
+    db = create_database(url)
+    try:
+        async with db.begin() as conn:
+            await dataset_host_queries.add_host(conn, farm_name, host)
+    finally:
+        await db.dispose()
+
+
+def submit(tmp_path: Path, url: str, task: dict[str, Any], env: dict[str, str] | None = None) -> int:
     """`aifarm submit` through the real CLI; returns the id."""
     path = tmp_path / f"task-{len(list(tmp_path.glob('task-*.json')))}.json"
     path.write_text(json.dumps(task))
     done = subprocess.run([sys.executable, "-m", "app", "submit", str(path), "--database-url", url],
-                          capture_output=True, text=True, env=agent_env(tmp_path), timeout=60)
+                          capture_output=True, text=True, env=agent_env(tmp_path, env), timeout=60)
     assert done.returncode == 0, done.stderr
     return int(done.stdout.strip())
 

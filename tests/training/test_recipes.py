@@ -17,16 +17,24 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from app.training.fetch import Network
 from app.training.recipes import DataError, RecipeError
 from app.training.recipes.datasets import DataInfo, load_dataset
 from app.training.recipes.models import build_model, loss_and_correct
+from app.training.sources import SourcePolicy
+
+DATA_HOST = "data.test"  # resolved by the tests' Network to a documentation address, dialled on loopback
+TEST_NET = Network(resolve=lambda host, port: ["192.0.2.7"] if host == DATA_HOST else [],
+                   connect=lambda address, timeout: socket.create_connection(("127.0.0.1", address[1]), timeout))
 
 
 def load(name: str, options: dict[str, Any], cache_dir: Path, *, split: float = 0.2, seed: int = 0,
-         want: str | None = None, log: Any = None) -> tuple[TensorDataset, TensorDataset, DataInfo]:
-    """load_dataset with test defaults."""
+         want: str | None = None, log: Any = None,
+         policy: SourcePolicy | None = None) -> tuple[TensorDataset, TensorDataset, DataInfo]:
+    """load_dataset with test defaults: the cache dir's parent is the allowed folder, DATA_HOST the allowed host."""
+    policy = policy or SourcePolicy(dirs=(Path(cache_dir).parent,), hosts=(DATA_HOST,))
     return load_dataset(name, options, cache_dir=cache_dir, validation_split=split, seed=seed, want=want,
-                        log=log or (lambda _msg: None))
+                        log=log or (lambda _msg: None), policy=policy, network=TEST_NET)
 
 
 def synthetic(**options: Any) -> dict[str, Any]:
@@ -215,9 +223,10 @@ def test_mnist_path_problems(tmp_path: Path) -> None:
     cases = [
         ({"images": write("short", b"\x00\x00\x08"), "labels": labels}, "short: truncated IDX header"),
         ({"images": write("magic", idx_images(8, magic=0x00000801)), "labels": labels}, "magic: wrong magic number"),
-        ({"images": write("size", idx_images(8, rows=32, cols=32)), "labels": labels}, "size: images are 32x32"),
-        ({"images": write("cut", idx_images(8)[:-5]), "labels": labels}, "cut: header announces 8 images"),
-        ({"images": write("nine", idx_images(9)), "labels": labels}, "count mismatch: .*nine holds 9 images"),
+        ({"images": write("size", idx_images(8, rows=32, cols=32)), "labels": labels}, "size: images are not 28x28"),
+        ({"images": write("cut", idx_images(8)[:-5]), "labels": labels},
+         "cut: the number of images in the header does not match"),
+        ({"images": write("nine", idx_images(9)), "labels": labels}, "count mismatch: .*nine and .*labels hold different"),
         ({"images": write("ok", idx_images(8)), "labels": write("lmagic", idx_labels(8, magic=0x803))},
          "lmagic: wrong magic number"),
         ({"images": write("badgz.gz", b"\x1f\x8b" + b"junk"), "labels": labels}, "not a valid gzip file"),
@@ -264,7 +273,7 @@ class FileServer:
 
     def url(self, path: str) -> str:
         """The URL of a served path."""
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        return f"http://{DATA_HOST}:{self.httpd.server_address[1]}{path}"
 
     def close(self) -> None:
         """Stop the server."""
@@ -288,7 +297,9 @@ def file_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
         server.close()
 
 
-def test_mnist_by_url_is_downloaded_once_then_cached(tmp_path: Path, file_server: FileServer) -> None:
+def test_mnist_by_url_is_downloaded_once_then_cached(tmp_path: Path, file_server: FileServer,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="app.training.recipes.datasets")
     cache = tmp_path / "cache"
     images_gz, labels = file_server.files["/train-images.gz"], file_server.files["/train-labels"]
     options = {"images": file_server.url("/train-images.gz"), "images_sha256": sha(images_gz),
@@ -298,42 +309,56 @@ def test_mnist_by_url_is_downloaded_once_then_cached(tmp_path: Path, file_server
     assert info == DataInfo("image", (1, 28, 28), 10) and len(train_set) + len(val) == 64
     assert file_server.requests == {"/train-images.gz": 1, "/train-labels": 1}
     assert sorted(p.name for p in cache.iterdir()) == sorted([sha(images_gz), sha(labels)])
-    assert any("downloading" in m and "100%" in m for m in messages)
+    assert any("downloading" in m and "100%" in m for m in caplog.messages)  # progress: this machine's log
+    assert any(m.startswith("downloaded ") and "sha256 verified" in m for m in messages)
 
     again = load("mnist", options, cache, want="image")
     assert file_server.requests == {"/train-images.gz": 1, "/train-labels": 1}
     for a, b in zip(train_set.tensors + val.tensors, again[0].tensors + again[1].tensors):
         assert torch.equal(a, b)
+    with pytest.raises(DataError, match="could not fetch"):  # a host taken off the list gets no cached copy either
+        load("mnist", options, cache, want="image", policy=SourcePolicy(dirs=(tmp_path,), hosts=("other.test",)))
 
     # a size the server does not announce is logged once with the total
     messages.clear()
     options["labels"] = file_server.url("/labels-nolength")
     (cache / sha(labels)).unlink()
     load("mnist", options, cache, log=messages.append)
-    assert any(f"{len(labels)} bytes in total" in m for m in messages)
+    assert any(f"({len(labels)} bytes, sha256 verified)" in m for m in messages)
 
 
-def test_mnist_url_failures(tmp_path: Path, file_server: FileServer) -> None:
+def test_mnist_url_failures_read_the_same_and_the_cause_is_logged_locally(
+        tmp_path: Path, file_server: FileServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mismatch, HTTP error, refused connection, timeout and a host off the allowlist: one text, the cause only logged."""
+    from app.training.recipes import datasets
+
+    monkeypatch.setattr(datasets, "DOWNLOAD_TIMEOUT_S", 0.5)
+    silent = socket.socket()  # accepts connections (backlog) but never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
     cache = tmp_path / "cache"
     labels = file_server.files["/train-labels"]
     wrong = {"images": file_server.url("/train-images.gz"), "images_sha256": "ab" * 32,
              "labels": file_server.url("/train-labels"), "labels_sha256": sha(labels)}
-    with pytest.raises(DataError, match=r"sha256 mismatch for http://127\.0\.0\.1:\d+/train-images\.gz: "
-                                        r"expected abab.*, got [0-9a-f]{64}"):
-        load("mnist", wrong, cache)
-    assert list(cache.iterdir()) == []
-
-    missing = dict(wrong, images=file_server.url("/nothing-here"))
-    with pytest.raises(DataError, match=r"/nothing-here.*HTTP 404"):
-        load("mnist", missing, cache)
-    assert list(cache.iterdir()) == []
-
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/images"
-    with pytest.raises(DataError, match=f"download of {closed} failed"):
-        load("mnist", dict(wrong, images=closed), cache)
-    assert list(cache.iterdir()) == []
+        closed = f"http://{DATA_HOST}:{sock.getsockname()[1]}/images"
+    cases = [(file_server.url("/train-images.gz"), "sha256 mismatch: expected abab"),
+             (file_server.url("/nothing-here"), "HTTP 404"),
+             (closed, "ConnectionRefusedError"),
+             (f"http://{DATA_HOST}:{silent.getsockname()[1]}/slow", "timed out"),
+             (f"http://other.test:{file_server.httpd.server_address[1]}/train-images.gz", "not one of the farm's dataset hosts")]
+    texts = []
+    for url, cause in cases:
+        caplog.clear()
+        with pytest.raises(DataError) as raised:
+            load("mnist", dict(wrong, images=url), cache)
+        assert str(raised.value) == f"could not fetch {url} (see this machine's log)"
+        texts.append(str(raised.value).replace(url, "URL"))
+        assert any(cause in m for m in caplog.messages), caplog.messages
+        assert list(cache.iterdir()) == []
+    silent.close()
+    assert len(set(texts)) == 1
 
     with pytest.raises(RecipeError, match="sha256 is required"):
         load("mnist", {"images": file_server.url("/train-images.gz"), "labels": str(tmp_path / "x")}, cache)
@@ -371,12 +396,13 @@ def test_csv_integer_labels_sort_numerically(tmp_path: Path) -> None:
 def test_csv_problems(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("height,weight,kind\n1,2,a\n3,4,b\n")
-    with pytest.raises(RecipeError, match=r"label column 'label' not found; available columns: 'height', 'weight', "
-                                          r"'kind'"):
+    with pytest.raises(RecipeError, match=r"label column 'label' is not one of the header's 3 columns") as raised:
         load("csv", {"source": str(path), "label_column": "label"}, tmp_path)
+    assert "height" not in str(raised.value) and "weight" not in str(raised.value)
     path.write_text("height,weight,kind\n1,2,a\n3,heavy,b\n")
-    with pytest.raises(RecipeError, match=r"column 'weight', row 3: 'heavy' is not a finite number"):
+    with pytest.raises(RecipeError, match=r"column 2, row 3: the value is not a finite number") as raised:
         load("csv", {"source": str(path), "label_column": "kind"}, tmp_path)
+    assert "heavy" not in str(raised.value) and "weight" not in str(raised.value)
     path.write_text("height,kind\n1,a\n2\n")
     with pytest.raises(RecipeError, match="row 3 has 1 cells"):
         load("csv", {"source": str(path), "label_column": "kind"}, tmp_path)

@@ -7,13 +7,12 @@ import gzip
 import hashlib
 import http.client
 import io
+import logging
 import math
 import os
 import re
 import struct
 import tempfile
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 from app.training.catalog import BUILTIN_DATASETS, Recipe, check_option
-from app.training.recipes import DataError, RecipeError
+from app.training.fetch import Network, open_checked
+from app.training.recipes import DataError, RecipeError, SourceNotAllowed
+from app.training.sources import SourcePolicy, SourceRefused, check_path, check_url, is_url
+
+local_log = logging.getLogger(__name__)
 
 KINDS = ("vector", "image", "tokens")
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -77,7 +80,7 @@ def resolved_options(recipe: Recipe, options: Any) -> dict[str, Any]:
 
 
 def load_dataset(name: str, options: dict, *, cache_dir: Path, validation_split: float, seed: int,
-                 want: str | None = None,
+                 policy: SourcePolicy, want: str | None = None, network: Network | None = None,
                  log: Callable[[str], None] = print) -> tuple[TensorDataset, TensorDataset, DataInfo]:
     """Load a built-in dataset and split it deterministically into (train, validation, info)."""
     recipe = BUILTIN_DATASETS.get(name) if isinstance(name, str) else None
@@ -91,15 +94,15 @@ def load_dataset(name: str, options: dict, *, cache_dir: Path, validation_split:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RecipeError(f"seed must be a whole number, got {seed!r}")
     opts = resolved_options(recipe, options)
-    cache = Path(cache_dir)
+    fetch = _Fetch(Path(cache_dir), policy, network, log)
     if name == "synthetic":
         inputs, targets, info = _synthetic(opts)
     elif name == "mnist":
-        inputs, targets, info = _mnist(opts, cache, log)
+        inputs, targets, info = _mnist(opts, fetch)
     elif name == "csv":
-        inputs, targets, info = _csv(opts, cache, log)
+        inputs, targets, info = _csv(opts, fetch)
     else:
-        inputs, targets, info = _text(opts, cache, log)
+        inputs, targets, info = _text(opts, fetch)
     if info.kind == "image" and want == "vector":
         inputs = inputs.reshape(inputs.shape[0], -1)
         info = DataInfo("vector", (int(inputs.shape[1]),), info.n_classes, info.vocab)
@@ -154,11 +157,6 @@ def _synthetic(opts: dict[str, Any]) -> Loaded:
 
 # --- sources: local paths and verified downloads -------------------------------------------------------------------
 
-def _is_url(source: str) -> bool:
-    """True for an http(s) URL."""
-    return source.lower().startswith(("http://", "https://"))
-
-
 def _sha256_file(path: Path) -> str:
     """The hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -168,44 +166,62 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_source(source: str, sha256: str | None, *, cache_dir: Path, what: str,
-                 log: Callable[[str], None] = print) -> Path:
-    """A local file for a source: the path itself (verified when sha256 is given) or a verified cached download."""
+def fetch_source(source: str, sha256: str | None, *, cache_dir: Path, what: str, policy: SourcePolicy,
+                 network: Network | None = None, field: str | None = None, log: Callable[[str], None] = print) -> Path:
+    """A local file for a source: a path inside dataset_dirs (verified when sha256 is given) or a verified download.
+
+    A path outside the allowed folders is refused (RecipeError) before anything is opened; a URL that cannot be
+    fetched, for whatever reason, gives the same DataError, with the reason only in this machine's log.
+    """
     if not isinstance(source, str) or not source.strip():
         raise RecipeError(f"{what}: the source must be a file path or an http(s) URL")
     expected = sha256.strip().lower() if isinstance(sha256, str) and sha256.strip() else None
     if expected is not None and not re.fullmatch(r"[0-9a-f]{64}", expected):
         raise RecipeError(f"{what}: the sha256 must be 64 hexadecimal characters, got {sha256!r}")
-    if _is_url(source):
+    if is_url(source):
         if not expected:
             raise RecipeError(f"{what}: a sha256 is required for the URL {source}")
-        return _download(source, expected, Path(cache_dir), log)
+        return _download(source, expected, Path(cache_dir), policy, network or Network(), log)
     if "://" in source:
         raise RecipeError(f"{what}: only http:// and https:// URLs are supported, not {source}")
-    path = Path(source).expanduser()
+    try:
+        path = check_path(source, policy.dirs)
+    except SourceRefused as exc:
+        raise SourceNotAllowed(f"{field or what}: {source} is not allowed: {exc}") from None
     if not path.is_file():
-        raise DataError(f"{what}: file not found: {path}")
+        raise DataError(f"{what}: file not found: {source}")
     if expected:
         try:
             actual = _sha256_file(path)
         except OSError as exc:
-            raise DataError(f"{what}: cannot read {path}: {exc}") from exc
+            raise DataError(f"{what}: cannot read {source}: {exc.strerror}") from None
         if actual != expected:
-            raise DataError(f"sha256 mismatch for {path}: expected {expected}, got {actual}")
+            raise DataError(f"sha256 mismatch for {source}: the file's sha256 is not {expected}")
     return path
 
 
-def _download(url: str, expected: str, cache_dir: Path, log: Callable[[str], None]) -> Path:
-    """Download url into cache_dir/<sha256> (reusing a verified cached copy); DataError on any failure."""
+def _fetch_failed(url: str, detail: str) -> DataError:
+    """The one error every failed download gives; the detail goes only to this machine's log."""
+    local_log.warning("could not fetch %s: %s", url, detail)
+    return DataError(f"could not fetch {url} (see this machine's log)")
+
+
+def _download(url: str, expected: str, cache_dir: Path, policy: SourcePolicy, network: Network,
+              log: Callable[[str], None]) -> Path:
+    """Download url into cache_dir/<sha256> (reusing a verified cached copy); the same DataError on any failure."""
+    try:
+        check_url(url, policy.hosts)  # a URL that may not be fetched does not get a cached copy either
+    except SourceRefused as exc:
+        raise _fetch_failed(url, f"refused: {exc}") from None
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create the cache directory {cache_dir}: {exc}") from exc
+        raise DataError(f"cannot create the cache directory {cache_dir}: {exc.strerror}") from None
     target = cache_dir / expected
     if target.is_file():
         try:
             if _sha256_file(target) == expected:
-                log(f"using cached {url} ({target})")
+                log(f"using the cached copy of {url}")
                 return target
             target.unlink()  # a stale or damaged copy: fetch it again
         except OSError:
@@ -217,60 +233,72 @@ def _download(url: str, expected: str, cache_dir: Path, log: Callable[[str], Non
         received = 0
         with os.fdopen(fd, "wb") as out:
             try:
-                with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() and int(length) > 0 else None
-                    next_pct = 10
-                    while chunk := response.read(CHUNK_BYTES):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        if total:
-                            pct = min(100, received * 100 // total)
-                            if pct >= next_pct:
-                                log(f"downloading {url}: {pct}% of {total} bytes ...")
-                                next_pct = (pct // 10 + 1) * 10
-            except urllib.error.HTTPError as exc:
-                raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-            except urllib.error.URLError as exc:
-                raise DataError(f"download of {url} failed: {exc.reason}") from exc
+                fetched = open_checked(url, policy.hosts, timeout=DOWNLOAD_TIMEOUT_S, network=network)
+            except SourceRefused as exc:
+                raise _fetch_failed(url, f"refused: {exc}") from None
             except (TimeoutError, http.client.HTTPException, OSError, ValueError) as exc:
-                raise DataError(f"download of {url} failed: {exc or type(exc).__name__}") from exc
-        if total is None:
-            log(f"downloading {url}: {received} bytes in total (size was not announced)")
-        elif received != total:
-            raise DataError(f"download of {url} failed: received {received} of {total} bytes")
+                raise _fetch_failed(url, f"{type(exc).__name__}: {exc}") from None
+            try:
+                length = fetched.response.getheader("Content-Length")
+                total = int(length) if length and length.isdigit() and int(length) > 0 else None
+                next_pct = 10
+                while chunk := fetched.response.read(CHUNK_BYTES):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    if total:
+                        pct = min(100, received * 100 // total)
+                        if pct >= next_pct:
+                            local_log.info("downloading %s: %d%% of %d bytes", url, pct, total)
+                            next_pct = (pct // 10 + 1) * 10
+            except (TimeoutError, http.client.HTTPException, OSError, ValueError) as exc:
+                raise _fetch_failed(url, f"{type(exc).__name__}: {exc}") from None
+            finally:
+                fetched.close()
+        if total is not None and received != total:
+            raise _fetch_failed(url, f"received {received} of {total} bytes")
         actual = digest.hexdigest()
         if actual != expected:
-            raise DataError(f"sha256 mismatch for {url}: expected {expected}, got {actual}")
+            raise _fetch_failed(url, f"sha256 mismatch: expected {expected}, got {actual}")
         os.replace(tmp, target)
+        log(f"downloaded {url} ({received} bytes, sha256 verified)")
     except OSError as exc:
-        raise DataError(f"download of {url} failed: {exc}") from exc
+        raise _fetch_failed(url, f"{type(exc).__name__}: {exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
-    """A file's bytes, gunzipped when the file is gzip-compressed."""
+def _read_bytes(path: Path, what: str, name: str) -> bytes:
+    """A file's bytes, gunzipped when the file is gzip-compressed (messages name the source, never the content)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"{what}: cannot read {path}: {exc}") from exc
+        raise DataError(f"{what}: cannot read {name}: {exc.strerror}") from None
     if data[:2] == GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise RecipeError(f"{what}: {path} is not a valid gzip file: {exc}") from exc
+        except (OSError, EOFError, zlib.error):
+            raise RecipeError(f"{what}: {name} is not a valid gzip file") from None
     return data
 
 
-def _load_source(opts: dict[str, Any], key: str, sha_key: str, cache_dir: Path, what: str,
-                 log: Callable[[str], None]) -> tuple[bytes, str]:
-    """The bytes of a source option (downloaded and verified as needed) and a name for messages."""
+@dataclass(frozen=True)
+class _Fetch:
+    """Where downloads are cached, what may be opened or fetched, and where progress is reported."""
+
+    cache_dir: Path
+    policy: SourcePolicy
+    network: Network | None
+    log: Callable[[str], None]
+
+
+def _load_source(opts: dict[str, Any], key: str, sha_key: str, fetch: _Fetch, what: str) -> tuple[bytes, str]:
+    """The bytes of a source option (checked against the policy, downloaded and verified as needed) and its name."""
     source = opts[key]
-    path = fetch_source(source, opts.get(sha_key), cache_dir=cache_dir, what=what, log=log)
-    return _read_bytes(path, what), source
+    path = fetch_source(source, opts.get(sha_key), cache_dir=fetch.cache_dir, what=what, policy=fetch.policy,
+                        network=fetch.network, field=f"config.dataset_options.{key}", log=fetch.log)
+    return _read_bytes(path, what, source), source
 
 
 # --- mnist ---------------------------------------------------------------------------------------------------------
@@ -281,16 +309,15 @@ def parse_idx_images(data: bytes, name: str) -> np.ndarray:
         raise RecipeError(f"{name}: truncated IDX header ({len(data)} bytes, expected at least 16)")
     magic, count, rows, cols = struct.unpack(">IIII", data[:16])
     if magic != IDX_IMAGES_MAGIC:
-        raise RecipeError(f"{name}: wrong magic number 0x{magic:08x} for an IDX images file "
-                          f"(expected 0x{IDX_IMAGES_MAGIC:08x})")
+        raise RecipeError(f"{name}: wrong magic number for an IDX images file (expected 0x{IDX_IMAGES_MAGIC:08x})")
     if (rows, cols) != (MNIST_SIDE, MNIST_SIDE):
-        raise RecipeError(f"{name}: images are {rows}x{cols}, expected {MNIST_SIDE}x{MNIST_SIDE}")
+        raise RecipeError(f"{name}: images are not {MNIST_SIDE}x{MNIST_SIDE}")
     if count == 0:
         raise RecipeError(f"{name}: the file holds no images")
     expected = 16 + count * rows * cols
     if len(data) != expected:
-        raise RecipeError(f"{name}: header announces {count} images ({expected} bytes) but the file has "
-                          f"{len(data)} bytes")
+        raise RecipeError(f"{name}: the number of images in the header does not match the file's size "
+                          f"({len(data)} bytes)")
     return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
 
 
@@ -300,23 +327,21 @@ def parse_idx_labels(data: bytes, name: str) -> np.ndarray:
         raise RecipeError(f"{name}: truncated IDX header ({len(data)} bytes, expected at least 8)")
     magic, count = struct.unpack(">II", data[:8])
     if magic != IDX_LABELS_MAGIC:
-        raise RecipeError(f"{name}: wrong magic number 0x{magic:08x} for an IDX labels file "
-                          f"(expected 0x{IDX_LABELS_MAGIC:08x})")
+        raise RecipeError(f"{name}: wrong magic number for an IDX labels file (expected 0x{IDX_LABELS_MAGIC:08x})")
     if len(data) != 8 + count:
-        raise RecipeError(f"{name}: header announces {count} labels ({8 + count} bytes) but the file has "
-                          f"{len(data)} bytes")
+        raise RecipeError(f"{name}: the number of labels in the header does not match the file's size "
+                          f"({len(data)} bytes)")
     return np.frombuffer(data, dtype=np.uint8, offset=8)
 
 
-def _mnist(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> Loaded:
+def _mnist(opts: dict[str, Any], fetch: _Fetch) -> Loaded:
     """MNIST-format IDX images and labels as (N,1,28,28) floats in [0,1] and int64 classes."""
-    image_bytes, image_name = _load_source(opts, "images", "images_sha256", cache_dir, "mnist images", log)
-    label_bytes, label_name = _load_source(opts, "labels", "labels_sha256", cache_dir, "mnist labels", log)
+    image_bytes, image_name = _load_source(opts, "images", "images_sha256", fetch, "mnist images")
+    label_bytes, label_name = _load_source(opts, "labels", "labels_sha256", fetch, "mnist labels")
     images = parse_idx_images(image_bytes, image_name)
     labels = parse_idx_labels(label_bytes, label_name)
     if len(images) != len(labels):
-        raise RecipeError(f"count mismatch: {image_name} holds {len(images)} images but {label_name} holds "
-                          f"{len(labels)} labels")
+        raise RecipeError(f"count mismatch: {image_name} and {label_name} hold different numbers of samples")
     inputs = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     targets = torch.from_numpy(labels.astype(np.int64))
     n_classes = max(10, int(labels.max()) + 1)
@@ -330,12 +355,15 @@ def _decode(data: bytes, name: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise RecipeError(f"{name}: not UTF-8 text (invalid byte at offset {exc.start})") from exc
+        raise RecipeError(f"{name}: not UTF-8 text (invalid byte at offset {exc.start})") from None
 
 
-def _csv(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> Loaded:
-    """Numeric feature columns (standardised) and a label column mapped to sorted class indices."""
-    data, name = _load_source(opts, "source", "sha256", cache_dir, "csv", log)
+def _csv(opts: dict[str, Any], fetch: _Fetch) -> Loaded:
+    """Numeric feature columns (standardised) and a label column mapped to sorted class indices.
+
+    Messages name rows, column numbers and counts, never a value of the file.
+    """
+    data, name = _load_source(opts, "source", "sha256", fetch, "csv")
     label_column = opts["label_column"]
     reader = csv.reader(io.StringIO(_decode(data, name), newline=""))
     try:
@@ -344,8 +372,7 @@ def _csv(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> L
             raise RecipeError(f"{name}: the file is empty (a header row is needed)")
         header = [column.strip() for column in header]
         if label_column not in header:
-            raise RecipeError(f"{name}: label column {label_column!r} not found; available columns: "
-                              f"{', '.join(repr(c) for c in header)}")
+            raise RecipeError(f"{name}: label column {label_column!r} is not one of the header's {len(header)} columns")
         label_at = header.index(label_column)
         feature_at = [i for i in range(len(header)) if i != label_at]
         if not feature_at:
@@ -369,12 +396,12 @@ def _csv(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> L
                 except ValueError:
                     value = math.nan
                 if not math.isfinite(value):
-                    raise RecipeError(f"{name}: column {header[i]!r}, row {line}: {cell!r} is not a finite number")
+                    raise RecipeError(f"{name}: column {i + 1}, row {line}: the value is not a finite number")
                 values.append(value)
             rows.append(values)
             raw_labels.append(label)
-    except csv.Error as exc:
-        raise RecipeError(f"{name}: malformed CSV at row {reader.line_num}: {exc}") from exc
+    except csv.Error:
+        raise RecipeError(f"{name}: malformed CSV at row {reader.line_num}") from None
     if not rows:
         raise RecipeError(f"{name}: no data rows after the header")
     distinct = set(raw_labels)
@@ -383,7 +410,7 @@ def _csv(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> L
     except ValueError:
         classes = sorted(distinct)
     if len(classes) < 2:
-        raise RecipeError(f"{name}: label column {label_column!r} has only one distinct value {classes[0]!r}")
+        raise RecipeError(f"{name}: label column {label_column!r} has only one distinct value")
     index = {label: i for i, label in enumerate(classes)}
     features = np.asarray(rows, dtype=np.float64)
     mean, std = features.mean(axis=0), features.std(axis=0)
@@ -395,9 +422,9 @@ def _csv(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> L
 
 # --- text ----------------------------------------------------------------------------------------------------------
 
-def _text(opts: dict[str, Any], cache_dir: Path, log: Callable[[str], None]) -> Loaded:
+def _text(opts: dict[str, Any], fetch: _Fetch) -> Loaded:
     """Non-overlapping windows of seq_len+1 characters: inputs and next-character targets over a sorted vocabulary."""
-    data, name = _load_source(opts, "source", "sha256", cache_dir, "text", log)
+    data, name = _load_source(opts, "source", "sha256", fetch, "text")
     text = _decode(data, name)
     seq_len = int(opts["seq_len"])
     if len(text) < seq_len + 1:

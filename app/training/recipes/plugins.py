@@ -16,6 +16,7 @@ from app.training.catalog import BUILTIN_DATASETS, BUILTIN_MODELS, ENTRY_POINT_G
 from app.training.recipes import RecipeError
 from app.training.recipes import datasets as builtin_datasets
 from app.training.recipes import models as builtin_models
+from app.training.sources import SourcePolicy
 
 
 def _installed(kind: str, name: str) -> Callable[..., Any]:
@@ -37,10 +38,10 @@ def build_model(name: str, options: dict[str, Any], info: Any) -> Any:
 
 
 def load_dataset(name: str, options: dict[str, Any], *, cache_dir: Path, validation_split: float, seed: int,
-                 want: str | None, log: Callable[[str], None]) -> Any:
-    """A built-in or installed dataset."""
+                 want: str | None, log: Callable[[str], None], policy: SourcePolicy) -> Any:
+    """A built-in or installed dataset (built-in sources are checked against policy before anything is opened)."""
     if name in BUILTIN_DATASETS:
         return builtin_datasets.load_dataset(name, options, cache_dir=cache_dir, validation_split=validation_split,
-                                             seed=seed, want=want, log=log)
+                                             seed=seed, want=want, log=log, policy=policy)
     return _installed("dataset", name)(options, cache_dir=cache_dir, validation_split=validation_split, seed=seed,
                                        want=want, log=log)

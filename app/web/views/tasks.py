@@ -167,9 +167,11 @@ async def submit_task(request: web.Request) -> web.StreamResponse:
     task, json_errors = build_task(values)
     try:
         if json_errors:
-            validate_task(task, agent.catalog)  # collect the other problems too; nothing is written
+            policy = await service.source_policy(agent.db, agent.settings.farm_name, agent.settings.dataset_dirs)
+            validate_task(task, agent.catalog, policy)  # collect the other problems too; nothing is written
             raise ValidationError("invalid task", json_errors)
-        row = await service.submit(agent.db, task, agent.catalog, agent.client_id)
+        row = await service.submit(agent.db, task, agent.catalog, agent.client_id,
+                                   farm_name=agent.settings.farm_name, dataset_dirs=agent.settings.dataset_dirs)
     except ValidationError as exc:
         # An option list that did not parse fell back to the defaults: what the validator says about those is noise.
         problems = {path: message for path, message in exc.fields.items()

@@ -1,0 +1,50 @@
+"""`aifarm farm ...`: farm-wide settings the organiser keeps in the farm database."""
+
+from __future__ import annotations
+
+import argparse
+
+from app.config import Settings
+from app.db.migrate import open_current_database
+from app.db.queries import dataset_hosts as host_queries
+from app.errors import ConfigError
+from app.textui import print_json
+from app.training.sources import parse_host_entry
+
+
+async def farm_dataset_hosts(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm farm dataset-hosts add|remove HOST` and `list`: the hosts tasks may download datasets from."""
+    host = None
+    if args.hosts_command != "list":
+        try:
+            host = parse_host_entry(args.host)
+        except ValueError as exc:
+            raise ConfigError(f"dataset host {args.host!r} is invalid: {exc}") from None
+    db = await open_current_database(settings.effective_database_url)
+    try:
+        async with db.begin() as conn:
+            if args.hosts_command == "list":
+                hosts = await host_queries.list_hosts(conn, settings.farm_name)
+            elif args.hosts_command == "add":
+                changed = await host_queries.add_host(conn, settings.farm_name, host)
+            else:
+                changed = await host_queries.remove_host(conn, settings.farm_name, host)
+    finally:
+        await db.dispose()
+    if args.hosts_command == "list":
+        if args.json:
+            print_json({"farm_name": settings.farm_name, "dataset_hosts": hosts})
+        else:
+            for item in hosts:
+                print(item)
+            if not hosts:
+                print(f"farm {settings.farm_name!r}: no dataset hosts (tasks may only read files in dataset_dirs)")
+        return 0
+    if args.hosts_command == "add":
+        print(f"{host} added to farm {settings.farm_name!r}'s dataset hosts" if changed
+              else f"{host} is already one of farm {settings.farm_name!r}'s dataset hosts")
+        return 0
+    if not changed:
+        raise ConfigError(f"{host} is not one of farm {settings.farm_name!r}'s dataset hosts")
+    print(f"{host} removed from farm {settings.farm_name!r}'s dataset hosts")
+    return 0
