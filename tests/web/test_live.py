@@ -67,8 +67,6 @@ async def test_many_viewers_cost_one_read_per_tick_and_see_each_line_once(db: Da
             first = await feed.catch_up(task_id)
             assert first is not None
             seen[index] += [row["message"] for row in first.data["logs"]]
-        catch_up_reads = counter.count
-        assert catch_up_reads == VIEWERS
         streams = [s.events() for s in subscriptions]
         for n in range(4):
             await _log(db, task_id, f"new {n}")
