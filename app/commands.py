@@ -168,7 +168,8 @@ async def show_stats(args: argparse.Namespace, settings: Settings) -> int:
     if by_type:
         print()
         rows = [
-            (r["type"], r["total"], r["completed"], r["failed"], duration(r["avg_completion_time"])) for r in by_type
+            (r["type"], r["total"], r["completed"], r["failed"],
+             None if r["avg_completion_time"] is None else duration(r["avg_completion_time"])) for r in by_type
         ]
         print(format_table(("TYPE", "TOTAL", "COMPLETED", "FAILED", "AVG COMPLETION"), rows))
     return 0
