@@ -54,16 +54,22 @@ def _own_distribution() -> importlib.metadata.Distribution | None:
     return dist if holds_this else None
 
 
+def _field(dist: importlib.metadata.Distribution, name: str) -> str:
+    """One metadata field's text; '' when the distribution does not state it."""
+    meta = dist.metadata
+    return str(meta[name] or "").strip() if name in meta else ""
+
+
 def _license_of(dist: importlib.metadata.Distribution) -> str:
     """License-Expression, else a short License field, else the licence classifiers."""
-    meta = dist.metadata
-    expression = (meta.get("License-Expression") or "").strip()
+    expression = _field(dist, "License-Expression")
     if expression:
         return expression
-    field = (meta.get("License") or "").strip()
+    field = _field(dist, "License")
     if field and "\n" not in field and len(field) <= MAX_LICENSE_FIELD:
         return field
-    classifiers = [c.rsplit("::", 1)[-1].strip() for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
+    classifiers = [c.rsplit("::", 1)[-1].strip() for c in dist.metadata.get_all("Classifier") or []
+                   if c.startswith("License ::")]
     return ", ".join(classifiers) or "not stated"
 
 
@@ -82,7 +88,7 @@ def notice(name: str) -> Notice:
         dist = importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
         return Notice(name, None, "not installed")
-    return Notice(dist.metadata.get("Name") or name, dist.version, _license_of(dist))
+    return Notice(_field(dist, "Name") or name, dist.version, _license_of(dist))
 
 
 def _license_text(dist: importlib.metadata.Distribution) -> str:
@@ -104,7 +110,8 @@ def about() -> About:
         pyproject = _CHECKOUT / "pyproject.toml"
         project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}) if pyproject.is_file() else {}
         requirements = project.get("dependencies", [])
-        license_name = project.get("license") if isinstance(project.get("license"), str) else "not stated"
+        declared = project.get("license")
+        license_name = declared if isinstance(declared, str) else "not stated"
         files = [_CHECKOUT / name for name in project.get("license-files", [])]
         license_text = "\n".join(f.read_text(encoding="utf-8") for f in files if f.is_file())
     names = sorted({name for name in map(requirement_name, requirements) if name}, key=str.lower)
