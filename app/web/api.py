@@ -74,7 +74,8 @@ async def list_tasks(request: web.Request) -> web.Response:
     agent = request.app[AGENT_KEY]
     status_filter = request.query.get("status") or None
     if status_filter and status_filter not in TASK_STATUSES:
-        raise ValidationError("unknown status filter", {"status": f"must be {', '.join(TASK_STATUSES[:-1])} or {TASK_STATUSES[-1]}"})
+        named = f"{', '.join(TASK_STATUSES[:-1])} or {TASK_STATUSES[-1]}"
+        raise ValidationError("unknown status filter", {"status": f"must be {named}"})
     sort = request.query.get("sort", "priority")
     if sort not in task_queries.TASK_SORTS:
         raise ValidationError("unknown sort", {"sort": f"must be one of {', '.join(task_queries.TASK_SORTS)}"})
