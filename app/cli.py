@@ -13,6 +13,7 @@ from app import __version__
 from app.config import SPEC_BY_NAME, Settings, load_settings
 from app.errors import AifarmError
 from app.runtime_files import secure_data_dir
+from app.statuses import TASK_STATUSES
 
 log = logging.getLogger("app")
 
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sub.add_parser("tasks", help="List tasks.")
     _common(tasks, json_output=True)
-    tasks.add_argument("--status", choices=("pending", "running", "completed", "failed", "error"))
+    tasks.add_argument("--status", choices=TASK_STATUSES)
     tasks.add_argument("--type", metavar="TYPE")
     tasks.add_argument("--sort", choices=("priority", "newest", "oldest"), default="priority")
     tasks.add_argument("--limit", type=int, default=50, metavar="N")

@@ -1,7 +1,8 @@
-"""Reads about one client shared by the dashboard page and the API (no SQL here: query functions only)."""
+"""Reads about clients shared by the dashboard pages and the API (no SQL here: query functions only)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from app.db.engine import Database
@@ -12,6 +13,30 @@ from app.db.queries import metrics as metric_queries
 from app.errors import NotFound
 
 NO_CONTRIBUTION = {"compute_hours": 0.0, "samples": 0, "tasks": 0}
+
+
+@dataclass(frozen=True)
+class ClientPage:
+    """A page of clients rows, each with `active_tasks` and `contribution` added, and how many clients exist."""
+
+    clients: list[dict[str, Any]]
+    total: int
+    limit: int
+    offset: int
+
+
+async def client_page(db: Database, limit: int, offset: int = 0) -> ClientPage:
+    """Clients most recently seen first, with their active task counts and contributions."""
+    async with db.connect() as conn:
+        rows = await client_queries.list_clients(conn, limit=limit, offset=offset)
+        total = sum((await client_queries.count_by_status(conn)).values())
+        ids = [row["id"] for row in rows]
+        counts = {r["id"]: r["active_tasks"] for r in await client_queries.active_clients_with_task_counts(conn, ids)}
+        contributions = await client_queries.contributions(conn, ids)
+    for row in rows:
+        row["active_tasks"] = counts.get(row["id"], 0)
+        row["contribution"] = contributions.get(row["id"], dict(NO_CONTRIBUTION))
+    return ClientPage(clients=rows, total=total, limit=limit, offset=offset)
 
 
 async def client_detail(db: Database, client_id: str) -> dict[str, Any]:

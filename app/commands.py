@@ -13,7 +13,8 @@ from app.db.queries import clients as client_queries
 from app.db.queries import tasks as task_queries
 from app.commands_farm import farm_dataset_hosts  # noqa: F401
 from app.commands_ops import db_backup, db_create_agent_user, db_restore, db_stats, maintenance_run  # noqa: F401
-from app.textui import format_duration, format_table, print_json, relative_time
+from app.textui import format_table, print_json
+from app.timefmt import duration, relative_time
 
 
 async def run_agent(args: argparse.Namespace, settings: Settings) -> int:
@@ -168,7 +169,8 @@ async def show_stats(args: argparse.Namespace, settings: Settings) -> int:
     if by_type:
         print()
         rows = [
-            (r["type"], r["total"], r["completed"], r["failed"], format_duration(r["avg_completion_time"])) for r in by_type
+            (r["type"], r["total"], r["completed"], r["failed"],
+             None if r["avg_completion_time"] is None else duration(r["avg_completion_time"])) for r in by_type
         ]
         print(format_table(("TYPE", "TOTAL", "COMPLETED", "FAILED", "AVG COMPLETION"), rows))
     return 0

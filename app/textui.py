@@ -1,4 +1,4 @@
-"""Plain-text output for the command line: tables, JSON and relative times."""
+"""Plain-text output for the command line: tables and JSON (times as text: app/timefmt.py)."""
 
 from __future__ import annotations
 
@@ -42,33 +42,3 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["  ".join(header.ljust(width) for header, width in zip(headers, widths)).rstrip()]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
-
-
-def relative_time(when: datetime | None, now: datetime | None = None) -> str:
-    """'12 s ago', '3 min ago', '2 h ago', '5 d ago' for a naive-UTC or aware datetime."""
-    if when is None:
-        return "never"
-    now = now or datetime.now(timezone.utc)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    seconds = int((now - when).total_seconds())
-    if seconds < 0:
-        return "just now"
-    if seconds < 60:
-        return f"{seconds} s ago"
-    if seconds < 3600:
-        return f"{seconds // 60} min ago"
-    if seconds < 86400:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} d ago"
-
-
-def format_duration(seconds: float | None) -> str:
-    """'45 s', '12 min', '3.5 h' for a number of seconds."""
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

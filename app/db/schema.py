@@ -27,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 
+from app.statuses import TASK_STATUSES
+
 # SQLite keeps DATETIME as text; store it with second precision like MySQL's DATETIME, so that
 # values written by Python and by CURRENT_TIMESTAMP compare correctly as strings.
 _SQLITE_DATETIME = sqlite.DATETIME(  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
@@ -70,7 +72,6 @@ def _on_update_now() -> DefaultClause:
     return DefaultClause(text("CURRENT_TIMESTAMP"), for_update=True)
 
 
-TASK_STATUSES = ("pending", "running", "completed", "failed", "error")
 ASSIGNMENT_STATUSES = ("assigned", "training", "completed", "failed")
 CLIENT_STATUSES = ("active", "inactive")
 CHECKPOINT_TYPES = ("regular", "distributed", "emergency", "final")

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from app.client_service import client_detail
+from app.client_service import client_detail, client_page
 from app.db.queries import assignments as assignment_queries
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries import clients as client_queries
@@ -19,6 +19,7 @@ from app.db.queries import models as model_queries
 from app.db.queries import tasks as task_queries
 from app.errors import ValidationError
 from app.scheduling import service
+from app.statuses import TASK_STATUSES
 from app.textui import to_json
 from app.web.keys import AGENT_KEY, CACHE_KEY, LIVE_KEY
 from app.web.live import Event
@@ -74,8 +75,9 @@ async def list_tasks(request: web.Request) -> web.Response:
     """A page of tasks: ?status=&type=&sort=priority|newest|oldest&limit=&offset=."""
     agent = request.app[AGENT_KEY]
     status_filter = request.query.get("status") or None
-    if status_filter and status_filter not in ("pending", "running", "completed", "failed", "error"):
-        raise ValidationError("unknown status filter", {"status": "must be pending, running, completed, failed or error"})
+    if status_filter and status_filter not in TASK_STATUSES:
+        named = f"{', '.join(TASK_STATUSES[:-1])} or {TASK_STATUSES[-1]}"
+        raise ValidationError("unknown status filter", {"status": f"must be {named}"})
     sort = request.query.get("sort", "priority")
     if sort not in task_queries.TASK_SORTS:
         raise ValidationError("unknown sort", {"sort": f"must be one of {', '.join(task_queries.TASK_SORTS)}"})
@@ -190,19 +192,10 @@ async def task_checkpoints(request: web.Request) -> web.Response:
 
 async def list_clients(request: web.Request) -> web.Response:
     """Every client with its active task count (the seed's active-clients query for active ones)."""
-    agent = request.app[AGENT_KEY]
     limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
     offset = _int_param(request, "offset", 0, 0, 10**9)
-    async with agent.db.connect() as conn:
-        rows = await client_queries.list_clients(conn, limit=limit, offset=offset)
-        total = sum((await client_queries.count_by_status(conn)).values())
-        ids = [row["id"] for row in rows]
-        counts = {r["id"]: r for r in await client_queries.active_clients_with_task_counts(conn, ids)}
-        contributions = await client_queries.contributions(conn, ids)
-    for row in rows:
-        row["active_tasks"] = counts.get(row["id"], {}).get("active_tasks", 0)
-        row["contribution"] = contributions.get(row["id"], {"compute_hours": 0.0, "samples": 0, "tasks": 0})
-    return _json({"clients": rows, "total": total, "limit": limit, "offset": offset})
+    page = await client_page(request.app[AGENT_KEY].db, limit, offset)
+    return _json({"clients": page.clients, "total": page.total, "limit": page.limit, "offset": page.offset})
 
 
 async def get_client(request: web.Request) -> web.Response:

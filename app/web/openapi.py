@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app import __version__
+from app.statuses import TASK_STATUSES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 OBJECT = {"type": "object", "additionalProperties": True}
@@ -56,7 +57,7 @@ def build_openapi() -> dict[str, Any]:
                                   "responses": {"200": _json(OBJECT), **_errors(401, 503)}}},
         "/api/v1/tasks": {
             "get": {"summary": "A page of tasks", "parameters": [
-                _query("status", {"type": "string", "enum": ["pending", "running", "completed", "failed", "error"]},
+                _query("status", {"type": "string", "enum": list(TASK_STATUSES)},
                        "filter by status"),
                 _query("type", {"type": "string"}, "filter by type"),
                 _query("sort", {"type": "string", "enum": ["priority", "newest", "oldest"]}, "order"), *page],

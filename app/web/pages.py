@@ -3,73 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-TASK_STATUSES = ("pending", "running", "completed", "failed", "error")
-
-
-def as_utc(value: Any) -> datetime | None:
-    """A timezone-aware UTC datetime from a naive UTC datetime (the database's), an ISO text or Unix seconds."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), timezone.utc)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return as_utc(parsed)
-    return None
-
-
-def iso_time(value: Any) -> str:
-    """ISO 8601 UTC, for <time datetime>."""
-    moment = as_utc(value)
-    return moment.isoformat().replace("+00:00", "Z") if moment else ""
-
-
-def absolute_time(value: Any) -> str:
-    """'2024-05-01 12:03:04 UTC'."""
-    moment = as_utc(value)
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
-
-
-def relative_time(value: Any, now: datetime | None = None) -> str:
-    """'12 s ago', '5 min ago', 'in 3 h'; '—' for no time."""
-    moment = as_utc(value)
-    if moment is None:
-        return "—"
-    seconds = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
-    future = seconds < 0
-    text = duration(int(abs(seconds)))
-    if text == "0 s":
-        return "just now"
-    return f"in {text}" if future else f"{text} ago"
-
-
-def duration(seconds: Any) -> str:
-    """A short human duration: '42 s', '5 min', '3 h 20 min', '2 d 4 h'."""
-    if seconds is None or isinstance(seconds, jinja2.Undefined):
-        return "—"
-    value = float(seconds)
-    if value < 60:
-        return f"{round(value, 1):g} s"
-    total = int(value)
-    if total < 3600:
-        return f"{total // 60} min"
-    if total < 86400:
-        hours, minutes = divmod(total // 60, 60)
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(total // 3600, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
+from app.statuses import OPEN_TASK_STATUSES, TASK_STATUSES
+from app.timefmt import absolute_time, duration, iso_time, relative_time
 
 
 def number(value: Any, digits: int = 4) -> str:
@@ -122,12 +63,13 @@ def int_or_none(text: str | None) -> int | None:
 
 
 def add_page_routes(app: web.Application) -> None:
-    """Register every dashboard page and the template filters they use."""
-    from app.web.views import clients, models, operations, settings, tasks
+    """Register every dashboard page, the template filters they use and the statuses they name."""
+    from app.web.views import about, clients, models, operations, settings, tasks
 
     env = aiohttp_jinja2.get_env(app)
     env.filters.update({"iso_time": iso_time, "absolute_time": absolute_time, "relative_time": relative_time,
                         "duration": duration, "number": number, "megabytes": megabytes, "pretty_json": pretty_json})
+    env.globals.update({"task_statuses": TASK_STATUSES, "open_task_statuses": OPEN_TASK_STATUSES})
     router = app.router
     router.add_get("/tasks", tasks.task_list, name="tasks")
     router.add_get("/tasks/new", tasks.new_task, name="task_new")
@@ -144,3 +86,4 @@ def add_page_routes(app: web.Application) -> None:
     router.add_get("/settings", settings.settings_page, name="settings")
     router.add_post("/settings/pause", settings.pause, name="settings_pause")
     router.add_post("/settings/resume", settings.resume, name="settings_resume")
+    router.add_get("/about", about.about_page, name="about")

@@ -25,20 +25,7 @@
 
   /* ----- relative times ----- */
 
-  function relative(iso) {
-    var t = Date.parse(iso);
-    if (isNaN(t)) { return "—"; }
-    var s = Math.round((Date.now() - t) / 1000);
-    var future = s < 0;
-    s = Math.abs(s);
-    var text;
-    if (s < 1) { return "just now"; }
-    if (s < 60) { text = s + " s"; }
-    else if (s < 3600) { text = Math.floor(s / 60) + " min"; }
-    else if (s < 86400) { text = Math.floor(s / 3600) + " h" + (Math.floor(s / 60) % 60 ? " " + (Math.floor(s / 60) % 60) + " min" : ""); }
-    else { text = Math.floor(s / 86400) + " d" + (Math.floor(s / 3600) % 24 ? " " + (Math.floor(s / 3600) % 24) + " h" : ""); }
-    return future ? "in " + text : text + " ago";
-  }
+  var relative = window.AifarmTime.relative;
   function timeEl(iso) {
     var t = document.createElement("time");
     t.setAttribute("datetime", iso);

@@ -155,7 +155,7 @@ def test_submit_watch_live_and_visit_every_page(tmp_path: Path, sqlite_url: str)
 
                 pages = {"overview": "/", "tasks": "/tasks", "clients": "/clients",
                          "client": f"/clients/{agent.client_id}", "models": "/models", "operations": "/operations",
-                         "settings": "/settings"}
+                         "settings": "/settings", "about": "/about"}
                 for name, path in pages.items():
                     page.goto(agent.url.rstrip("/") + path)
                     assert page.locator("h1").count() == 1, name
@@ -170,7 +170,7 @@ def test_submit_watch_live_and_visit_every_page(tmp_path: Path, sqlite_url: str)
                                              is_mobile=True, has_touch=True)
                 narrow.add_cookies(context.cookies())
                 small = watcher.attach(narrow.new_page())
-                for name, path in {"overview-narrow": "/", "task-narrow": f"/tasks/{task_id}"}.items():
+                for name, path in {"overview-narrow": "/", "task-narrow": f"/tasks/{task_id}", "about-narrow": "/about"}.items():
                     small.goto(agent.url.rstrip("/") + path)
                     width = small.evaluate("() => document.documentElement.scrollWidth")
                     assert width <= 390, f"{name} scrolls sideways ({width} px)"

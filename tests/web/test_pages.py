@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.cookiejar
+import importlib.metadata
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, update
 
+from app import __version__
 from app.db.engine import create_database
 from app.db.queries import clients as client_queries
 from app.db.queries import logs as log_queries
@@ -404,6 +406,25 @@ def test_settings_pause_and_resume(farm: Farm) -> None:
     assert farm.browser.post("/settings/pause", {"csrf_token": token, "mode": "sideways"}).status == 400
     assert farm.browser.post("/settings/pause", {"csrf_token": token, "mode": "now"}).status == 303
     assert farm.agent.api("/api/v1/status")["donation"] == {**donation, "until": None, "summary": "paused"}
+
+
+
+def test_about_page_names_version_licence_notices_and_data_dir(farm: Farm) -> None:
+    """/about (linked from the settings): the version, MIT, each runtime dependency with its installed version
+    and licence, and the data dir; strangers get the sign-in page."""
+    assert 'href="/about"' in farm.browser.get("/settings").body
+    page = farm.browser.get("/about")
+    assert page.status == 200, page.body[:500]
+    assert f"<strong>{__version__}</strong>" in page.body and "<strong>MIT</strong>" in page.body
+    assert "Permission is hereby granted" in page.body  # the licence text itself
+    assert str(farm.agent.data_dir) in page.body
+    rows = dict(re.findall(r'<tr data-notice="([^"]+)">\s*<td><code>[^<]+</code></td>\s*<td>([^<]+)</td>', page.body))
+    for name in ("aiohttp", "aiohttp-jinja2", "SQLAlchemy", "Jinja2", "zeroconf", "alembic", "psutil"):
+        assert rows.get(name) == importlib.metadata.version(name), (name, rows)
+    assert re.search(r'<tr data-notice="SQLAlchemy">.*?<td class="small">MIT</td>', page.body, re.S)
+    assert "pytest" not in rows and "playwright" not in rows  # test-only packages are no runtime dependency
+    stranger = Browser(farm.agent, signed_in=False).get("/about")
+    assert stranger.status == 401 and "Third-party notices" not in stranger.body
 
 
 # ----- model downloads -----

@@ -29,6 +29,7 @@ from app.scheduling.decide import (
     lowest_free_rank,
     ram_of,
 )
+from app.statuses import OPEN_TASK_STATUSES
 
 MAX_ERROR_LOG = 60_000
 
@@ -278,7 +279,7 @@ async def end_attempt(conn: AsyncConnection, task_id: int, generation: int, reas
     if run is None or run["generation"] != generation:
         return None
     task = (await conn.execute(select(tasks.c.status, tasks.c.error_log).where(tasks.c.id == task_id))).first()
-    if task is None or task.status not in ("pending", "running"):
+    if task is None or task.status not in OPEN_TASK_STATUSES:
         return None  # completing (or failing) a task does not bump the generation: its attempt is over already
     failures = run["failures"] + (1 if failure else 0)
     status = final_status or (after_failure(failures, max_attempts) if failure else "pending")
@@ -331,7 +332,7 @@ async def cancel(conn: AsyncConnection, task_id: int) -> str:
     task = (await conn.execute(select(tasks.c.status).where(tasks.c.id == task_id).with_for_update())).first()
     if task is None:
         raise NotFound(f"task {task_id} does not exist")
-    if task.status not in ("pending", "running"):
+    if task.status not in OPEN_TASK_STATUSES:
         raise Conflict(f"task {task_id} is {task.status}; only pending or running tasks can be cancelled")
     run = await _lock_run(conn, task_id)
     if run is not None:

@@ -8,11 +8,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from app import client_service
-from app.db.queries import clients as client_queries
 from app.scheduling.decide import cpu_cores_of, ram_of
 from app.web.keys import AGENT_KEY
-
-NO_CONTRIBUTION = client_service.NO_CONTRIBUTION
 
 
 def hardware(row: dict[str, Any]) -> dict[str, Any]:
@@ -30,16 +27,10 @@ CLIENTS_SHOWN = 200
 async def client_list(request: web.Request) -> web.Response:
     """Every client with status, hardware, last seen, active tasks and contribution."""
     agent = request.app[AGENT_KEY]
-    async with agent.db.connect() as conn:
-        rows = await client_queries.list_clients(conn, limit=CLIENTS_SHOWN)
-        total = sum((await client_queries.count_by_status(conn)).values())
-        ids = [row["id"] for row in rows]
-        counts = {r["id"]: r["active_tasks"] for r in await client_queries.active_clients_with_task_counts(conn, ids)}
-        contributions = await client_queries.contributions(conn, ids)
-    clients = [{**row, "hw": hardware(row), "active_tasks": counts.get(row["id"], 0),
-                "contribution": contributions.get(row["id"], NO_CONTRIBUTION)} for row in rows]
+    page = await client_service.client_page(agent.db, CLIENTS_SHOWN)
+    clients = [{**row, "hw": hardware(row)} for row in page.clients]
     return aiohttp_jinja2.render_template("clients.html", request,
-                                          {"clients": clients, "own_id": agent.client_id, "total": total})
+                                          {"clients": clients, "own_id": agent.client_id, "total": page.total})
 
 
 async def client_detail(request: web.Request) -> web.Response:

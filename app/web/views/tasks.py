@@ -19,8 +19,9 @@ from app.db.queries import tasks as task_queries
 from app.errors import Conflict, ValidationError
 from app.scheduling import service
 from app.scheduling.validation import CONFIG_FIELDS, TASK_TYPES, validate_task
+from app.statuses import TASK_STATUSES
 from app.web.keys import AGENT_KEY
-from app.web.pages import TASK_STATUSES, int_or_none, path_id
+from app.web.pages import int_or_none, path_id
 
 PAGE_SIZE = 25
 MAX_PAGE = 10**6
