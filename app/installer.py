@@ -145,11 +145,12 @@ class LaunchctlWay:
 
 
 def launchctl_ways(uid: int, plist: str) -> list[LaunchctlWay]:
-    """The ways to load the LaunchAgent now, in order: bootstrap (macOS 10.10+), then the older load -w."""
+    """The ways to load the LaunchAgent now, in order: bootstrap into the user's GUI domain, then load -w."""
     domain = f"gui/{uid}"
     return [
-        LaunchctlWay(["launchctl", "bootout", f"{domain}/{LAUNCH_AGENT_LABEL}"], ["launchctl", "bootstrap", domain, plist]),
-        LaunchctlWay(["launchctl", "unload", plist], ["launchctl", "load", "-w", plist]),
+        LaunchctlWay(stop=["launchctl", "bootout", f"{domain}/{LAUNCH_AGENT_LABEL}"],
+                     start=["launchctl", "bootstrap", domain, plist]),
+        LaunchctlWay(stop=["launchctl", "unload", plist], start=["launchctl", "load", "-w", plist]),
     ]
 
 
@@ -165,7 +166,8 @@ def load_launch_agent(uid: int, plist: str) -> bool:
 def windows_shortcut(venv: str) -> Shortcut:
     """The Startup-folder shortcut: the windowless launcher, which runs `aifarm run` with the tray."""
     target = PureWindowsPath(venv) / "Scripts" / f"{TRAY_LAUNCHER}.exe"
-    return Shortcut(target=str(target), arguments="", description="AI Farm: donate spare GPU/CPU time to a LAN training farm")
+    return Shortcut(target=str(target), arguments="",
+                    description="AI Farm: donate spare GPU/CPU time to a LAN training farm")
 
 
 def _write(path: str, text: str) -> None:
@@ -187,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     note = sub.add_parser("torch-note", help="Say what PyTorch build will be downloaded.")
     note.add_argument("--torch", required=True, dest="torch_spec")
     for step in (pip, note):
-        step.add_argument("--os", dest="os_name", default=host_os(), help="linux, macos or windows (default: this one).")
+        step.add_argument("--os", dest="os_name", default=host_os(), help="linux, macos or windows (default: this).")
         step.add_argument("--arch", default=platform.machine(), help="The CPU architecture (default: this one).")
     xdg = sub.add_parser("xdg-autostart", help="Write the XDG autostart entry.")
     xdg.add_argument("--launcher", required=True)

@@ -13,7 +13,7 @@ find_python() {
   if [ -n "${PYTHON:-}" ]; then
     echo "AI Farm needs Python 3.11 or newer; PYTHON=$PYTHON is not one." >&2
   else
-    echo "AI Farm needs Python 3.11 or newer; none of python3, python3.13, python3.12, python3.11 is (set PYTHON=/path/to/python3.11 or newer)." >&2
+    echo "AI Farm needs Python 3.11 or newer and none of python3, python3.13, python3.12, python3.11 is; set PYTHON=/path/to/python." >&2
   fi
   return 1
 }

@@ -4,6 +4,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app.installer import main  # noqa: E402  (the checkout first on the path)
+from app.installer import main
 
 sys.exit(main())

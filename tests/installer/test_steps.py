@@ -133,8 +133,8 @@ def test_launch_agent_falls_back_to_load(tmp_path: Path, monkeypatch: pytest.Mon
 
 def steps(*args: str, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess[str]:
     """installer/steps.py with site-packages off: it must run before AI Farm and its dependencies are installed."""
-    return subprocess.run([sys.executable, "-S", str(STEPS), *args], capture_output=True, text=True, timeout=60,
-                          env={"PATH": path})
+    return subprocess.run([sys.executable, "-S", str(STEPS), *args], check=False, capture_output=True, text=True,
+                          timeout=60, env={"PATH": path})
 
 
 def test_steps_launch_agent_writes_and_loads_the_plist(tmp_path: Path) -> None:
