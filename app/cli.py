@@ -292,5 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def main_tray() -> int:
+    """Entry point of the windowless launcher (`aifarm-tray`): `aifarm run` with the tray icon."""
+    return main(["run", *sys.argv[1:]])
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,10 +8,14 @@
 #
 #   AIFARM_TORCH_SPEC  the torch requirement (default torch==2.13.0); same as --torch
 #   AIFARM_HOME        where AI Farm keeps its data and environment (default: the per-user data dir)
+#   PYTHON             the Python to use (default: the first 3.11 or newer of python3, python3.13, 3.12, 3.11)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-source_dir=$here
+installer_dir=$(cd "$(dirname "$0")" && pwd)
+source_dir=$(dirname "$installer_dir")
+steps="$installer_dir/steps.py"
+# shellcheck source=find-python.sh
+. "$installer_dir/find-python.sh"
 torch_spec=${AIFARM_TORCH_SPEC:-torch==2.13.0}
 action=install
 purge=no
@@ -26,7 +30,7 @@ while [ $# -gt 0 ]; do
     --purge) purge=yes ;;
     --no-autostart) autostart=no ;;
     --yes|-y) assume_yes=yes ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -50,7 +54,7 @@ uninstall() {
   rm -rf "$venv"
   rm -f "$launcher" "$desktop_file"
   if [ "$os" = macos ] && [ -f "$plist" ]; then
-    launchctl unload "$plist" 2>/dev/null || true
+    launchctl bootout "gui/$(id -u)" "$plist" 2>/dev/null || launchctl unload "$plist" 2>/dev/null || true
     rm -f "$plist"
   fi
   if [ "$purge" = yes ]; then
@@ -67,13 +71,9 @@ if [ "$action" = uninstall ]; then
   exit 0
 fi
 
-python=${PYTHON:-python3}
-if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  say "AI Farm needs Python 3.11 or newer as python3 (or set PYTHON=/path/to/python3.11)." >&2
-  exit 1
-fi
+python=$(find_python)
 if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
-  say "python3 cannot create virtual environments; install python3-venv (Debian/Ubuntu: sudo apt-get install -y python3-venv)." >&2
+  say "$python cannot create virtual environments; install python3-venv (Debian/Ubuntu: sudo apt-get install -y python3-venv)." >&2
   exit 1
 fi
 if [ ! -f "$source_dir/pyproject.toml" ]; then
@@ -86,10 +86,9 @@ if [ -x "$venv/bin/python" ]; then
 else
   say "Installing AI Farm for ${USER:-$(id -un)} into $venv."
 fi
+say "Using $python ($("$python" -c 'import sys; print(sys.version.split()[0])'))."
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-  say "PyTorch will be installed as '$torch_spec'. On Linux the default PyTorch wheels include CUDA and"
-  say "download several GB; a CPU-only machine can choose a smaller build with AIFARM_TORCH_SPEC or --torch"
-  say "(and pip's own index options, such as PIP_EXTRA_INDEX_URL)."
+  "$python" "$steps" torch-note --torch "$torch_spec"
   if [ "$assume_yes" = no ] && [ -t 0 ]; then
     read -r -p "Continue? [Y/n] " answer
     case "$answer" in [nN]*) say "Nothing installed."; exit 1 ;; esac
@@ -98,12 +97,9 @@ fi
 
 mkdir -p "$home_dir" "$bin_dir"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-# torch first and pinned: left to choose freely, pip would pick the newest build with gigabytes of CUDA.
-# The tested versions of everything else (installer/constraints.txt); pip's progress bars show for the big downloads.
-constraints=("-c" "$source_dir/installer/constraints.txt")
-"$venv/bin/python" -m pip install --disable-pip-version-check "${constraints[@]}" "$torch_spec" numpy
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "${constraints[@]}" --upgrade "$source_dir"
+# pip, then PyTorch pinned (pip's progress shown), then AI Farm with the tested versions of the rest
+# (installer/constraints.txt); it stops at the first failed call (app/installer.py).
+"$python" "$steps" pip-install --python "$venv/bin/python" --source "$source_dir" --torch "$torch_spec"
 
 cat > "$launcher" <<EOF
 #!/bin/sh
@@ -114,28 +110,12 @@ chmod 755 "$launcher"
 
 if [ "$autostart" = yes ]; then
   if [ "$os" = linux ]; then
-    mkdir -p "$(dirname "$desktop_file")"
-    cat > "$desktop_file" <<EOF
-[Desktop Entry]
-Type=Application
-Name=AI Farm
-Comment=Donate this computer's spare GPU/CPU time to a LAN training farm
-Exec="$launcher" run
-Terminal=false
-X-GNOME-Autostart-enabled=true
-EOF
+    "$python" "$steps" xdg-autostart --launcher "$launcher" --out "$desktop_file"
   else
-    mkdir -p "$(dirname "$plist")"
-    cat > "$plist" <<EOF
-<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0"><dict>
-  <key>Label</key><string>org.aifarm.agent</string>
-  <key>ProgramArguments</key><array><string>$launcher</string><string>run</string></array>
-  <key>RunAtLoad</key><true/>
-  <key>KeepAlive</key><false/>
-</dict></plist>
-EOF
+    # Loaded now and at every login, restarted after a crash; its output goes to the log file.
+    "$python" "$steps" launch-agent --launcher "$launcher" --plist "$plist" --log "$home_dir/logs/agent.log"
+    say "AI Farm runs in the background now and at every login (LaunchAgent $plist);"
+    say "its output goes to $home_dir/logs/agent.log."
   fi
 fi
 
