@@ -51,7 +51,8 @@ def redact_url(url: URL | str) -> str:
     if isinstance(url, str):
         try:
             url = make_url(url)
-        except ArgumentError:
+            url.port  # a malformed port only fails when read
+        except (ArgumentError, ValueError):
             return redact_text(url)
     return url.render_as_string(hide_password=True)
 
