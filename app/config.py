@@ -57,11 +57,7 @@ def parse_duration(value: Any, low: float = 0.001, high: float = 365 * 86400.0) 
             seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     except OverflowError:
         seconds = math.inf
-    if not math.isfinite(seconds):
-        raise ValueError("must be a finite duration")
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
-    if not low <= seconds <= high:
+    if not (math.isfinite(seconds) and low <= seconds <= high):
         raise ValueError(f"must be between {format_seconds(low)} and {format_seconds(high)}")
     return seconds
 
