@@ -120,8 +120,8 @@ def mysql_connector(url: URL) -> Callable[[], Awaitable[Any]]:
     _, options = aiomysql_dialect().create_connect_args(url)
 
     async def connect() -> Any:
-        import aiomysql
-        import pymysql
+        import aiomysql  # type: ignore[import-untyped]
+        import pymysql  # type: ignore[import-untyped]
 
         # aiomysql's connect_timeout covers only the TCP connect: a peer that accepts and never speaks
         # would hold the handshake forever.
