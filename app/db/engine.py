@@ -88,9 +88,7 @@ class Database:
 
 
 def create_database(url_text: str, *, pool_size: int = 5, echo: bool = False, create: bool = True) -> Database:
-    """A Database for the URL; nothing is connected until first use.
-
-    An SQLite file is checked for damage first; without `create`, a missing one is an error, not a new file."""
+    """A Database for the URL, nothing connected yet; an SQLite file is checked first, and must exist unless `create`."""
     url = parse_database_url(url_text)
     if url.drivername.startswith("mysql"):
         return Database(url, _mysql_engine(url, pool_size=pool_size, echo=echo))
