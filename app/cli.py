@@ -7,17 +7,45 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from app import __version__
 from app.config import SPEC_BY_NAME, Settings, load_settings
 from app.errors import AifarmError
 from app.runtime_files import secure_data_dir
 from app.statuses import TASK_STATUSES
+from app.ids import MAX_ID, parse_int
 
 log = logging.getLogger("app")
 
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one `aifarm: error:` line."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line naming the problem and exit 2."""
+        command = self.prog.removeprefix("aifarm").strip()
+        where = f" (see `aifarm {command} --help`)" if command else " (see `aifarm --help`)"
+        self.exit(2, f"aifarm: error: {message}{where}\n")
+
+
+def _bounded_int(what: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = parse_int(text.strip(), low, high)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number from {low} to {high}, not {text[:40]!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+_LIMIT = _bounded_int("the limit", 1, 10_000)
+_OFFSET = _bounded_int("the offset", 0, 10**9)
+_TASK_ID = _bounded_int("a task id", 1, MAX_ID)
+_PORT = _bounded_int("a port", 0, 65535)
 
 
 def _help(name: str) -> str:
@@ -36,7 +64,7 @@ def _common(parser: argparse.ArgumentParser, *, json_output: bool = False) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aifarm",
         description="AI Farm: donate this machine's GPU/CPU time to a LAN training farm.",
     )
@@ -46,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="Run the agent (dashboard, peer API, discovery, training).")
     _common(run)
     run.add_argument("--headless", action="store_true", help="No tray icon, even when a display is available.")
-    run.add_argument("--port", type=int, metavar="N", dest="dashboard_port", help=_help("dashboard_port"))
-    run.add_argument("--peer-port", type=int, metavar="N", dest="peer_port", help=_help("peer_port"))
+    run.add_argument("--port", type=_PORT, metavar="N", dest="dashboard_port", help=_help("dashboard_port"))
+    run.add_argument("--peer-port", type=_PORT, metavar="N", dest="peer_port", help=_help("peer_port"))
     run.add_argument("--host", metavar="ADDR", dest="dashboard_host", help=_help("dashboard_host"))
     run.add_argument("--expose", action="store_const", const=True, help=_help("expose"))
     run.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
@@ -97,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--status", choices=TASK_STATUSES)
     tasks.add_argument("--type", metavar="TYPE")
     tasks.add_argument("--sort", choices=("priority", "newest", "oldest"), default="priority")
-    tasks.add_argument("--limit", type=int, default=50, metavar="N")
-    tasks.add_argument("--offset", type=int, default=0, metavar="N")
+    tasks.add_argument("--limit", type=_LIMIT, default=50, metavar="N", help="at most N tasks (1 to 10000)")
+    tasks.add_argument("--offset", type=_OFFSET, default=0, metavar="N", help="skip the first N tasks")
     tasks.set_defaults(handler="list_tasks")
 
     clients = sub.add_parser("clients", help="List the farm's clients.")
@@ -118,17 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("task", help="Show one task: status, progress, ranks, why it waits.")
     _common(show, json_output=True)
-    show.add_argument("task_id", type=int, metavar="ID")
+    show.add_argument("task_id", type=_TASK_ID, metavar="ID")
     show.set_defaults(handler="show_task")
 
     cancel = sub.add_parser("cancel", help="Cancel a pending or running task.")
     _common(cancel)
-    cancel.add_argument("task_id", type=int, metavar="ID")
+    cancel.add_argument("task_id", type=_TASK_ID, metavar="ID")
     cancel.set_defaults(handler="cancel_task")
 
     retry = sub.add_parser("retry", help="Put a failed or errored task back in the queue.")
     _common(retry)
-    retry.add_argument("task_id", type=int, metavar="ID")
+    retry.add_argument("task_id", type=_TASK_ID, metavar="ID")
     retry.set_defaults(handler="retry_task")
 
     pause = sub.add_parser("pause", help="Stop claiming new tasks on this machine (the running agent of the data dir).")

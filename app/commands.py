@@ -43,7 +43,7 @@ async def db_check(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm db check`: print every difference between the live schema and the seed's; exit 1 if any."""
     from app.db.check import check_schema
 
-    db = create_database(settings.effective_database_url)
+    db = create_database(settings.effective_database_url, create=False)
     try:
         await db.ping()
         report = await check_schema(db)
@@ -248,21 +248,43 @@ async def leave_farm(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+MAX_TASK_FILE_BYTES = 1 << 20
+
+
 def _read_task_file(path: str) -> Any:
     import json
 
     from app.errors import ValidationError
 
+    where = "standard input" if path == "-" else path
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_TASK_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_TASK_FILE_BYTES + 1)
     except OSError as exc:
         raise ValidationError(f"cannot read {path}: {exc.strerror}", {"file": exc.strerror or "unreadable"}) from None
+    if len(raw) > MAX_TASK_FILE_BYTES:
+        raise ValidationError(f"{where} is larger than {MAX_TASK_FILE_BYTES // 1024} KiB; a task is a small JSON object",
+                              {"file": "too large"})
     try:
-        return json.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{where} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8",
+                              {"file": "not UTF-8"}) from None
+    try:
+        return json.loads(text.removeprefix("\ufeff"))
     except json.JSONDecodeError as exc:
-        where = "standard input" if path == "-" else path
         raise ValidationError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                               {"file": "not valid JSON"}) from None
+    except RecursionError:
+        raise ValidationError(f"{where} is not a usable task: its JSON is nested too deeply",
+                              {"file": "nested too deeply"}) from None
+    except ValueError as exc:
+        # int() refuses numbers of thousands of digits (sys.get_int_max_str_digits); the message says so.
+        raise ValidationError(f"{where} is not a usable task: {exc}".split(";")[0],
+                              {"file": "number too large"}) from None
 
 
 async def submit_task(args: argparse.Namespace, settings: Settings) -> int:

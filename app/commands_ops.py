@@ -48,7 +48,7 @@ async def db_stats(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm db stats [--json]`: table sizes, slow queries (or why there are none) and this process's view."""
     from app.operations.monitor import agent_view, database_stats
 
-    db = create_database(settings.effective_database_url)
+    db = create_database(settings.effective_database_url, create=False)
     try:
         await db.ping()
         stats = await database_stats(db)
@@ -90,7 +90,7 @@ async def db_backup(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm db backup FILE`: a consistent copy of the farm database (gzip when FILE ends in .gz)."""
     from app.operations.backup import backup
 
-    db = create_database(_admin_url(settings))
+    db = create_database(_admin_url(settings), create=False)
     try:
         await db.ping()
         result = await backup(db, Path(args.file))

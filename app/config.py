@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -29,25 +30,52 @@ def default_config_file() -> Path:
     return Path(platformdirs.user_config_dir("aifarm", appauthor=False)) / CONFIG_FILE_NAME
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$", re.ASCII)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _FARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string such as '500ms', '5s', '5m', '1h', '30d'."""
+def format_seconds(seconds: float) -> str:
+    """A duration bound as the shortest exact text: 100ms, 1s, 5m, 1h, 30d."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def parse_duration(value: Any, low: float = 0.001, high: float = 365 * 86400.0) -> float:
+    """Seconds from a number or a string such as '500ms', '5s', '5m', '1h', '30d', within [low, high]."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 5s, 5m or 1h")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError("expected a duration such as 5s, 5m or 1h")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
+    try:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            match = _DURATION.match(str(value))
+            if not match:
+                raise ValueError("expected a duration such as 5s, 5m or 1h")
+            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    except OverflowError:
+        seconds = math.inf
+    if not (math.isfinite(seconds) and low <= seconds <= high):
+        raise ValueError(f"must be between {format_seconds(low)} and {format_seconds(high)}")
     return seconds
+
+
+@dataclass(frozen=True)
+class DurationRange:
+    """A duration setting's parser: seconds between `low` and `high`, both included."""
+
+    low: float
+    high: float
+
+    def __call__(self, value: Any) -> float:
+        """Seconds, or ValueError naming the range."""
+        return parse_duration(value, self.low, self.high)
+
+    def describe(self) -> str:
+        """The range as text, e.g. '100ms to 5m'."""
+        return f"{format_seconds(self.low)} to {format_seconds(self.high)}"
 
 
 def _int_in(low: int, high: int) -> Callable[[Any], int]:
@@ -92,6 +120,20 @@ def _optional_str(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def _database_url(value: Any) -> str | None:
+    from app.db.urls import parse_database_url
+    from app.errors import DatabaseUrlError
+
+    text = _optional_str(value)
+    if text is None:
+        return None
+    try:
+        parse_database_url(text)
+    except DatabaseUrlError as exc:
+        raise ValueError(str(exc)) from None
+    return text
 
 
 def _host(value: Any) -> str:
@@ -201,7 +243,7 @@ class SettingSpec:
 
 
 SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec("database_url", _optional_str, None,
+    SettingSpec("database_url", _database_url, None,
                 "Farm database URL (mysql://user:pass@host/ai_farm). Empty: an embedded SQLite file in the data dir."),
     SettingSpec("data_dir", _path, None, "Directory for the embedded database, checkpoints, models and tokens."),
     SettingSpec("dashboard_host", _host, "127.0.0.1",
@@ -214,11 +256,11 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("farm_name", _farm_name, "default", "Name of the farm; agents only pair with peers of the same name."),
     SettingSpec("mdns", _bool, True, "Advertise and browse with zeroconf; turn off where multicast is blocked (use peers)."),
     SettingSpec("peers", _peer_list, (), 'Peer API addresses to contact where multicast does not reach: ["host:port"].'),
-    SettingSpec("heartbeat_interval", parse_duration, 2.0, "How often the agent refreshes clients.last_seen."),
-    SettingSpec("inactive_after", parse_duration, 300.0,
-                "A client whose last_seen is older than this is marked inactive by the sweep."),
-    SettingSpec("failure_timeout", parse_duration, 10.0,
-                "A training rank whose agent has not heartbeated for this long is considered failed."),
+    SettingSpec("heartbeat_interval", DurationRange(0.1, 300.0), 2.0, "How often the agent refreshes clients.last_seen (100ms to 5m)."),
+    SettingSpec("inactive_after", DurationRange(1.0, 30 * 86400.0), 300.0,
+                "A client whose last_seen is older than this is marked inactive by the sweep (1s to 30d)."),
+    SettingSpec("failure_timeout", DurationRange(1.0, 86400.0), 10.0,
+                "A training rank whose agent has not heartbeated for this long is considered failed (1s to 1d)."),
     SettingSpec("max_attempts", _int_in(1, 1000), 5, "Attempts of a task before it is marked failed."),
     SettingSpec("paused", _bool, False, "Start with donation paused: no new tasks are claimed."),
     SettingSpec("cpu_threads", _optional_int(1, 4096), None, "CPU threads training may use (empty: all but one core)."),
@@ -235,12 +277,12 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("dataset_dirs", _dir_list, (),
                 "Folders whose files tasks may read as dataset sources (symlinks resolved first); empty: none."),
     SettingSpec("log_level", _log_level, "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
-    SettingSpec("orphan_after", parse_duration, 3600.0,
-                "Assignments still 'assigned' and not updated for this long are deleted by maintenance."),
+    SettingSpec("orphan_after", DurationRange(60.0, 365 * 86400.0), 3600.0,
+                "Assignments still 'assigned' and not updated for this long are deleted by maintenance (1m to 365d)."),
     SettingSpec("log_retention_days", _int_in(1, 36500), 30, "task_logs and client_logs older than this are deleted."),
     SettingSpec("metrics_retention_days", _int_in(1, 36500), 7,
                 "performance_metrics and task_metrics older than this are deleted."),
-    SettingSpec("admin_database_url", _optional_str, None,
+    SettingSpec("admin_database_url", _database_url, None,
                 "An account allowed to change the schema and delete in bulk; used by db upgrade/maintenance when set."),
 )
 
@@ -303,12 +345,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     unknown = sorted(set(data) - set(SPEC_BY_NAME))
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting {unknown[0]!r}")
     return data
+
+
+def _redacted(value: Any) -> str:
+    from app.db.urls import redact_text
+
+    return repr(redact_text(str(value)))
 
 
 def _env_values(env: Mapping[str, str]) -> dict[str, str]:
@@ -323,7 +375,8 @@ def _validate(raw: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
             try:
                 values[spec.name] = spec.parse(value)
             except ValueError as exc:
-                raise ConfigError(f"setting {spec.name} = {value!r} (from {source}) is invalid: {exc}") from None
+                shown = _redacted(value) if spec.parse is _database_url else repr(value)
+                raise ConfigError(f"setting {spec.name} = {shown} (from {source}) is invalid: {exc}") from None
         else:
             values[spec.name] = spec.default
     return values

@@ -27,6 +27,10 @@ class DatabaseUnavailable(AifarmError):
     exit_code = 3
 
 
+class DatabaseDamaged(DatabaseUnavailable):
+    """The embedded database file is damaged (truncated, overwritten, corrupt)."""
+
+
 class SchemaError(AifarmError):
     """The database schema is missing, too old or too new for this version."""
 

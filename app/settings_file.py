@@ -36,6 +36,12 @@ def read_local(data_dir: Path) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
 
 
 def update_local(data_dir: Path, set_values: dict[str, Any] | None = None, unset: tuple[str, ...] = ()) -> Path:

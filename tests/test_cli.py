@@ -485,8 +485,9 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
 
 
 def test_tasks_on_missing_sqlite_file_does_not_create_schema(tmp_path: Path) -> None:
-    """Listing tasks on a fresh data dir says to run `aifarm db upgrade` and creates no schema."""
+    """Listing tasks on a fresh data dir says the database does not exist and creates neither it nor the data dir."""
     result = run_one(tmp_path, "tasks")
-    result.assert_error(4, "no AI Farm schema", "aifarm db upgrade")
+    result.assert_error(4, "does not exist", "aifarm db upgrade")
     again = run_one(tmp_path, "tasks")
-    again.assert_error(4, "aifarm db upgrade")
+    again.assert_error(4, "does not exist", "aifarm db upgrade")
+    assert not (tmp_path / "data").exists()

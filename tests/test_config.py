@@ -465,3 +465,26 @@ def test_settings_as_dict_redacts_password(tmp_path: Path) -> None:
     assert values["peers"] == ["a:1", "b:2"]
     assert values["data_dir"] == str(tmp_path / "data")
     assert set(values) == {spec.name for spec in SPECS}
+
+
+@pytest.mark.parametrize(("name", "value", "bounds"), [
+    ("heartbeat_interval", float("nan"), "between 100ms and 5m"),
+    ("heartbeat_interval", float("inf"), "between 100ms and 5m"),
+    ("heartbeat_interval", 1e-9, "between 100ms and 5m"),
+    ("heartbeat_interval", "99999999999999999999d", "between 100ms and 5m"),
+    ("heartbeat_interval", 10**400, "between 100ms and 5m"),
+    ("inactive_after", "31d", "between 1s and 30d"),
+    ("failure_timeout", "500ms", "between 1s and 1d"),
+    ("orphan_after", "59s", "between 1m and 365d"),
+])
+def test_duration_settings_have_a_finite_range(tmp_path: Path, name: str, value: Any, bounds: str) -> None:
+    """Every duration setting refuses nan, inf and values outside its range, naming the setting and the range."""
+    with pytest.raises(ConfigError, match=f"setting {name} = .* is invalid: must be {bounds}"):
+        _load(tmp_path, **{name: value})
+
+
+def test_duration_range_edges_are_accepted(tmp_path: Path) -> None:
+    """The ends of each range are valid values."""
+    settings = _load(tmp_path, heartbeat_interval="100ms", inactive_after="30d", failure_timeout="1d", orphan_after="1m")
+    assert (settings.heartbeat_interval, settings.inactive_after, settings.failure_timeout, settings.orphan_after) == (
+        0.1, 30 * 86400.0, 86400.0, 60.0)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from app.db.sqlite_file import check_sqlite_file
 from app.db.urls import parse_database_url, redact_url
 from app.errors import DatabaseUnavailable, SchemaError
 
@@ -24,8 +26,11 @@ MYSQL_INIT = (
     "sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
 )
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Connecting and logging in to MySQL must end within this, even when the server never answers.
+CONNECT_TIMEOUT_S = 10
 
 # MySQL client error codes that mean "cannot talk to the server".
+_CONNECT_TIMED_OUT = 2013
 _UNREACHABLE = {2002, 2003, 2005, 2006, 2013, 2055}
 _ACCESS_DENIED = {1044, 1045, 1698}
 _UNKNOWN_DATABASE = 1049
@@ -82,19 +87,18 @@ class Database:
         await self.engine.dispose()
 
 
-def create_database(url_text: str, *, pool_size: int = 5, echo: bool = False) -> Database:
-    """A Database for the URL; nothing is connected until first use."""
+def create_database(url_text: str, *, pool_size: int = 5, echo: bool = False, create: bool = True) -> Database:
+    """A Database for the URL, nothing connected yet; an SQLite file is checked first, and must exist unless `create`."""
     url = parse_database_url(url_text)
     if url.drivername.startswith("mysql"):
         return Database(url, _mysql_engine(url, pool_size=pool_size, echo=echo))
-    return Database(url, _sqlite_engine(url, echo=echo))
+    return Database(url, _sqlite_engine(url, echo=echo, create=create))
 
 
 def _mysql_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:
     query = dict(url.query)
     query.setdefault("charset", "utf8mb4")
     url = url.set(query=query)
-    connect_args: dict[str, Any] = {"init_command": MYSQL_INIT, "connect_timeout": 5}
     return create_async_engine(
         url,
         echo=echo,
@@ -103,12 +107,42 @@ def _mysql_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:
         pool_pre_ping=True,
         pool_recycle=1800,
         pool_timeout=10,
-        connect_args=connect_args,
+        async_creator=mysql_connector(url),
     )
 
 
-def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
+def mysql_connector(url: URL) -> Callable[[], Awaitable[Any]]:
+    """An aiomysql connect whose TCP connect, handshake and login together end within CONNECT_TIMEOUT_S."""
+    from sqlalchemy.dialects.mysql.aiomysql import dialect as aiomysql_dialect
+
+    _, options = aiomysql_dialect().create_connect_args(url)
+
+    async def connect() -> Any:
+        import aiomysql  # type: ignore[import-untyped]
+        import pymysql  # type: ignore[import-untyped]
+
+        # aiomysql's connect_timeout covers only the TCP connect: a peer that accepts and never speaks
+        # would hold the handshake forever.
+        try:
+            return await asyncio.wait_for(
+                aiomysql.connect(**options, init_command=MYSQL_INIT, connect_timeout=CONNECT_TIMEOUT_S),
+                CONNECT_TIMEOUT_S,
+            )
+        except TimeoutError:
+            raise pymysql.err.OperationalError(
+                _CONNECT_TIMED_OUT, f"no answer to connect and log in within {CONNECT_TIMEOUT_S} s"
+            ) from None
+
+    return connect
+
+
+def _sqlite_engine(url: URL, *, echo: bool, create: bool) -> AsyncEngine:
     path = Path(url.database or "")
+    if path.exists():
+        check_sqlite_file(path)
+    elif not create:
+        raise SchemaError(f"the SQLite database {path.absolute()} does not exist; "
+                          "`aifarm run` or `aifarm db upgrade` creates it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

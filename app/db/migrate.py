@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.db.engine import MYSQL_INIT, Database, describe_connect_error, is_connection_error, mysql_error_code
+from app.db.engine import Database, describe_connect_error, is_connection_error, mysql_connector, mysql_error_code
 from app.errors import SchemaError
 from app.paths import migrations_dir
 
@@ -108,9 +108,7 @@ async def _create_mysql_database_if_missing(db: Database) -> None:
     assert name
     url = db.url
     server_url = URL.create(url.drivername, url.username, url.password, url.host, url.port, None, url.query)
-    server = create_async_engine(
-        server_url, connect_args={"init_command": MYSQL_INIT, "connect_timeout": 5}
-    )
+    server = create_async_engine(server_url, async_creator=mysql_connector(server_url))
     try:
         async with server.connect() as conn:
             quoted = "`" + name.replace("`", "``") + "`"
@@ -132,7 +130,7 @@ async def open_current_database(url: str, *, pool_size: int = 5) -> Database:
     """A Database that answers and is at the current schema revision; raises a one-line domain error otherwise."""
     from app.db.engine import create_database
 
-    db = create_database(url, pool_size=pool_size)
+    db = create_database(url, pool_size=pool_size, create=False)
     try:
         await ensure_current(db)
     except BaseException:

@@ -49,10 +49,12 @@ def parse_database_url(text: str) -> URL:
 def redact_url(url: URL | str) -> str:
     """The URL as text with its password replaced by ***."""
     if isinstance(url, str):
+        text = url
         try:
-            url = make_url(url)
-        except ArgumentError:
-            return redact_text(url)
+            url = make_url(text)
+            url.port  # a malformed port only fails when read
+        except (ArgumentError, ValueError):
+            return redact_text(text)
     return url.render_as_string(hide_password=True)
 
 

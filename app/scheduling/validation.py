@@ -18,7 +18,9 @@ from app.training.sources import SourcePolicy, source_problem
 TASK_TYPES = ("training",)
 MAX_N_CLIENTS = 64
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
-INTERVAL = re.compile(r"^\s*(\d+)\s*(steps?|s|sec|seconds?|m|min|minutes?)\s*$")
+INTERVAL = re.compile(r"^\s*([0-9]{1,12})\s*(steps?|s|sec|seconds?|m|min|minutes?)\s*$", re.ASCII)
+MAX_INTERVAL_STEPS = 1_000_000_000
+MAX_INTERVAL_SECONDS = 7 * 86400
 
 TOP_LEVEL = {"type", "requirements", "config", "priority"}
 REQUIREMENTS = ("min_gpu_memory", "min_cpu_cores", "min_ram")
@@ -82,19 +84,18 @@ def _is_number(value: Any) -> bool:
 
 def parse_interval(value: Any) -> tuple[int, str] | None:
     """(count, 'steps'|'seconds') from '200 steps', '30s', '5 min' or a bare number of steps."""
-    if _is_int(value) and value > 0:
-        return value, "steps"
+    if _is_int(value):
+        return (value, "steps") if 0 < value <= MAX_INTERVAL_STEPS else None
     if not isinstance(value, str):
         return None
     match = INTERVAL.match(value)
-    if not match or int(match.group(1)) <= 0:
+    if not match:
         return None
     count, unit = int(match.group(1)), match.group(2)
     if unit.startswith("step"):
-        return count, "steps"
-    if unit.startswith("m"):
-        return count * 60, "seconds"
-    return count, "seconds"
+        return (count, "steps") if 0 < count <= MAX_INTERVAL_STEPS else None
+    seconds = count * 60 if unit.startswith("m") else count
+    return (seconds, "seconds") if 0 < seconds <= MAX_INTERVAL_SECONDS else None
 
 
 def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
@@ -127,7 +128,8 @@ def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
             return f"must be one of {', '.join(spec.choices)}"
     elif spec.kind == "interval":
         if parse_interval(value) is None:
-            return "must be a number of steps or a text such as '200 steps', '30 s' or '5 min'"
+            return (f"must be a number of steps or a text such as '200 steps', '30 s' or '5 min' "
+                    f"(1 to {MAX_INTERVAL_STEPS} steps, or 1 s to {MAX_INTERVAL_SECONDS // 60} min)")
     elif spec.kind == "options":
         if not isinstance(value, dict):
             return "must be an object"

@@ -18,6 +18,7 @@ from app.db.queries import metrics as metric_queries
 from app.db.queries import models as model_queries
 from app.db.queries import tasks as task_queries
 from app.errors import ValidationError
+from app.ids import MAX_ID, parse_id, parse_int
 from app.scheduling import service
 from app.statuses import TASK_STATUSES
 from app.textui import to_json
@@ -42,21 +43,17 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValidationError(f"query parameter {name} must be a whole number", {name: "must be a whole number"}) from None
+    value = parse_int(text.strip(), -MAX_ID, MAX_ID)
+    if value is None:
+        raise ValidationError(f"query parameter {name} must be a whole number", {name: "must be a whole number"})
     if not low <= value <= high:
         raise ValidationError(f"query parameter {name} must be between {low} and {high}", {name: f"must be between {low} and {high}"})
     return value
 
 
 def _task_id(request: web.Request) -> int:
-    try:
-        task_id = int(request.match_info["task_id"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
-    if not 0 < task_id < 2**63:  # beyond a BIGINT no task exists (and SQLite cannot bind it)
+    task_id = parse_id(request.match_info["task_id"])
+    if task_id is None:  # not ASCII digits, or beyond a BIGINT: no task has that id
         raise web.HTTPNotFound()
     return task_id
 

@@ -11,6 +11,8 @@ from aiohttp import web
 
 from app.statuses import OPEN_TASK_STATUSES, TASK_STATUSES
 from app.timefmt import absolute_time, duration, iso_time, relative_time
+from app.ids import MAX_ID as DB_MAX_INT
+from app.ids import parse_id, parse_int
 
 
 def number(value: Any, digits: int = 4) -> str:
@@ -48,18 +50,15 @@ MAX_ID = 2**62  # beyond what the databases' integer columns hold
 
 def path_id(request: web.Request, name: str) -> int:
     """A numeric id from the URL; 404 for one no row can have."""
-    value = int(request.match_info[name])
-    if value > MAX_ID:
+    value = parse_id(request.match_info[name])
+    if value is None or value > MAX_ID:
         raise web.HTTPNotFound()
     return value
 
 
 def int_or_none(text: str | None) -> int | None:
     """A whole number from a query or form value, or None."""
-    try:
-        return int(text) if text not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+    return parse_int(text.strip(), -DB_MAX_INT, DB_MAX_INT) if isinstance(text, str) else None
 
 
 def add_page_routes(app: web.Application) -> None:
@@ -74,14 +73,14 @@ def add_page_routes(app: web.Application) -> None:
     router.add_get("/tasks", tasks.task_list, name="tasks")
     router.add_get("/tasks/new", tasks.new_task, name="task_new")
     router.add_post("/tasks/new", tasks.submit_task, name="task_submit")
-    router.add_get(r"/tasks/{task_id:\d+}", tasks.task_detail, name="task")
-    router.add_post(r"/tasks/{task_id:\d+}/cancel", tasks.cancel_task, name="task_cancel")
-    router.add_post(r"/tasks/{task_id:\d+}/retry", tasks.retry_task, name="task_retry")
-    router.add_post(r"/tasks/{task_id:\d+}/priority", tasks.set_priority, name="task_priority")
+    router.add_get(r"/tasks/{task_id:[0-9]+}", tasks.task_detail, name="task")
+    router.add_post(r"/tasks/{task_id:[0-9]+}/cancel", tasks.cancel_task, name="task_cancel")
+    router.add_post(r"/tasks/{task_id:[0-9]+}/retry", tasks.retry_task, name="task_retry")
+    router.add_post(r"/tasks/{task_id:[0-9]+}/priority", tasks.set_priority, name="task_priority")
     router.add_get("/clients", clients.client_list, name="clients")
     router.add_get("/clients/{client_id}", clients.client_detail, name="client")
     router.add_get("/models", models.model_list, name="models")
-    router.add_get(r"/models/{model_id:\d+}/download", models.download, name="model_download")
+    router.add_get(r"/models/{model_id:[0-9]+}/download", models.download, name="model_download")
     router.add_get("/operations", operations.operations_page, name="operations")
     router.add_get("/settings", settings.settings_page, name="settings")
     router.add_post("/settings/pause", settings.pause, name="settings_pause")

@@ -463,3 +463,29 @@ def test_model_download_is_verified(farm: Farm) -> None:
         refused = farm.browser.get(links[name])
         assert refused.status == 502 and "could deliver" in refused.body, name
     assert farm.browser.get("/models/999999/download").status == 404
+
+
+def _api_status(farm: Farm, path: str) -> int:
+    request = urllib.request.Request(farm.agent.url.rstrip("/") + path,
+                                     headers={"Authorization": f"Bearer {farm.agent.api_token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_ids_in_paths_are_ascii_digits_only(farm: Farm) -> None:
+    """A task id written in other scripts' digits (Arabic-Indic, fullwidth, superscript) names no task: 404."""
+    done = str(farm.ids["done"])
+    assert _api_status(farm, f"/api/v1/tasks/{done}") == 200
+    assert farm.browser.get(f"/tasks/{done}").status == 200
+    spellings = ["".join(chr(0x660 + int(d)) for d in done), "".join(chr(0xFF10 + int(d)) for d in done),
+                 "\u00b9", "\u0661"]
+    for spelling in spellings:
+        quoted = urllib.parse.quote(spelling)
+        for path in (f"/api/v1/tasks/{quoted}", f"/api/v1/tasks/{quoted}/logs", f"/api/v1/tasks/{quoted}/checkpoints"):
+            assert _api_status(farm, path) == 404, (spelling, path)
+        assert farm.browser.get(f"/tasks/{quoted}").status == 404, spelling
+        assert farm.browser.get(f"/models/{quoted}/download").status == 404, spelling
+        assert _api_status(farm, f"/api/v1/tasks?limit={quoted}") == 400, spelling

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp_jinja2
 from aiohttp import web
 
-from app.config import SPEC_BY_NAME, parse_duration, settings_as_dict
+from app.config import SPEC_BY_NAME, DurationRange, settings_as_dict
 from app.errors import ValidationError
 from app.web.keys import AGENT_KEY
 
@@ -19,7 +19,7 @@ async def settings_page(request: web.Request) -> web.Response:
     for name, value in sorted(settings_as_dict(agent.settings).items()):
         spec = SPEC_BY_NAME.get(name)
         rows.append({"name": name, "value": value, "help": spec.help if spec else "",
-                     "duration": spec is not None and spec.parse is parse_duration and isinstance(value, (int, float))})
+                     "duration": spec is not None and isinstance(spec.parse, DurationRange) and isinstance(value, (int, float))})
     context = {"donation": agent.donation_state(), "work": agent.scheduler.describe(),
                "settings": rows, "farm_name": agent.settings.farm_name,
                "database": agent.db.display_url, "embedded": agent.settings.database_url is None}

@@ -17,6 +17,7 @@ from app.db.queries import clients as client_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
 from app.errors import Conflict, ValidationError
+from app.ids import MAX_ID, parse_int
 from app.scheduling import service
 from app.scheduling.validation import CONFIG_FIELDS, TASK_TYPES, validate_task
 from app.statuses import TASK_STATUSES
@@ -80,10 +81,8 @@ NEW_FORM_DEFAULTS = {"model": "mlp", "dataset": "synthetic", "batch_size": "32",
 def _parse(field: FormField, text: str) -> Any:
     """The typed value of one input; text the validator will name as wrong when it does not parse."""
     if field.kind == "int":
-        try:
-            return int(text)
-        except ValueError:
-            return text
+        number = parse_int(text.strip(), -MAX_ID, MAX_ID)
+        return text if number is None else number
     if field.kind == "float":
         try:
             value = float(text)
@@ -91,7 +90,8 @@ def _parse(field: FormField, text: str) -> Any:
             return text
         return value if math.isfinite(value) else text
     if field.kind == "interval":
-        return int(text) if text.isdigit() else text
+        number = parse_int(text, 0, MAX_ID)
+        return text if number is None else number
     return text
 
 
@@ -287,9 +287,8 @@ async def set_priority(request: web.Request) -> web.StreamResponse:
     agent = request.app[AGENT_KEY]
     task_id = _task_id(request)
     text = str((await request.post()).get("priority", "")).strip()
-    try:
-        priority = int(text)
-    except ValueError:
+    priority = parse_int(text, -MAX_ID, MAX_ID)
+    if priority is None:
         return await _after_action(request, task_id, ValidationError(f"priority {text!r} is not a whole number"), 400)
     try:
         await service.set_priority(agent.db, task_id, priority)
