@@ -56,7 +56,7 @@ class Agent:
 
     def __init__(self, settings: Settings, db: Database, *, headless: bool = True,
                  reload: Callable[[], Settings] | None = None,
-                 connection_limits: ConnectionLimits = ConnectionLimits()) -> None:
+                 connection_limits: ConnectionLimits | None = None) -> None:
         self.settings = settings
         self.db = db
         self.headless = headless
@@ -97,7 +97,7 @@ class Agent:
         self._last_blockers: list[str] = []
         self._pending_logs: list[tuple[str, str, datetime]] = []
         self._published_reach: dict[str, Any] = {}
-        self.connections = ConnectionGuard(connection_limits)
+        self.connections = ConnectionGuard(connection_limits or ConnectionLimits())
         self.loops: dict[str, LoopStatus] = {}
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -471,7 +471,7 @@ class Agent:
         self._tasks.append(task)
         task.add_done_callback(self._forget)
 
-    def _forget(self, task: "asyncio.Task[None]") -> None:
+    def _forget(self, task: asyncio.Task[None]) -> None:
         if task in self._tasks and not self._stopping:
             self._tasks.remove(task)
             if not task.cancelled() and task.exception() is not None:

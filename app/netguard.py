@@ -32,8 +32,8 @@ LOG_INTERVAL_SECONDS = 60.0
 MAX_HEAD_BYTES = 64 * 1024
 MAX_LINE_BYTES = 8 * 1024
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r?$", re.I | re.M)
-_CHUNKED = re.compile(rb"^transfer-encoding[ \t]*:.*chunked", re.I | re.M)
+_CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+_CHUNKED = re.compile(rb"^transfer-encoding[ \t]*:.*chunked", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class ConnectionLimits:
     total: int = 256
 
     @classmethod
-    def for_open_files(cls, soft_limit: int) -> "ConnectionLimits":
+    def for_open_files(cls, soft_limit: int) -> ConnectionLimits:
         """Limits whose total cap leaves FD_RESERVE descriptors of the open-files limit to the rest of the agent."""
         total = max(16, min(1024, soft_limit - FD_RESERVE - 2 * ACCEPT_BATCH))
         return cls(per_address=min(32, total), total=total)
@@ -202,7 +202,7 @@ class _Slot:
     """One admitted connection as the guard sees it."""
 
     address: str
-    protocol: "GuardedProtocol"
+    protocol: GuardedProtocol
     evictable: bool = True
 
 
@@ -213,10 +213,10 @@ class ConnectionGuard:
     limits: ConnectionLimits
     stats: ConnectionStats = field(default_factory=ConnectionStats)
     throttle: ThrottledLog = field(default_factory=lambda: ThrottledLog(log))
-    _slots: "OrderedDict[int, _Slot]" = field(default_factory=OrderedDict)
+    _slots: OrderedDict[int, _Slot] = field(default_factory=OrderedDict)
     _per_address: dict[str, int] = field(default_factory=dict)
 
-    def admit(self, protocol: "GuardedProtocol", address: str) -> bool:
+    def admit(self, protocol: GuardedProtocol, address: str) -> bool:
         """True when the connection may be served (and is now counted); False: close it at once."""
         if self._per_address.get(address, 0) >= self.limits.per_address:
             self.stats.refused_per_address += 1
@@ -237,13 +237,13 @@ class ConnectionGuard:
         self.stats.open = len(self._slots)
         return True
 
-    def set_evictable(self, protocol: "GuardedProtocol", evictable: bool) -> None:
+    def set_evictable(self, protocol: GuardedProtocol, evictable: bool) -> None:
         """Connections waiting for a request head may be evicted; those in a request may not."""
         slot = self._slots.get(id(protocol))
         if slot is not None:
             slot.evictable = evictable
 
-    def release(self, protocol: "GuardedProtocol") -> None:
+    def release(self, protocol: GuardedProtocol) -> None:
         """The connection is closed."""
         slot = self._slots.pop(id(protocol), None)
         if slot is None:
@@ -466,7 +466,7 @@ def _listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket
 class GuardedSite(web.BaseSite):
     """An aiohttp TCP site whose connections go through a ConnectionGuard."""
 
-    __slots__ = ("_host", "_port", "_guard", "_listener")
+    __slots__ = ("_guard", "_host", "_listener", "_port")
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, *, backlog: int = 128) -> None:
         super().__init__(runner, backlog=backlog)

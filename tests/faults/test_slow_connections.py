@@ -35,8 +35,8 @@ DRIP_EVERY = 2.0
 CALLER = "tester-0123456789ab"
 # Run the agent with soft = hard = 256 open files, so that raising the soft limit cannot help it.
 LIMITED = [sys.executable, "-c",
-           "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
-           "os.execv(sys.argv[1], sys.argv[1:])"]
+           ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
+            "os.execv(sys.argv[1], sys.argv[1:])")]
 
 
 async def _read(url: str, fn: object) -> object:

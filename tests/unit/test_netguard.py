@@ -10,7 +10,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from app.netguard import ConnectionGuard, ConnectionLimits, GuardedSite, RequestFraming, ThrottledLog, throttle_accept_errors
+from app.netguard import (
+    ConnectionGuard,
+    ConnectionLimits,
+    GuardedSite,
+    RequestFraming,
+    ThrottledLog,
+    throttle_accept_errors,
+)
 
 SLOW = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
@@ -50,7 +57,7 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     """True when the server closes the connection within `seconds` (without answering)."""
     try:
         return await asyncio.wait_for(reader.read(), seconds) == b""
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     except ConnectionError:
         return True

@@ -17,7 +17,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "app.supervise" and r.levelno >= logging.WARNING]
 
 
-async def _stop(task: "asyncio.Task[None]") -> None:
+async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
