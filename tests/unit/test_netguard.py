@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -202,3 +204,34 @@ async def test_asyncio_accept_errors_are_throttled(caplog: pytest.LogCaptureFixt
         loop.set_exception_handler(previous)
     assert len([r for r in caplog.records if r.name == "test.accept"]) == 1
     assert any(r.name == "asyncio" and "something else" in r.getMessage() for r in caplog.records)
+
+
+async def test_out_of_descriptors_is_logged_once_and_serving_resumes(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """accept() failing with EMFILE: counted, logged once however often it is retried, served once files free up."""
+    guard, port = await serve(ConnectionLimits(head_timeout=30, body_timeout=30, per_address=8, total=8))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers: list[int] = []
+    writer: asyncio.StreamWriter | None = None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+        with pytest.raises(OSError):
+            while True:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        os.close(fillers.pop())  # room for the client's socket only: the server's accept() fails
+        reader, writer = await _connect(port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await asyncio.sleep(1.6)  # the accept is retried every 0.5 s
+        assert guard.stats.accept_errors >= 2
+        lines = [r for r in caplog.records if r.name == "app.netguard" and "out of system resource" in r.getMessage()]
+        assert len(lines) == 1
+        for fd in fillers:
+            os.close(fd)
+        fillers.clear()
+        answer = await asyncio.wait_for(reader.read(200), 3)
+        assert answer.startswith(b"HTTP/1.1 200")
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        if writer is not None:
+            writer.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
