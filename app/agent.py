@@ -626,6 +626,9 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
                             on_started: Callable[[Agent, Callable[[], None]], None] | None = None,
                             install_signals: bool = True) -> int:
     """Run an agent until SIGINT or SIGTERM; returns the exit code."""
+    loop = asyncio.get_running_loop()
+    limits = ConnectionLimits.for_open_files(raise_open_files_limit())
+    throttle_accept_errors(loop, ThrottledLog(log))
     if settings.database_url is None:
         # The embedded database is this agent's own file: keep it at the current schema by itself.
         embedded = create_database(settings.effective_database_url)
@@ -635,10 +638,6 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
                 log.info("embedded database %s at schema revision %s", settings.sqlite_path, after)
         finally:
             await embedded.dispose()
-    loop = asyncio.get_running_loop()
-    open_files = raise_open_files_limit()
-    limits = ConnectionLimits.for_open_files(open_files)
-    throttle_accept_errors(loop, ThrottledLog(log))
     db = await open_current_database(settings.effective_database_url)
     agent = Agent(settings, db, headless=headless, reload=reload, connection_limits=limits)
     stop = asyncio.Event()

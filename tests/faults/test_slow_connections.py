@@ -33,10 +33,13 @@ GREEDY_ADDRESS = "127.0.1.200"  # ... and 100 from one address, beyond the per-a
 HOLD_SECONDS = 12.0  # longer than the head deadline
 DRIP_EVERY = 2.0
 CALLER = "tester-0123456789ab"
-# Run the agent with soft = hard = 256 open files, so that raising the soft limit cannot help it.
-LIMITED = [sys.executable, "-c",
-           ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
-            "os.execv(sys.argv[1], sys.argv[1:])")]
+
+
+def limited(soft: int, hard: int) -> list[str]:
+    """A command prefix that runs the rest under the given open-files limits."""
+    return [sys.executable, "-c",
+            (f"import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
+             "os.execv(sys.argv[1], sys.argv[1:])")]
 
 
 async def _read(url: str, fn: object) -> object:
@@ -120,7 +123,8 @@ def test_agent_survives_slow_and_idle_connections_at_256_open_files(tmp_path: Pa
     stays short, and the heartbeat, metrics and every other loop keep running."""
     url = f"sqlite:///{tmp_path / 'farm.sqlite3'}"
     sync(upgraded(url))
-    agent = AgentProcess(tmp_path, "agent", "--database-url", url, prefix=LIMITED,
+    # soft = hard = 256 open files, so that raising the soft limit cannot help the agent
+    agent = AgentProcess(tmp_path, "agent", "--database-url", url, prefix=limited(OPEN_FILES, OPEN_FILES),
                          env={"AIFARM_MDNS": "false", "AIFARM_SCHEDULE": never_window()})
     silent: list[socket.socket] = []
     dripping: list[socket.socket] = []
@@ -160,4 +164,18 @@ def test_agent_survives_slow_and_idle_connections_at_256_open_files(tmp_path: Pa
     finally:
         for sock in silent + dripping:
             sock.close()
+        agent.stop()
+
+
+def test_agent_raises_its_open_files_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    """Started with a soft limit of 256 under a hard limit of 1024, the agent runs with 1024."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip(f"the hard open-files limit here is {hard}")
+    agent = AgentProcess(tmp_path, "agent", prefix=limited(OPEN_FILES, 1024), env={"AIFARM_MDNS": "false"})
+    try:
+        limits = Path(f"/proc/{agent.proc.pid}/limits").read_text()
+        line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+        assert line.split()[3:5] == ["1024", "1024"], line
+    finally:
         agent.stop()
