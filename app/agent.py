@@ -28,13 +28,16 @@ from app.discovery.registry import PeerRegistry
 from app.donation import Rules, blockers, read_state
 from app.discovery.service import DiscoveryService
 from app.errors import AifarmError, DatabaseUnavailable
+from app.fdlimit import raise_open_files_limit
 from app.identity import load_or_create_client_id
+from app.netguard import ConnectionGuard, ConnectionLimits, GuardedSite, ThrottledLog, throttle_accept_errors
 from app.netinfo import local_addresses
 from app.operations.maintenance import Maintenance
 from app.peerapi.client import PeerClient
 from app.runtime_files import load_or_create_api_token, remove_agent_file, write_agent_file
 from app.scheduling.decide import Capacity, cpu_cores_of, ram_of
 from app.scheduling.scheduler import Scheduler
+from app.supervise import LoopStatus, supervise
 from app.training.catalog import Catalog
 from app.web.security import LoginLinks
 
@@ -52,7 +55,8 @@ class Agent:
     """One machine's agent: registration, heartbeat, discovery, peer API, dashboard; owns its background tasks."""
 
     def __init__(self, settings: Settings, db: Database, *, headless: bool = True,
-                 reload: Callable[[], Settings] | None = None) -> None:
+                 reload: Callable[[], Settings] | None = None,
+                 connection_limits: ConnectionLimits | None = None) -> None:
         self.settings = settings
         self.db = db
         self.headless = headless
@@ -94,8 +98,11 @@ class Agent:
         self._last_blockers: list[str] = []
         self._pending_logs: list[tuple[str, str, datetime]] = []
         self._published_reach: dict[str, Any] = {}
+        self.connections = ConnectionGuard(connection_limits or ConnectionLimits())
+        self.loops: dict[str, LoopStatus] = {}
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     # ----- views -----
 
@@ -126,6 +133,8 @@ class Agent:
             "donation": self.donation_state(),
             "work": self.scheduler.describe(),
             "peer_count": len(self.registry.verified()),
+            "loops": {name: status.state for name, status in self.loops.items()},
+            "connections": self.connections.describe(),
         }
 
     def peer_status(self) -> dict[str, Any]:
@@ -403,19 +412,19 @@ class Agent:
             {"pid": os.getpid(), "client_id": self.client_id, "dashboard_port": self.dashboard_port,
              "dashboard_host": self.settings.dashboard_host, "peer_port": self.peer_port},
         )
-        self._spawn(self._heartbeat_loop(), "heartbeat")
+        self._spawn_loop(self._heartbeat_loop, "heartbeat")
         self.admin_db = create_database(self.settings.admin_database_url) if self.settings.admin_database_url else None
         self.maintenance = Maintenance(self.db, self.settings, self.client_id, self.admin_db, on_event=self.log_event)
-        self._spawn(self.maintenance.loop(), "maintenance")
-        self._spawn(self.discovery.verify_loop(), "verify-peers")
-        self._spawn(self.discovery.manual_loop(), "manual-peers")
-        self._spawn(self.discovery.reach_loop(), "reachability")
-        self._spawn(self._events_loop(), "peer-events")
+        self._spawn_loop(self.maintenance.loop, "maintenance")
+        self._spawn_loop(self.discovery.verify_loop, "verify-peers")
+        self._spawn_loop(self.discovery.manual_loop, "manual-peers")
+        self._spawn_loop(self.discovery.reach_loop, "reachability")
+        self._spawn_loop(self._events_loop, "peer-events")
         await self.scheduler.void_previous_session()
-        self._spawn(self.scheduler.claim_loop(), "scheduler")
-        self._spawn(self.scheduler.failure_loop(), "failure-sweep")
-        self._spawn(self._metrics_loop(), "performance-metrics")
-        self._spawn(self._rules_loop(), "donation-rules")
+        self._spawn_loop(self.scheduler.claim_loop, "scheduler")
+        self._spawn_loop(self.scheduler.failure_loop, "failure-sweep")
+        self._spawn_loop(self._metrics_loop, "performance-metrics")
+        self._spawn_loop(self._rules_loop, "donation-rules")
 
     async def stop(self) -> None:
         """Release work (emergency checkpoint), stop loops, say goodbye, mark inactive, close everything."""
@@ -423,6 +432,7 @@ class Agent:
             await self.scheduler.release_current("the agent is stopping")
         except Exception:  # stopping must go on
             log.exception("could not release the current task cleanly")
+        self._stopping = True
         for task in reversed(self._tasks):
             task.cancel()
         if self._tasks:
@@ -460,7 +470,20 @@ class Agent:
         await self.db.dispose()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks and not self._stopping:
+            self._tasks.remove(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("background task %s failed: %s", task.get_name(), task.exception())
+
+    def _spawn_loop(self, body: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        """Run a background loop under supervision: restarted with backoff after any failure."""
+        status = self.loops[name] = LoopStatus(name)
+        self._spawn(supervise(body, status), name)
 
     def _dashboard_app(self) -> web.Application:
         from app.web.app import create_dashboard_app
@@ -468,16 +491,17 @@ class Agent:
         return create_dashboard_app(self)
 
     async def _start_site(self, app: web.Application, host: str, port: int, what: str, flag: str) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
+                               keepalive_timeout=self.connections.limits.keepalive_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = GuardedSite(runner, host, port, self.connections)
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise AifarmError(f"cannot listen on {host}:{port} for the {what}: {exc.strerror}; choose another port with {flag}") from None
         self._runners.append(runner)
-        bound = int(runner.addresses[0][1])
+        bound = site.port
         if what == "dashboard":
             self.dashboard_port = bound
         return bound
@@ -605,6 +629,9 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
                             on_started: Callable[[Agent, Callable[[], None]], None] | None = None,
                             install_signals: bool = True) -> int:
     """Run an agent until SIGINT or SIGTERM; returns the exit code."""
+    loop = asyncio.get_running_loop()
+    limits = ConnectionLimits.for_open_files(raise_open_files_limit())
+    throttle_accept_errors(loop, ThrottledLog(log))
     if settings.database_url is None:
         # The embedded database is this agent's own file: keep it at the current schema by itself.
         embedded = create_database(settings.effective_database_url)
@@ -615,9 +642,8 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
         finally:
             await embedded.dispose()
     db = await open_current_database(settings.effective_database_url)
-    agent = Agent(settings, db, headless=headless, reload=reload)
+    agent = Agent(settings, db, headless=headless, reload=reload, connection_limits=limits)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     if install_signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)

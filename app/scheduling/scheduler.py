@@ -195,8 +195,10 @@ class Scheduler:
 
         settings = self.agent.settings
         ended: list[int] = []
-        # Right after a database outage every member's last_seen is old; let them all heartbeat first.
-        if time.monotonic() - getattr(self.agent, "database_ok_since", 0.0) < settings.failure_timeout + settings.heartbeat_interval:
+        # Right after a database outage every member's last_seen is old; let them all heartbeat first
+        # (this agent too: until its own heartbeat gets through, its last_seen is as old as theirs).
+        if not getattr(self.agent, "database_ok", True) or \
+                time.monotonic() - getattr(self.agent, "database_ok_since", 0.0) < settings.failure_timeout + settings.heartbeat_interval:
             return ended
         async with self.agent.db.connect() as conn:
             running = await claim_queries.members_of_running(conn)
