@@ -448,39 +448,21 @@ async def open_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-PREFS = ("paused", "cpu_threads", "ram_limit_mb", "gpu_memory_limit_mb", "gpus", "idle_only", "idle_minutes", "schedule",
-         "pause_on_battery", "max_gpu_temperature")
-
-
 async def prefs(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm prefs [set NAME VALUE | unset NAME]`: the volunteer's donation preferences (no restart needed)."""
     from app.agent_client import request_running_agent
-    from app.config import SPEC_BY_NAME, load_settings
     from app.donation import idle_support
     from app.errors import ConfigError
+    from app.prefs import PREFS, WHOLE, apply_prefs
     from app.runtime_files import read_running_agent
-    from app.settings_file import read_local, update_local
 
     if args.prefs_command in ("set", "unset"):
-        if args.name not in PREFS:
-            raise ConfigError(f"{args.name!r} is not a donation preference; choose from {', '.join(PREFS)}")
-        before = read_local(settings.data_dir)
-        if args.prefs_command == "set":
-            try:
-                parsed = SPEC_BY_NAME[args.name].parse(args.value)
-            except ValueError as exc:
-                raise ConfigError(f"setting {args.name} = {args.value!r} is invalid: {exc}") from None
-            if parsed is None:
-                update_local(settings.data_dir, unset=(args.name,))
-            else:
-                update_local(settings.data_dir, {args.name: list(parsed) if isinstance(parsed, tuple) else parsed})
-        else:
-            update_local(settings.data_dir, unset=(args.name,))
-        try:
-            load_settings(cli={"data_dir": str(settings.data_dir)})
-        except ConfigError:
-            update_local(settings.data_dir, before, unset=tuple(set(read_local(settings.data_dir)) - set(before)))
-            raise
+        value = args.value if args.prefs_command == "set" else None
+        problems = apply_prefs(settings.data_dir, {args.name: value})
+        if WHOLE in problems or args.name not in PREFS:
+            raise ConfigError(problems.get(WHOLE) or problems[args.name])
+        if problems:
+            raise ConfigError(f"setting {args.name} = {args.value!r} is invalid: {problems[args.name]}")
         if read_running_agent(settings.data_dir) is not None:
             await request_running_agent(settings, "POST", "/api/v1/prefs/reload", {})
             print(f"{args.name} {'set' if args.prefs_command == 'set' else 'reset'}; the running agent applied it")

@@ -142,5 +142,6 @@ def add_page_routes(app: web.Application) -> None:
     router.add_get(r"/models/{model_id:\d+}/download", models.download, name="model_download")
     router.add_get("/operations", operations.operations_page, name="operations")
     router.add_get("/settings", settings.settings_page, name="settings")
+    router.add_post("/settings/prefs", settings.save_prefs, name="settings_prefs")
     router.add_post("/settings/pause", settings.pause, name="settings_pause")
     router.add_post("/settings/resume", settings.resume, name="settings_resume")
