@@ -149,3 +149,20 @@ def test_settings_prefs_env_set_value_cannot_be_changed_from_the_page(prefs: Pre
     assert status["donation"]["paused"] is True
     page = prefs.browser.get("/settings").body
     assert _effective(page, "cpu_threads") == "2" and _effective(page, "idle_minutes") == "7"
+
+
+def test_settings_prefs_a_broken_settings_file_is_named_and_left_as_it_was(prefs: Prefs) -> None:
+    """When the merged settings would not load (the file was edited by hand meanwhile), the page says why and the
+    file keeps every byte."""
+    before = prefs.file()
+    broken = before + 'colour = "blue"  # hand-written\n'
+    prefs.config.write_text(broken)
+    try:
+        response = prefs.browser.post("/settings/prefs", prefs.form(idle_minutes="12"))
+        assert response.status == 400
+        assert "The preferences were not saved: 1 problem to fix." in response.body
+        assert "unknown setting &#39;colour&#39;" in response.body
+        assert prefs.file() == broken
+    finally:
+        prefs.config.write_text(before)
+    assert _effective(prefs.browser.get("/settings").body, "idle_minutes") == "7"
