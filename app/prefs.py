@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from app.config import CONFIG_FILE_NAME, ENV_PREFIX, SPEC_BY_NAME, Settings, load_settings
+from app.config import (
+    CONFIG_FILE_NAME,
+    ENV_PREFIX,
+    SPEC_BY_NAME,
+    Settings,
+    load_settings,
+)
 from app.errors import ConfigError
 from app.runtime_files import write_private
 from app.settings_file import read_local, update_local

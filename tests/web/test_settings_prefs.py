@@ -68,7 +68,7 @@ def prefs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefs]:
 
 def _effective(body: str, name: str) -> str:
     """The value cell of a setting in the page's effective settings table."""
-    match = re.search(rf'<tr data-setting="{name}">\s*<td>.*?</td>\s*<td>(.*?)</td>', body, re.S)
+    match = re.search(rf'<tr data-setting="{name}">\s*<td>.*?</td>\s*<td>(.*?)</td>', body, re.DOTALL)
     assert match, name
     return re.sub(r"<[^>]+>", "", match.group(1)).strip()
 
