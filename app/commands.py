@@ -6,13 +6,13 @@ import argparse
 import sys
 from typing import Any
 
+from app.commands_farm import farm_dataset_hosts  # noqa: F401
+from app.commands_ops import db_backup, db_create_agent_user, db_restore, db_stats, maintenance_run  # noqa: F401
 from app.config import Settings, settings_as_dict
 from app.db.engine import create_database
 from app.db.migrate import open_current_database, upgrade
 from app.db.queries import clients as client_queries
 from app.db.queries import tasks as task_queries
-from app.commands_farm import farm_dataset_hosts  # noqa: F401
-from app.commands_ops import db_backup, db_create_agent_user, db_restore, db_stats, maintenance_run  # noqa: F401
 from app.textui import format_table, print_json
 from app.timefmt import duration, relative_time
 
@@ -475,40 +475,21 @@ async def open_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-PREFS = ("paused", "cpu_threads", "ram_limit_mb", "gpu_memory_limit_mb", "gpus", "idle_only", "idle_minutes", "schedule",
-         "pause_on_battery", "max_gpu_temperature", "dataset_dirs")
-
-
 async def prefs(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm prefs [set NAME VALUE | unset NAME]`: the volunteer's donation preferences (no restart needed)."""
     from app.agent_client import request_running_agent
-    from app.config import SPEC_BY_NAME, load_settings
     from app.donation import idle_support
     from app.errors import ConfigError
+    from app.prefs import PREFS, WHOLE, apply_prefs
     from app.runtime_files import read_running_agent
-    from app.settings_file import read_local, update_local
 
     if args.prefs_command in ("set", "unset"):
-        if args.name not in PREFS:
-            raise ConfigError(f"{args.name!r} is not a donation preference; choose from {', '.join(PREFS)}")
-        before = read_local(settings.data_dir)
-        if args.prefs_command == "set":
-            try:
-                parsed = SPEC_BY_NAME[args.name].parse(args.value)
-            except ValueError as exc:
-                raise ConfigError(f"setting {args.name} = {args.value!r} is invalid: {exc}") from None
-            if parsed is None:
-                update_local(settings.data_dir, unset=(args.name,))
-            else:
-                stored = [str(v) for v in parsed] if isinstance(parsed, tuple) and args.name == "dataset_dirs" else parsed
-                update_local(settings.data_dir, {args.name: list(stored) if isinstance(stored, tuple) else stored})
-        else:
-            update_local(settings.data_dir, unset=(args.name,))
-        try:
-            load_settings(cli={"data_dir": str(settings.data_dir)})
-        except ConfigError:
-            update_local(settings.data_dir, before, unset=tuple(set(read_local(settings.data_dir)) - set(before)))
-            raise
+        value = args.value if args.prefs_command == "set" else None
+        problems = apply_prefs(settings.data_dir, {args.name: value})
+        if WHOLE in problems or args.name not in PREFS:
+            raise ConfigError(problems.get(WHOLE) or problems[args.name])
+        if problems:
+            raise ConfigError(f"setting {args.name} = {args.value!r} is invalid: {problems[args.name]}")
         if read_running_agent(settings.data_dir) is not None:
             await request_running_agent(settings, "POST", "/api/v1/prefs/reload", {})
             print(f"{args.name} {'set' if args.prefs_command == 'set' else 'reset'}; the running agent applied it")

@@ -83,6 +83,7 @@ def add_page_routes(app: web.Application) -> None:
     router.add_get(r"/models/{model_id:[0-9]+}/download", models.download, name="model_download")
     router.add_get("/operations", operations.operations_page, name="operations")
     router.add_get("/settings", settings.settings_page, name="settings")
+    router.add_post("/settings/prefs", settings.save_prefs, name="settings_prefs")
     router.add_post("/settings/pause", settings.pause, name="settings_pause")
     router.add_post("/settings/resume", settings.resume, name="settings_resume")
     router.add_get("/about", about.about_page, name="about")
