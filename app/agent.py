@@ -38,6 +38,7 @@ from app.runtime_files import load_or_create_api_token, remove_agent_file, write
 from app.scheduling.decide import Capacity, cpu_cores_of, ram_of
 from app.scheduling.scheduler import Scheduler
 from app.supervise import LoopStatus, supervise
+from app.training.capability import training_unavailable
 from app.training.catalog import Catalog
 from app.web.security import LoginLinks
 
@@ -95,6 +96,7 @@ class Agent:
         self._reload = reload
         self.notifier: Callable[[str], None] | None = None
         self.request_shutdown: Callable[[], None] = lambda: None
+        self.training_unavailable = training_unavailable()
         self._last_blockers: list[str] = []
         self._pending_logs: list[tuple[str, str, datetime]] = []
         self._published_reach: dict[str, Any] = {}
@@ -135,6 +137,7 @@ class Agent:
             "peer_count": len(self.registry.verified()),
             "loops": {name: status.state for name, status in self.loops.items()},
             "connections": self.connections.describe(),
+            "training": {"available": self.training_unavailable is None, "reason": self.training_unavailable},
         }
 
     def peer_status(self) -> dict[str, Any]:
@@ -207,8 +210,8 @@ class Agent:
 
     def may_claim(self) -> bool:
         """True when the volunteer allows new work now."""
-        return (not self.donation_state()["paused"] and not self.pause_after_current and self.database_ok
-                and not self.blockers())
+        return (self.training_unavailable is None and not self.donation_state()["paused"]
+                and not self.pause_after_current and self.database_ok and not self.blockers())
 
     async def reload_settings(self) -> None:
         """Re-read the settings files (prefs changed): limits and rules apply from the next decision on."""
@@ -654,6 +657,8 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
         print(f"Sign in to the dashboard (one-time link): {agent.login_url()}", flush=True)
         log.info("agent %s running; dashboard at %s (`aifarm dashboard` prints a sign-in link)",
                  agent.client_id, agent.dashboard_url)
+        if agent.training_unavailable:
+            log.warning("%s; it serves its dashboard and the peer API and claims no task", agent.training_unavailable)
         if headless:
             log.info("running headless: no tray icon")
         if on_started is not None:

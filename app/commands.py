@@ -557,7 +557,8 @@ async def agent_status(args: argparse.Namespace, settings: Settings) -> int:
         status = {"running": True, "pid": info["pid"], "data_dir": str(settings.data_dir),
                   "dashboard_url": described.get("dashboard_url"), "donation": described["donation"]["summary"],
                   "current_task": running.get("task_id"), "database": described.get("database"),
-                  "database_ok": described.get("database_ok"), "client_id": described.get("client_id")}
+                  "database_ok": described.get("database_ok"), "client_id": described.get("client_id"),
+                  "training": (described.get("training") or {}).get("reason") or "yes"}
     if args.json:
         print_json(status)
     elif not status["running"]:
@@ -565,7 +566,8 @@ async def agent_status(args: argparse.Namespace, settings: Settings) -> int:
     else:
         task = f"task {status['current_task']}" if status["current_task"] else "none"
         rows = [("state", "running"), ("pid", status["pid"]), ("client", status["client_id"]),
-                ("dashboard", status["dashboard_url"]), ("donation", status["donation"]), ("current task", task),
+                ("dashboard", status["dashboard_url"]), ("donation", status["donation"]), ("training", status["training"]),
+                ("current task", task),
                 ("database", f"{status['database']}{'' if status['database_ok'] else ' (unreachable)'}"),
                 ("data dir", status["data_dir"])]
         print("\n".join(f"{name + ':':<14}{value}" for name, value in rows))
