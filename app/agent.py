@@ -25,8 +25,8 @@ from app.db.queries import clients as client_queries
 from app.db.queries import farms as farm_queries
 from app.db.queries import logs as log_queries
 from app.discovery.registry import PeerRegistry
-from app.donation import Rules, blockers, read_state
 from app.discovery.service import DiscoveryService
+from app.donation import Rules, blockers, read_state
 from app.errors import AifarmError, DatabaseUnavailable
 from app.fdlimit import raise_open_files_limit
 from app.identity import load_or_create_client_id
@@ -407,7 +407,8 @@ class Agent:
         async with self.db.begin() as conn:
             self.farm_secret = await farm_queries.ensure_secret(conn, self.settings.farm_name)
         await self.register()
-        self.log_event("info", f"agent started (version {__version__}, pid {os.getpid()}, dashboard {self.dashboard_port}, peer API {self.peer_port})")
+        self.log_event("info", f"agent started (version {__version__}, pid {os.getpid()}, "
+                               f"dashboard {self.dashboard_port}, peer API {self.peer_port})")
         await self._flush_logs()
         await self.discovery.start()
         write_agent_file(

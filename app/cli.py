@@ -12,9 +12,9 @@ from typing import Any, NoReturn
 from app import __version__
 from app.config import SPEC_BY_NAME, Settings, load_settings
 from app.errors import AifarmError
+from app.ids import MAX_ID, parse_int
 from app.runtime_files import secure_data_dir
 from app.statuses import TASK_STATUSES
-from app.ids import MAX_ID, parse_int
 
 log = logging.getLogger("app")
 

@@ -354,7 +354,8 @@ async def show_task(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     config = task["config"] if isinstance(task["config"], dict) else {}
     print(f"task {task['id']}: {config.get('name', '-')} ({task['type']}), {task['status']}, priority {task['priority']}")
-    print(f"  {config.get('model')} on {config.get('dataset')}, {config.get('n_clients', 1)} client(s), progress {_progress(task['result'])}")
+    print(f"  {config.get('model')} on {config.get('dataset')}, {config.get('n_clients', 1)} client(s), "
+          f"progress {_progress(task['result'])}")
     if task.get("waiting_for"):
         print(f"  waiting: {task['waiting_for']}")
     run = task.get("run") or {}

@@ -26,8 +26,10 @@ async def farm_dataset_hosts(args: argparse.Namespace, settings: Settings) -> in
             if args.hosts_command == "list":
                 hosts = await host_queries.list_hosts(conn, settings.farm_name)
             elif args.hosts_command == "add":
+                assert host is not None
                 changed = await host_queries.add_host(conn, settings.farm_name, host)
             else:
+                assert host is not None
                 changed = await host_queries.remove_host(conn, settings.farm_name, host)
     finally:
         await db.dispose()

@@ -38,7 +38,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     cells = [[("-" if value is None else str(value)) for value in row] for row in rows]
     widths = [len(header) for header in headers]
     for row in cells:
-        widths = [max(width, len(cell)) for width, cell in zip(widths, row)]
-    lines = ["  ".join(header.ljust(width) for header, width in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=False)]
+    lines = ["  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=False)).rstrip()]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in cells]
     return "\n".join(lines)

@@ -173,7 +173,7 @@ async def _run(url: str, server: psutil.Process, agents: int, n_tasks: int, base
         me.cpu_percent()
         server.cpu_percent()
         start = asyncio.Event()
-        wall = await _gather([_agent(db, s, start) for db, s in zip(dbs, stats)], start)
+        wall = await _gather([_agent(db, s, start) for db, s in zip(dbs, stats, strict=False)], start)
         client_cpu = me.cpu_percent()
         server_cpu = server.cpu_percent()
         start = asyncio.Event()  # the other half of the baseline after the drain, so both see similar conditions

@@ -216,7 +216,7 @@ def _explain(url: str, timings: list[Timing]) -> None:
                 sql = cursor.mogrify(statement, params)
                 cursor.execute("EXPLAIN " + sql)
                 names = [d[0] for d in cursor.description]
-                timing.plan.extend(dict(zip(names, row)) for row in cursor.fetchall())
+                timing.plan.extend(dict(zip(names, row, strict=False)) for row in cursor.fetchall())
                 cursor.execute("ANALYZE FORMAT=JSON " + sql)
                 analyzed = json.loads(cursor.fetchone()[0])
                 timing.server_ms += float(analyzed.get("query_block", {}).get("r_total_time_ms", 0.0))

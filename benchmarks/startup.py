@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
-import statistics
 import tempfile
 import time
 import urllib.request

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Agent, Figure, clean_env
-from tests.training.e2e import run_state, sync, read, task, worker_pids
+from tests.training.e2e import read, run_state, sync, task, worker_pids
 
 SAMPLES, FEATURES, BATCH = 20000, 64, 64
 

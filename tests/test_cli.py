@@ -480,7 +480,7 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
         (Call(["config", "--config", str(unknown_key)]), 2, (str(unknown_key), "'colour'")),
     ]
     results = run_cli(tmp_path, *(call for call, _, _ in cases))
-    for (call, code, needles), result in zip(cases, results):
+    for (_call, code, needles), result in zip(cases, results, strict=True):
         result.assert_error(code, *needles)
 
 

@@ -118,7 +118,7 @@ def mysql_connector(url: URL) -> Callable[[], Awaitable[Any]]:
     _, options = aiomysql_dialect().create_connect_args(url)
 
     async def connect() -> Any:
-        import aiomysql  # type: ignore[import-untyped]
+        import aiomysql
         import pymysql  # type: ignore[import-untyped]
 
         # aiomysql's connect_timeout covers only the TCP connect: a peer that accepts and never speaks
@@ -206,6 +206,6 @@ def describe_connect_error(exc: DBAPIError, url: URL) -> Exception:
 
 def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", exc)
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = getattr(orig, "args", ())
     text = str(args[1]) if len(args) > 1 else str(orig)
     return text.splitlines()[0] if text else type(orig).__name__

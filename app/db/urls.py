@@ -22,7 +22,7 @@ def parse_database_url(text: str) -> URL:
     """The async SQLAlchemy URL for a mysql://, mysql+aiomysql:// or sqlite:/// URL."""
     try:
         url = make_url(text.strip())
-        url.port  # a non-numeric port only fails when read
+        _ = url.port  # a non-numeric port only fails when read
     except (ArgumentError, ValueError):
         raise DatabaseUrlError(
             f"database URL {redact_text(text)!r} is malformed; expected mysql://USER:PASSWORD@HOST[:PORT]/DATABASE "
@@ -52,7 +52,7 @@ def redact_url(url: URL | str) -> str:
         text = url
         try:
             url = make_url(text)
-            url.port  # a malformed port only fails when read
+            _ = url.port  # a malformed port only fails when read
         except (ArgumentError, ValueError):
             return redact_text(text)
     return url.render_as_string(hide_password=True)

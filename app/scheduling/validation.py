@@ -136,7 +136,7 @@ def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
     return None
 
 
-def validate_task(data: Any, catalog: Catalog, sources: SourcePolicy = SourcePolicy()) -> TaskSpec:
+def validate_task(data: Any, catalog: Catalog, sources: SourcePolicy | None = None) -> TaskSpec:
     """A normalised TaskSpec, or ValidationError naming every problem (field path -> message).
 
     Dataset sources must be allowed by `sources`: URLs on the farm's dataset hosts, local paths inside the
@@ -175,7 +175,7 @@ def validate_task(data: Any, catalog: Catalog, sources: SourcePolicy = SourcePol
     elif not -1000 <= priority <= 1000:
         problems["priority"] = "must be between -1000 and 1000"
 
-    config = _validate_config(data.get("config"), catalog, problems, sources)
+    config = _validate_config(data.get("config"), catalog, problems, sources or SourcePolicy())
     if problems:
         listed = "; ".join(f"{path}: {message}" for path, message in problems.items())
         count = len(problems)
@@ -218,7 +218,7 @@ def _validate_config(raw: Any, catalog: Catalog, problems: dict[str, str], sourc
 
     if isinstance(model, str) and model in catalog.models and isinstance(config.get("model_options"), dict):
         config["model_options"] = _validate_options("config.model_options", catalog.models[model],
-                                                    config["model_options"], problems)
+                                                    config["model_options"], problems, sources)
     if isinstance(dataset, str) and dataset in catalog.datasets and isinstance(config.get("dataset_options"), dict):
         config["dataset_options"] = _validate_options("config.dataset_options", catalog.datasets[dataset],
                                                       config["dataset_options"], problems, sources)
@@ -227,7 +227,7 @@ def _validate_config(raw: Any, catalog: Catalog, problems: dict[str, str], sourc
 
 
 def _validate_options(path: str, recipe: Any, given: dict[str, Any], problems: dict[str, str],
-                      sources: SourcePolicy = SourcePolicy()) -> dict[str, Any]:
+                      sources: SourcePolicy) -> dict[str, Any]:
     if not recipe.builtin:
         return dict(given)  # an installed recipe validates its own options in the worker
     out: dict[str, Any] = {}

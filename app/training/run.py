@@ -253,7 +253,7 @@ class TaskRun:
         if not self.coordinator:
             self.completed = True
             return Outcome("completed")
-        final_point = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        final_point: dict[str, Any] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         final_point["samples_per_sec"] = message.get("samples_per_sec")
         self.buffer.curve.append((int(message.get("step") or 0), final_point))
         weights = Path(message["model_path"])

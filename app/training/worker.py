@@ -20,7 +20,7 @@ import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from app.files import publish_atomically, sha256_file
 from app.training.checkpoint_check import state_problem
@@ -83,7 +83,7 @@ def _rng_state() -> dict[str, Any]:
     import numpy as np
     import torch
 
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state())
     return {
         "torch": torch.get_rng_state(),
         "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
@@ -132,7 +132,8 @@ def load_checkpoint(path: Path, sha256: str) -> dict[str, Any]:
     actual = sha256_file(path)
     if actual != sha256:
         raise ValueError(f"checkpoint {path.name} does not match its sha256 (expected {sha256[:12]}…, got {actual[:12]}…)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    loaded: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return loaded
 
 
 class Trainer:
@@ -170,17 +171,16 @@ class Trainer:
         timeout = timedelta(seconds=float(self.spec.get("collective_timeout", 60)))
         backend = self.spec.get("backend", "gloo")
         if self.rank == 0:
-            store = dist.TCPStore(self.spec.get("bind_host", "0.0.0.0"), 0, self.world, is_master=True,
+            store = dist.TCPStore(self.spec.get("bind_host", "0.0.0.0"), 0, self.world, is_master=True,  # type: ignore[attr-defined]
                                   wait_for_workers=False, timeout=timeout)
             self.channel.send("rendezvous", port=int(store.port))
         else:
             host, port = self.spec["rendezvous"]["host"], int(self.spec["rendezvous"]["port"])
-            store = dist.TCPStore(host, port, self.world, is_master=False, timeout=timeout)
+            store = dist.TCPStore(host, port, self.world, is_master=False, timeout=timeout)  # type: ignore[attr-defined]
         dist.init_process_group(backend, store=store, rank=self.rank, world_size=self.world, timeout=timeout)
 
     def _train(self) -> int:
         import torch
-        from torch.utils.data import DataLoader
 
         from app.training.recipes.models import loss_and_correct
         from app.training.recipes.plugins import build_model, load_dataset
@@ -260,7 +260,7 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 outputs = net(inputs)
                 loss, correct, counted = loss_and_correct(model_name, outputs, targets)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 scheduler.step()
                 step_in_epoch += 1

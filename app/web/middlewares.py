@@ -84,7 +84,8 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         token = request.headers.get(security.CSRF_HEADER)
         if token is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            token = (await request.post()).get(security.CSRF_FIELD)
+            posted = (await request.post()).get(security.CSRF_FIELD)
+            token = posted if isinstance(posted, str) else None
         if not security.check_csrf(session_key, session, token if isinstance(token, str) else None):
             return await _error_response(request, 403, "csrf", "missing or wrong CSRF token; reload the page and try again")
     return await handler(request)

@@ -9,10 +9,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from app.statuses import OPEN_TASK_STATUSES, TASK_STATUSES
-from app.timefmt import absolute_time, duration, iso_time, relative_time
 from app.ids import MAX_ID as DB_MAX_INT
 from app.ids import parse_id, parse_int
+from app.statuses import OPEN_TASK_STATUSES, TASK_STATUSES
+from app.timefmt import absolute_time, duration, iso_time, relative_time
 
 
 def number(value: Any, digits: int = 4) -> str:

@@ -9,8 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from app.db.engine import create_database
 from app.db.migrate import upgrade
 from app.db.queries import clients as client_queries

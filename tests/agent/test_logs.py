@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from app.agentlog import BACKUPS, add_file_handler, follow, log_path, tail
+from app.agentlog import BACKUPS, add_file_handler, follow, log_path
 from tests.agent.harness import AgentProcess, agent_env, wait_for
 
 

@@ -126,7 +126,7 @@ async def test_three_hosts_discover_each_other_across_the_bridge(tmp_path: Path,
             for i, host in enumerate(hosts)
         ]
         try:
-            for host, agent in zip(hosts, agents):
+            for host, agent in zip(hosts, agents, strict=False):
                 others = {a.client_id for a in agents if a is not agent}
 
                 def sees_all(host: Host = host, agent: AgentProcess = agent, others: set[str] = others) -> bool:

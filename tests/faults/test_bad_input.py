@@ -31,7 +31,7 @@ def _write(path: Path, content: bytes | str) -> str:
 
 def _run_cases(tmp_path: Path, cases: list[tuple[Call, int, tuple[str, ...]]]) -> list[Result]:
     results = run_cli(tmp_path, *(call for call, _, _ in cases))
-    for (call, code, needles), result in zip(cases, results):
+    for (_call, code, needles), result in zip(cases, results, strict=True):
         result.assert_error(code, *needles)
     return results
 
@@ -115,7 +115,7 @@ def test_durations_outside_their_range(tmp_path: Path, command: list[str]) -> No
     needles = [(name, bound) for _, name, bound in DURATION_CASES]
     needles += [("heartbeat_interval", "environment"), ("failure_timeout", "environment")]
     results = run_cli(tmp_path, *calls)
-    for result, expected in zip(results, needles):
+    for result, expected in zip(results, needles, strict=False):
         result.assert_error(2, *expected)
     assert not (tmp_path / "data").exists()
 
@@ -157,7 +157,7 @@ def test_database_server_that_never_answers(tmp_path: Path, silent_port: int) ->
                                "--data-dir", str(tmp_path / "data")],
                               env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for args in commands]
-    for args, proc in zip(commands, procs):
+    for args, proc in zip(commands, procs, strict=False):
         try:
             stdout, stderr = proc.communicate(timeout=45)  # a bound against hanging, not a timing assertion
         except subprocess.TimeoutExpired:

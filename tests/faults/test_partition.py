@@ -25,7 +25,7 @@ def _veth_of(host: Host) -> str:
     return host.netns.replace("afns", "afh")
 
 
-async def test_partitioned_coordinator_is_replaced_and_fenced(tmp_path: Path, lan: tuple[str, list[Host]]) -> None:
+async def test_partitioned_coordinator_is_replaced_and_fenced(tmp_path: Path, lan: tuple[str, list[Host]]) -> None:  # noqa: F811
     """Cut rank 0's host off the LAN: the others re-elect and finish; once back, the old coordinator writes nothing."""
     gateway, hosts = lan
     server = start_server(bind_address=gateway)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -222,7 +221,7 @@ async def test_two_agents_never_run_the_same_sweep_together(db: Database, tmp_pa
         start = time.monotonic()
         while time.monotonic() - start < 3.0:
             results = await asyncio.gather(*(agent.run_due() for agent in agents))
-            for agent, result in zip(agents, results):
+            for agent, result in zip(agents, results, strict=False):
                 for sweep in result:
                     runs[sweep].append(agent.client_id)
             assert not set(results[0]) & set(results[1])

@@ -238,7 +238,7 @@ async def _stress(url: str, *, agents: int, singles: int, distributed: int, pool
         async with setup.begin() as conn:
             await conn.execute(insert(tasks), rows)
             ids = list((await conn.execute(select(tasks.c.id).order_by(tasks.c.id))).scalars())
-        n_of = {task_id: n for task_id, n in zip(ids, sizes)}
+        n_of = {task_id: n for task_id, n in zip(ids, sizes, strict=False)}
         assert len(ids) == singles + distributed
 
         ledger = Ledger(total=len(ids))
@@ -247,7 +247,7 @@ async def _stress(url: str, *, agents: int, singles: int, distributed: int, pool
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(_agent(d, cid, capacities[cid], ledger, join_wait=0.5, poll=0.02)
-                                 for d, cid in zip(databases, client_ids))),
+                                 for d, cid in zip(databases, client_ids, strict=False))),
                 timeout=240,
             )
         finally:
@@ -317,7 +317,7 @@ async def _split_groups(setup: Database, database_url: str) -> None:
     caps = {cid: await register(setup, cid, gpu_mb=gpu) for cid, gpu in (("x", 1000), ("y", 3000), ("z", 2000))}
     ids = [await add_task(setup, n_clients=3, priority=p) for p in (3, 2, 1)]
     holds = {}
-    for cid, task_id in zip(caps, ids):
+    for cid, task_id in zip(caps, ids, strict=False):
         holds[cid] = await claim(setup, cid, caps[cid], skip=[t for t in ids if t != task_id])
         assert holds[cid] is not None and holds[cid].task_id == task_id and not holds[cid].formed
     ledger = Ledger(total=3)
@@ -349,7 +349,7 @@ async def test_claim_order_priority_then_created_at(db: Database) -> None:
     # (priority, created_at offset in seconds), inserted in an order that differs from both keys.
     specs = [(0, 50), (5, 30), (0, 10), (5, 40), (-2, 0), (9, 90), (0, 30), (5, 20)]
     ids = [await add_task(db, priority=p, created_at=base + timedelta(seconds=s)) for p, s in specs]
-    expected = [task_id for task_id, _ in sorted(zip(ids, specs), key=lambda item: (-item[1][0], item[1][1]))]
+    expected = [task_id for task_id, _ in sorted(zip(ids, specs, strict=False), key=lambda item: (-item[1][0], item[1][1]))]
     order = []
     while (got := await claim(db, "solo", cap)) is not None:
         assert got.formed and got.rank == 0 and got.generation == 1

@@ -298,7 +298,7 @@ async def _concurrent_sweeps(setup: Database, database_url: str, tmp_path: Path)
     sweepers = [create_database(database_url, pool_size=1) for _ in range(2)]
     try:
         schedulers = [Scheduler(SweepAgent(d, settings, cid))  # type: ignore[arg-type]
-                      for d, cid in zip(sweepers, ("s1", "s2"))]
+                      for d, cid in zip(sweepers, ("s1", "s2"), strict=False)]
         results = await asyncio.gather(*(scheduler.sweep_failures() for scheduler in schedulers))
     finally:
         for d in sweepers:

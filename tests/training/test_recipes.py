@@ -80,7 +80,7 @@ def test_synthetic_is_deterministic_per_seed(tmp_path: Path, kind: str) -> None:
     a_train, a_val, _ = load("synthetic", synthetic(kind=kind, seed=1), tmp_path)
     b_train, b_val, _ = load("synthetic", synthetic(kind=kind, seed=1), tmp_path)
     c_train, _, _ = load("synthetic", synthetic(kind=kind, seed=2), tmp_path)
-    for x, y in zip(a_train.tensors + a_val.tensors, b_train.tensors + b_val.tensors):
+    for x, y in zip(a_train.tensors + a_val.tensors, b_train.tensors + b_val.tensors, strict=False):
         assert torch.equal(x, y)
     assert not torch.equal(a_train.tensors[0], c_train.tensors[0])
 
@@ -201,7 +201,7 @@ def test_mnist_from_plain_and_gzipped_paths(tmp_path: Path) -> None:
     assert train_set.tensors[1].dtype == torch.int64
     x = torch.cat([train_set.tensors[0], val.tensors[0]])
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
-    for a, b in zip(plain[0].tensors + plain[1].tensors, packed[0].tensors + packed[1].tensors):
+    for a, b in zip(plain[0].tensors + plain[1].tensors, packed[0].tensors + packed[1].tensors, strict=False):
         assert torch.equal(a, b)
     # the pixel values come through unchanged: a sample matches its source image
     all_x = torch.cat([train_set.tensors[0], val.tensors[0]]).reshape(64, -1)
@@ -314,7 +314,7 @@ def test_mnist_by_url_is_downloaded_once_then_cached(tmp_path: Path, file_server
 
     again = load("mnist", options, cache, want="image")
     assert file_server.requests == {"/train-images.gz": 1, "/train-labels": 1}
-    for a, b in zip(train_set.tensors + val.tensors, again[0].tensors + again[1].tensors):
+    for a, b in zip(train_set.tensors + val.tensors, again[0].tensors + again[1].tensors, strict=False):
         assert torch.equal(a, b)
     with pytest.raises(DataError, match="could not fetch"):  # a host taken off the list gets no cached copy either
         load("mnist", options, cache, want="image", policy=SourcePolicy(dirs=(tmp_path,), hosts=("other.test",)))
@@ -425,7 +425,7 @@ def test_text_vocabulary_and_shifted_targets(tmp_path: Path) -> None:
     assert inputs.dtype == targets.dtype == torch.int64 and inputs.shape == targets.shape
     assert torch.equal(inputs[:, 1:], targets[:, :-1])
     windows = {text[i:i + 8] for i in range(0, len(text) // 8 * 8, 8)}
-    for row_in, row_out in zip(inputs.tolist(), targets.tolist()):
+    for row_in, row_out in zip(inputs.tolist(), targets.tolist(), strict=False):
         decoded = "".join(info.vocab[i] for i in row_in) + info.vocab[row_out[-1]]
         assert decoded in windows
 

@@ -9,8 +9,19 @@ from typing import Any
 import pytest
 
 from app.config import load_settings
-from app.donation import (MachineState, Rules, blockers, idle_seconds, idle_support, in_schedule, on_battery,
-                          parse_mutter_idletime, parse_schedule, read_state, windows_idle_ms)
+from app.donation import (
+    MachineState,
+    Rules,
+    blockers,
+    idle_seconds,
+    idle_support,
+    in_schedule,
+    on_battery,
+    parse_mutter_idletime,
+    parse_schedule,
+    read_state,
+    windows_idle_ms,
+)
 from app.errors import ConfigError
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0)

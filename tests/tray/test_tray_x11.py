@@ -42,7 +42,7 @@ def x_display() -> Iterator[str]:
     """A virtual screen with a system tray (Xvfb + trayer); skipped with the reason when they are missing."""
     if not shutil.which("Xvfb") or not shutil.which("trayer"):
         pytest.skip("Xvfb and trayer are needed (apt-get install -y xvfb trayer)")
-    for attempt in range(2):
+    for _attempt in range(2):
         xvfb, display = _start_screen()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not _screen_answers(display):

@@ -69,7 +69,7 @@ def _live_state(page: Any) -> dict[str, Any]:
 
 
 def _increasing(values: list[float]) -> bool:
-    return all(b >= a for a, b in zip(values, values[1:])) and len(set(values)) >= 3
+    return all(b >= a for a, b in zip(values, values[1:], strict=False)) and len(set(values)) >= 3
 
 
 def test_submit_watch_live_and_visit_every_page(tmp_path: Path, sqlite_url: str) -> None:

@@ -58,5 +58,5 @@ def test_relative_time_reads_the_same_in_python_and_in_the_browser() -> None:
                 [[text for text, _ in cases], NOW.timestamp() * 1000, DURATIONS])
         finally:
             browser.close()
-    assert dict(zip((text for text, _ in cases), in_browser[0])) == {text: expected for text, expected in cases}
+    assert dict(zip((text for text, _ in cases), in_browser[0], strict=False)) == {text: expected for text, expected in cases}
     assert in_browser[1] == [duration(seconds) for seconds in DURATIONS]

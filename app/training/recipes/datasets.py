@@ -79,7 +79,7 @@ def resolved_options(recipe: Recipe, options: Any) -> dict[str, Any]:
     return out
 
 
-def load_dataset(name: str, options: dict, *, cache_dir: Path, validation_split: float, seed: int,
+def load_dataset(name: str, options: dict[str, Any], *, cache_dir: Path, validation_split: float, seed: int,
                  policy: SourcePolicy, want: str | None = None, network: Network | None = None,
                  log: Callable[[str], None] = print) -> tuple[TensorDataset, TensorDataset, DataInfo]:
     """Load a built-in dataset and split it deterministically into (train, validation, info)."""

@@ -14,7 +14,8 @@ from app.web.keys import AGENT_KEY
 
 def hardware(row: dict[str, Any]) -> dict[str, Any]:
     """Cores, RAM and GPUs of a clients row, tolerant of odd JSON."""
-    cpu = row.get("cpu_info") if isinstance(row.get("cpu_info"), dict) else {}
+    cpu_info = row.get("cpu_info")
+    cpu: dict[str, Any] = cpu_info if isinstance(cpu_info, dict) else {}
     gpus = [g for g in (row.get("gpu_info") or []) if isinstance(g, dict)] if isinstance(row.get("gpu_info"), list) else []
     return {"cores": cpu_cores_of(cpu), "physical_cores": cpu.get("physical_cores"), "cpu_model": cpu.get("model"),
             "architecture": cpu.get("architecture"), "frequency_mhz": cpu.get("frequency_mhz"),

@@ -15,7 +15,6 @@ from app.errors import DatabaseUnavailable
 from app.operations import monitor
 from app.web.keys import AGENT_KEY
 
-
 LOG_LINES = 200
 
 
