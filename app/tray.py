@@ -7,6 +7,7 @@ display raises).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import webbrowser
@@ -128,7 +129,7 @@ class AgentActions:
         self.stop = stop
         self.open_url = open_url
 
-    def __call__(self, action: str) -> "asyncio.Future[Any] | None":
+    def __call__(self, action: str) -> "concurrent.futures.Future[Any] | None":
         """Start an action; returns the future of its coroutine on the agent's loop."""
         make: dict[str, Callable[[], Any]] = {
             "open_dashboard": lambda: self._open(""),
