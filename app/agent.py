@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -37,6 +36,7 @@ from app.peerapi.client import PeerClient
 from app.runtime_files import load_or_create_api_token, remove_agent_file, write_agent_file
 from app.scheduling.decide import Capacity, cpu_cores_of, ram_of
 from app.scheduling.scheduler import Scheduler
+from app.stopsignals import install_stop_signals
 from app.supervise import LoopStatus, supervise
 from app.training.capability import training_unavailable
 from app.training.catalog import Catalog
@@ -309,12 +309,12 @@ class Agent:
         if n_clients == 1 or not self.allowed_gpus():
             return "gloo"
         from app.db.queries import claims as claim_queries
-        from app.scheduling.decide import gpu_memory_of
+        from app.scheduling.decide import choose_backend, gpu_memory_of
 
         async with self.db.connect() as conn:
             members = (await claim_queries.members_of_running(conn, task_id)).get(task_id, {}).get("members", [])
             rows = [await client_queries.get_client(conn, m["client_id"]) for m in members]
-        return "nccl" if rows and all(row and gpu_memory_of(row["gpu_info"]) > 0 for row in rows) else "gloo"
+        return choose_backend(bool(rows) and all(row and gpu_memory_of(row["gpu_info"]) > 0 for row in rows))
 
     async def fetch_checkpoint(self, owner_id: str | None, relative: str, sha256: str) -> Path | None:
         """A verified local copy of a checkpoint file (fetched from its owner's peer API when remote), or None."""
@@ -648,9 +648,7 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
     db = await open_current_database(settings.effective_database_url)
     agent = Agent(settings, db, headless=headless, reload=reload, connection_limits=limits)
     stop = asyncio.Event()
-    if install_signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    restore_signals = install_stop_signals(loop, stop.set) if install_signals else None
     agent.request_shutdown = stop.set
     try:
         await agent.start()
@@ -667,9 +665,8 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
         await stop.wait()
         log.info("stopping")
     finally:
-        if install_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        if restore_signals is not None:
+            restore_signals()
         await agent.stop()
     print("AI Farm agent stopped", file=sys.stderr, flush=True)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -139,3 +140,8 @@ def choose_rendezvous_host(own: Sequence[dict[str, Any]], others: Sequence[Seque
                for member in others):
             return str(address["ip"])
     return str(own_v4[0]["ip"]) if own_v4 else "127.0.0.1"
+
+
+def choose_backend(every_rank_has_a_gpu: bool, platform: str = sys.platform) -> str:
+    """The process group's backend: NCCL when every rank has a GPU, except on Windows (no NCCL there); gloo otherwise."""
+    return "nccl" if every_rank_has_a_gpu and platform != "win32" else "gloo"
