@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+# Not an AifarmError: it never reaches a user; the run that gets it stops, as a newer attempt owns the task.
+class Fenced(Exception):
+    """A write named a task's generation (or coordinator) that is no longer current, so it was refused."""
+
+
 class AifarmError(Exception):
     """Base of every error the product reports to a user without a traceback."""
 

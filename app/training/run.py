@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -18,12 +18,23 @@ from app.db.queries import dataset_hosts as dataset_host_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import metrics as metric_queries
 from app.db.queries import models as model_queries
-from app.db.queries.claims import Fenced
-from app.errors import DatabaseUnavailable
+from app.errors import DatabaseUnavailable, Fenced
 from app.netinfo import local_addresses, same_subnet
 from app.scheduling.decide import choose_rendezvous_host
 from app.scheduling.validation import parse_interval
 from app.training.checkpoint_check import checkpoint_problem
+from app.training.messages import (
+    Checkpoint,
+    Epoch,
+    Failed,
+    Finished,
+    Log,
+    Progress,
+    Rendezvous,
+    Started,
+    Stopped,
+    WorkerMessage,
+)
 from app.training.supervisor import WorkerHandle
 
 if TYPE_CHECKING:
@@ -46,8 +57,8 @@ class Outcome:
 
 @dataclass
 class _Buffer:
-    progress: dict[str, Any] | None = None
-    curve: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    progress: Progress | None = None
+    curve: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     logs: list[tuple[str, str]] = field(default_factory=list)
     perf: list[tuple[str, float]] = field(default_factory=list)
 
@@ -66,7 +77,8 @@ class TaskRun:
         self.n_clients = n_clients
         self.coordinator = rank == 0
         self.worker: WorkerHandle | None = None
-        self.progress: dict[str, Any] = {}
+        self.progress = 0.0
+        self.metrics: dict[str, float | None] = {}
         self.buffer = _Buffer()
         self.stop_reason: str | None = None
         self.abort_reason: str | None = None
@@ -93,8 +105,8 @@ class TaskRun:
     def describe(self) -> dict[str, Any]:
         """What this run is doing, for the dashboard and tray."""
         return {"task_id": self.task_id, "name": self.config.get("name"), "rank": self.rank,
-                "generation": self.generation, "n_clients": self.n_clients, "progress": self.progress.get("progress", 0.0),
-                "metrics": self.progress.get("metrics", {})}
+                "generation": self.generation, "n_clients": self.n_clients, "progress": self.progress,
+                "metrics": dict(self.metrics)}
 
     async def request_stop(self, reason: str) -> None:
         """Release the task: the worker writes an emergency checkpoint and exits; the task goes back to the queue."""
@@ -166,64 +178,74 @@ class TaskRun:
             return Outcome("stopped", self.stop_reason)
         return Outcome("failed", f"rank {self.rank}'s worker exited with code {code} without reporting an end")
 
-    async def _handle(self, message: dict[str, Any]) -> Outcome | None:
-        kind = message["type"]
-        if kind == "rendezvous" and self.coordinator:
-            host = await self._rendezvous_host()
+    async def _handle(self, message: WorkerMessage) -> Outcome | None:
+        match message:
+            case Rendezvous(port=port):
+                if self.coordinator:
+                    await self._publish_rendezvous(port)
+            case Started():
+                async def started() -> None:
+                    async with self.db.begin() as conn:
+                        await claim_queries.set_assignment(conn, self.task_id, self.agent.client_id, self.generation,
+                                                           status="training")
 
-            async def publish() -> None:
-                async with self.db.begin() as conn:
-                    await claim_queries.publish_rendezvous(conn, self.task_id, self.generation, self.agent.client_id,
-                                                           host, int(message["port"]))
-
-            await self._with_db("publishing the rendezvous", publish)
-            self._log("info", f"rendezvous published at {host}:{message['port']}")
-        elif kind == "started":
-            async def started() -> None:
-                async with self.db.begin() as conn:
-                    await claim_queries.set_assignment(conn, self.task_id, self.agent.client_id, self.generation,
-                                                       status="training")
-
-            await self._with_db("marking the rank as training", started)
-            if self.coordinator:
-                self._log("info", f"training: {message['total_steps']} steps of {message['steps_per_epoch']} per epoch, "
-                                  f"{message['samples']} training and {message['validation_samples']} validation samples")
-        elif kind == "progress":
-            self.progress = message
-            self.buffer.progress = message
-            if self.coordinator:
-                point = {k: v for k, v in (message.get("metrics") or {}).items() if v is not None}
-                point["samples_per_sec"] = message.get("samples_per_sec")
-                self.buffer.curve.append((int(message["step"]), point))
-            self.buffer.perf += [("samples_per_sec", float(message.get("rank_samples_per_sec") or 0.0)),
-                                 ("step_time_ms", float(message.get("step_time") or 0.0) * 1000)]
-        elif kind == "epoch":
-            self.progress.setdefault("metrics", {}).update(
-                {k: message.get(k) for k in ("val_loss", "val_accuracy", "loss", "accuracy") if message.get(k) is not None})
-            if self.coordinator:
-                self._log("info", f"epoch {message['epoch']} ended at step {message['step']}: "
-                                  f"val_loss {message['val_loss']:.4f}, val_accuracy {message['val_accuracy']:.4f}")
-        elif kind == "log":
-            if self.coordinator or message.get("level") in ("warning", "error"):
-                self._log(message.get("level", "info"), str(message.get("message", ""))[:2000])
-        elif kind == "checkpoint":
-            await self._record_checkpoint(message)
-        elif kind == "finished":
-            return await self._finished(message)
-        elif kind == "stopped":
-            reason = self.stop_reason or "the group stopped (another rank's agent asked for it or went away)"
-            return Outcome("stopped" if self.stop_reason else "failed", reason)
-        elif kind == "failed":
-            self._log("error", f"rank {self.rank} failed: {message.get('error')}\n{message.get('traceback', '')}".strip())
-            return Outcome("error" if message.get("permanent") else "failed", str(message.get("error")))
+                await self._with_db("marking the rank as training", started)
+                if self.coordinator:
+                    self._log("info", f"training: {message.total_steps} steps of {message.steps_per_epoch} per epoch, "
+                                      f"{message.samples} training and {message.validation_samples} validation samples")
+            case Progress():
+                self.progress = message.progress
+                self.metrics = dict(message.metrics)
+                self.buffer.progress = message
+                if self.coordinator:
+                    point = {k: v for k, v in message.metrics.items() if v is not None}
+                    self.buffer.curve.append((message.step, {**point, "samples_per_sec": message.samples_per_sec}))
+                self.buffer.perf += [("samples_per_sec", message.rank_samples_per_sec),
+                                     ("step_time_ms", message.step_time * 1000)]
+            case Epoch():
+                reported = {"val_loss": message.val_loss, "val_accuracy": message.val_accuracy,
+                            "loss": message.loss, "accuracy": message.accuracy}
+                update = {k: v for k, v in reported.items() if v is not None}
+                self.metrics.update(update)
+                if self.buffer.progress is not None:
+                    buffered = self.buffer.progress
+                    self.buffer.progress = replace(buffered, metrics={**buffered.metrics, **update})
+                if self.coordinator:
+                    self._log("info", f"epoch {message.epoch} ended at step {message.step}: "
+                                      f"val_loss {message.val_loss:.4f}, val_accuracy {message.val_accuracy:.4f}")
+            case Log(level=level, message=text):
+                if self.coordinator or level in ("warning", "error"):
+                    self._log(level, text[:2000])
+            case Checkpoint():
+                await self._record_checkpoint(message)
+            case Finished():
+                return await self._finished(message)
+            case Stopped():
+                reason = self.stop_reason or "the group stopped (another rank's agent asked for it or went away)"
+                return Outcome("stopped" if self.stop_reason else "failed", reason)
+            case Failed():
+                self._log("error", f"rank {self.rank} failed: {message.error}\n{message.traceback}".strip())
+                return Outcome("error" if message.permanent else "failed", message.error)
+            case _:
+                assert_never(message)
         return None
 
-    async def _record_checkpoint(self, message: dict[str, Any]) -> None:
-        path = Path(message["path"])
+    async def _publish_rendezvous(self, port: int) -> None:
+        host = await self._rendezvous_host()
+
+        async def publish() -> None:
+            async with self.db.begin() as conn:
+                await claim_queries.publish_rendezvous(conn, self.task_id, self.generation, self.agent.client_id, host, port)
+
+        await self._with_db("publishing the rendezvous", publish)
+        self._log("info", f"rendezvous published at {host}:{port}")
+
+    async def _record_checkpoint(self, message: Checkpoint) -> None:
+        path = Path(message.path)
         relative = path.relative_to(self.agent.settings.data_dir).as_posix()
-        kind = message["kind"]
-        metrics = {**(message.get("metrics") or {}), "sha256": message["sha256"], "step": message["step"],
-                   "epoch": message["epoch"], "rank": self.rank, "size": path.stat().st_size,
+        kind = message.kind
+        metrics = {**message.metrics, "sha256": message.sha256, "step": message.step,
+                   "epoch": message.epoch, "rank": self.rank, "size": path.stat().st_size,
                    "generation": self.generation}
         full = kind in ("regular", "emergency", "final")
 
@@ -239,11 +261,11 @@ class TaskRun:
         for old in removed:
             (self.agent.settings.data_dir / old).unlink(missing_ok=True)
         if self.coordinator or kind == "emergency":
-            self._log("info", f"{kind} checkpoint at step {message['step']}: {relative}")
+            self._log("info", f"{kind} checkpoint at step {message.step}: {relative}")
 
-    async def _finished(self, message: dict[str, Any]) -> Outcome:
-        metrics = message.get("metrics") or {}
-        assignment_metrics = {**metrics, "params_sha256": message.get("params_sha256"), "step": message.get("step")}
+    async def _finished(self, message: Finished) -> Outcome:
+        metrics = message.metrics
+        assignment_metrics = {**metrics, "params_sha256": message.params_sha256, "step": message.step}
         async def rank_done() -> None:
             async with self.db.begin() as conn:
                 await claim_queries.set_assignment(conn, self.task_id, self.agent.client_id, self.generation,
@@ -253,23 +275,27 @@ class TaskRun:
         if not self.coordinator:
             self.completed = True
             return Outcome("completed")
-        final_point: dict[str, Any] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        final_point["samples_per_sec"] = message.get("samples_per_sec")
-        self.buffer.curve.append((int(message.get("step") or 0), final_point))
-        weights = Path(message["model_path"])
+        if message.model_path is None or message.model_sha256 is None:
+            return Outcome("failed", f"rank {self.rank} finished without naming the model file it wrote")
+        model_sha256 = message.model_sha256
+        final_point = {k: v for k, v in metrics.items() if v is not None}
+        if message.samples_per_sec is not None:
+            final_point["samples_per_sec"] = message.samples_per_sec
+        self.buffer.curve.append((message.step, final_point))
+        weights = Path(message.model_path)
         relative = weights.relative_to(self.agent.settings.data_dir).as_posix()
         url = f"aifarm://{self.agent.client_id}/{relative}"
-        result = {"progress": 100.0, "epoch": message.get("epoch"), "step": message.get("step"),
-                  "metrics": metrics, "samples_per_sec": message.get("samples_per_sec")}
+        result = {"progress": 100.0, "epoch": message.epoch, "step": message.step,
+                  "metrics": metrics, "samples_per_sec": message.samples_per_sec}
         await self._flush(final=True)
 
         async def complete() -> str:
             async with self.db.begin() as conn:
                 await claim_queries.check_fence(conn, self.task_id, self.generation, self.agent.client_id)
                 version = await model_queries.register(
-                    conn, name=self.config["name"], url=url, sha256=message["model_sha256"],
+                    conn, name=self.config["name"], url=url, sha256=model_sha256,
                     config={**self.config, "final_metrics": metrics, "task_id": self.task_id,
-                            "params_sha256": message.get("params_sha256"), "replicas": []},
+                            "params_sha256": message.params_sha256, "replicas": []},
                 )
                 await claim_queries.update_task_fenced(conn, self.task_id, self.generation, self.agent.client_id,
                                                        {"status": "completed", "result": result})
@@ -279,7 +305,7 @@ class TaskRun:
 
         version = await self._with_db("registering the model and completing the task", complete)
         self.completed = True
-        self.agent.after_model_registered(self.config["name"], version, relative, message["model_sha256"])
+        self.agent.after_model_registered(self.config["name"], version, relative, model_sha256)
         return Outcome("completed")
 
     async def _settle(self, outcome: Outcome) -> None:
@@ -454,16 +480,16 @@ class TaskRun:
                 for step, point in curve:
                     await metric_queries.record_curve(conn, self.task_id, step, point)
                 if progress is not None and not self.completed:
-                    rank_metrics = {**(progress.get("metrics") or {}), "step": progress["step"],
-                                    "samples_per_sec": progress.get("rank_samples_per_sec")}
+                    rank_metrics = {**progress.metrics, "step": progress.step,
+                                    "samples_per_sec": progress.rank_samples_per_sec}
                     try:
                         async with conn.begin_nested():
                             await claim_queries.set_assignment(conn, self.task_id, self.agent.client_id,
                                                                self.generation, metrics=rank_metrics)
                             if self.coordinator:
-                                result = {"progress": progress["progress"], "epoch": progress["epoch"],
-                                          "step": progress["step"], "metrics": progress.get("metrics") or {},
-                                          "samples_per_sec": progress.get("samples_per_sec")}
+                                result = {"progress": progress.progress, "epoch": progress.epoch,
+                                          "step": progress.step, "metrics": progress.metrics,
+                                          "samples_per_sec": progress.samples_per_sec}
                                 await claim_queries.update_task_fenced(conn, self.task_id, self.generation,
                                                                        self.agent.client_id, {"result": result})
                     except Fenced as exc:

@@ -8,22 +8,28 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.training.messages import MAX_LINE, BadMessage, decode
+from app.training.messages import MAX_LINE, BadMessage, WorkerMessage, decode
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 20.0
+MALFORMED_REPORT_SECONDS = 60.0
+WORKER_COMMAND = (sys.executable, "-m", "app.training.worker")
 
 
 class WorkerHandle:
     """A running `python -m app.training.worker` child (a fresh interpreter: only it imports torch)."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, command: Sequence[str] = WORKER_COMMAND,
+                 malformed_report_seconds: float = MALFORMED_REPORT_SECONDS) -> None:
         self.log_path = log_path
+        self.command = tuple(command)
+        self.malformed_report_seconds = malformed_report_seconds
         self.process: asyncio.subprocess.Process | None = None
         self.stop_requested = False
 
@@ -36,7 +42,7 @@ class WorkerHandle:
         stderr = self.log_path.open("ab")
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "app.training.worker",
+                *self.command,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env,
                 limit=MAX_LINE + 1,
             )
@@ -51,21 +57,27 @@ class WorkerHandle:
         """The worker's process id."""
         return self.process.pid if self.process else None
 
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
-        """Messages until the worker closes its output; malformed lines are logged and skipped."""
+    async def messages(self) -> AsyncIterator[WorkerMessage]:
+        """Messages until the worker closes its output; malformed lines are skipped (see MalformedLines)."""
         assert self.process is not None and self.process.stdout is not None
-        while True:
-            try:
-                line = await self.process.stdout.readline()
-            except (ValueError, asyncio.LimitOverrunError):
-                log.warning("worker %s sent an overlong line; skipped", self.pid)
-                continue
-            if not line:
-                return
-            try:
-                yield decode(line)
-            except BadMessage as exc:
-                log.warning("worker %s: %s", self.pid, exc)
+        malformed = MalformedLines(self.pid, self.malformed_report_seconds)
+        try:
+            while True:
+                try:
+                    line = await self.process.stdout.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    malformed.add(f"line longer than {MAX_LINE} bytes")
+                    continue
+                if not line:
+                    return
+                try:
+                    message = decode(line)
+                except BadMessage as exc:
+                    malformed.add(str(exc))
+                    continue
+                yield message
+        finally:
+            malformed.close()
 
     async def wait(self) -> int:
         """Wait for the worker to exit; returns its exit code."""
@@ -110,3 +122,39 @@ class WorkerHandle:
                 self.process.kill()
             except ProcessLookupError:
                 pass
+
+
+class MalformedLines:
+    """One worker's malformed lines, logged so a flood of them cannot flood the log: the first, then counts."""
+
+    def __init__(self, pid: int | None, interval: float) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.total = 0
+        self.unreported = 0
+        self.latest = ""
+        self.reported_at = 0.0
+
+    def add(self, reason: str) -> None:
+        """One more malformed line, ignored."""
+        self.total += 1
+        self.latest = reason
+        now = time.monotonic()
+        if self.total == 1:
+            log.warning("worker %s sent a malformed line, ignored: %s", self.pid, reason)
+            self.reported_at = now
+            return
+        self.unreported += 1
+        if now - self.reported_at >= self.interval:
+            self._report()
+            self.reported_at = now
+
+    def close(self) -> None:
+        """Log the lines not reported yet."""
+        if self.unreported:
+            self._report()
+
+    def _report(self) -> None:
+        log.warning("worker %s sent %d more malformed lines (%d in all), ignored; the latest: %s",
+                    self.pid, self.unreported, self.total, self.latest)
+        self.unreported = 0

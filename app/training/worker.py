@@ -24,7 +24,21 @@ from typing import Any, cast
 
 from app.files import publish_atomically, sha256_file
 from app.training.checkpoint_check import state_problem
-from app.training.messages import encode
+from app.training.messages import (
+    Checkpoint,
+    CheckpointKind,
+    Epoch,
+    Failed,
+    Finished,
+    Log,
+    LogLevel,
+    Progress,
+    Rendezvous,
+    Started,
+    Stopped,
+    WorkerMessage,
+    encode,
+)
 from app.training.sources import SourcePolicy
 
 SYNC_EVERY = 10
@@ -40,15 +54,15 @@ class Channel:
         sys.stdout = sys.stderr
         self._lock = threading.Lock()
 
-    def send(self, message_type: str, /, **fields: Any) -> None:
+    def send(self, message: WorkerMessage) -> None:
         """Write one message."""
         with self._lock:
-            self._out.write(encode(message_type, **fields))
+            self._out.write(encode(message))
             self._out.flush()
 
-    def log(self, message: str, level: str = "info") -> None:
+    def log(self, message: str, level: LogLevel = "info") -> None:
         """A log line for task_logs."""
-        self.send("log", level=level, message=message)
+        self.send(Log(level=level, message=message))
 
 
 class Control:
@@ -173,7 +187,7 @@ class Trainer:
         if self.rank == 0:
             store = dist.TCPStore(self.spec.get("bind_host", "0.0.0.0"), 0, self.world, is_master=True,  # type: ignore[attr-defined]
                                   wait_for_workers=False, timeout=timeout)
-            self.channel.send("rendezvous", port=int(store.port))
+            self.channel.send(Rendezvous(port=int(store.port)))
         else:
             host, port = self.spec["rendezvous"]["host"], int(self.spec["rendezvous"]["port"])
             store = dist.TCPStore(host, port, self.world, is_master=False, timeout=timeout)  # type: ignore[attr-defined]
@@ -236,8 +250,8 @@ class Trainer:
             if rng is not None:
                 _set_rng_state(rng)
             self.channel.log(f"resumed from {Path(resume['path']).name} at step {global_step} (epoch {epoch + 1})")
-        self.channel.send("started", step=global_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                          samples=len(train_set), validation_samples=len(val_set))
+        self.channel.send(Started(step=global_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                                  samples=len(train_set), validation_samples=len(val_set)))
 
         interval, unit = self.spec["checkpoint_every"]
         last_ckpt_time, last_ckpt_step = time.monotonic(), global_step
@@ -275,10 +289,10 @@ class Trainer:
                 stop, checkpoint = self._control_flags(global_step, unit, interval, last_ckpt_time, last_ckpt_step)
                 if stop:
                     self._save("emergency", model, optimizer, scheduler, epoch, step_in_epoch, global_step, best)
-                    self.channel.send("stopped", step=global_step)
+                    self.channel.send(Stopped(step=global_step))
                     return 0
                 if checkpoint:
-                    kind = "regular" if self.rank == 0 else "distributed"
+                    kind: CheckpointKind = "regular" if self.rank == 0 else "distributed"
                     self._save(kind, model, optimizer, scheduler, epoch, step_in_epoch, global_step, best)
                     last_ckpt_time, last_ckpt_step = time.monotonic(), global_step
                 if time.monotonic() - last_report >= report_every:
@@ -296,8 +310,8 @@ class Trainer:
             if window_count:
                 best["loss"] = window_loss / window_count
                 best["accuracy"] = window_correct / window_count
-            self.channel.send("epoch", epoch=epoch + 1, step=global_step, val_loss=val_loss, val_accuracy=val_acc,
-                              loss=best.get("loss"), accuracy=best.get("accuracy"))
+            self.channel.send(Epoch(epoch=epoch + 1, step=global_step, val_loss=val_loss, val_accuracy=val_acc,
+                                    loss=best.get("loss"), accuracy=best.get("accuracy")))
             if step_in_epoch >= steps_per_epoch:
                 epoch += 1
                 step_in_epoch = 0
@@ -307,22 +321,24 @@ class Trainer:
             metrics["loss"] = window_loss / window_count
             metrics["accuracy"] = window_correct / window_count
         params_hash = self._params_hash(model)
-        final: dict[str, Any] = {}
+        model_path: str | None = None
+        model_sha256: str | None = None
         if self.rank == 0:
             path = self.checkpoint_dir / f"final-{global_step:09d}.pt"
             sha = self._write(path, model, optimizer, scheduler, epoch, step_in_epoch, global_step, metrics)
-            self.channel.send("checkpoint", kind="final", path=str(path), sha256=sha, step=global_step,
-                              epoch=epoch, metrics=metrics)
+            self.channel.send(Checkpoint(kind="final", path=str(path), sha256=sha, step=global_step, epoch=epoch,
+                                         metrics=metrics))
             weights = self.model_dir / f"{self.config['name']}-task{self.spec['task_id']}-g{self.spec['generation']}.pt"
             weights.parent.mkdir(parents=True, exist_ok=True)
             tmp = weights.with_name(f".{weights.name}.tmp")
             torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
             publish_atomically(tmp, weights)
-            final = {"model_path": str(weights), "model_sha256": sha256_file(weights)}
+            model_path, model_sha256 = str(weights), sha256_file(weights)
         elapsed = time.perf_counter() - train_start
-        self.channel.send("finished", step=global_step, total_steps=total_steps, metrics=metrics, epoch=min(epoch + 1, epochs),
-                          samples_per_sec=(global_step - start_step) * batch * self.world / elapsed if elapsed > 0 else None,
-                          params_sha256=params_hash, **final)
+        self.channel.send(Finished(
+            step=global_step, total_steps=total_steps, epoch=min(epoch + 1, epochs), metrics=metrics,
+            samples_per_sec=(global_step - start_step) * batch * self.world / elapsed if elapsed > 0 else None,
+            params_sha256=params_hash, model_path=model_path, model_sha256=model_sha256))
         return 0
 
     def _control_flags(self, step: int, unit: str, interval: int, last_time: float, last_step: int) -> tuple[bool, bool]:
@@ -349,20 +365,19 @@ class Trainer:
                   samples_per_sec: float, step_time: float, best: dict[str, Any]) -> None:
         metrics = {"loss": loss / count if count else None, "accuracy": correct / count if count else None,
                    "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy")}
-        self.channel.send("progress", step=step, total_steps=total, epoch=epoch + 1,
-                          progress=round(100.0 * step / total, 2) if total else 100.0,
-                          samples_per_sec=samples_per_sec * self.world, rank_samples_per_sec=samples_per_sec,
-                          step_time=step_time, metrics=metrics)
+        self.channel.send(Progress(step=step, total_steps=total, epoch=epoch + 1,
+                                   progress=round(100.0 * step / total, 2) if total else 100.0,
+                                   samples_per_sec=samples_per_sec * self.world, rank_samples_per_sec=samples_per_sec,
+                                   step_time=step_time, metrics=metrics))
 
-    def _save(self, kind: str, model: Any, optimizer: Any, scheduler: Any, epoch: int, step_in_epoch: int,
+    def _save(self, kind: CheckpointKind, model: Any, optimizer: Any, scheduler: Any, epoch: int, step_in_epoch: int,
               step: int, metrics: dict[str, Any]) -> None:
         suffix = f"-r{self.rank}" if kind == "distributed" or (kind == "emergency" and self.rank) else ""
         path = self.checkpoint_dir / f"{kind}-{step:09d}{suffix}.pt"
         # Every rank writes the whole replica (DDP keeps them identical) plus its own RNG and sampler
         # position, so the group can resume from any survivor when rank 0's machine is gone.
         sha = self._write(path, model, optimizer, scheduler, epoch, step_in_epoch, step, metrics)
-        self.channel.send("checkpoint", kind=kind, path=str(path), sha256=sha, step=step, epoch=epoch,
-                          metrics=metrics)
+        self.channel.send(Checkpoint(kind=kind, path=str(path), sha256=sha, step=step, epoch=epoch, metrics=metrics))
 
     def _write(self, path: Path, model: Any, optimizer: Any, scheduler: Any, epoch: int, step_in_epoch: int,
                step: int, metrics: dict[str, Any]) -> str:
@@ -474,7 +489,7 @@ def main() -> int:
     try:
         spec = json.loads(line)
     except ValueError:
-        channel.send("failed", error="the worker received no valid spec", traceback="", permanent=True)
+        channel.send(Failed(error="the worker received no valid spec", traceback="", permanent=True))
         return 2
     control.watch(sys.stdin)
     try:
@@ -487,7 +502,7 @@ def main() -> int:
         sys.stderr.write("".join(lines))
         # A recipe's own error says what is wrong; its traceback stays in this machine's log.
         short = "" if isinstance(exc, (RecipeError, DataError)) else "".join(lines[-6:])[-4000:]
-        channel.send("failed", error=f"{type(exc).__name__}: {exc}"[:2000], traceback=short, permanent=permanent)
+        channel.send(Failed(error=f"{type(exc).__name__}: {exc}"[:2000], traceback=short, permanent=permanent))
         return 1
 
 

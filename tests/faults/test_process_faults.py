@@ -17,6 +17,7 @@ import torch
 from app.db.engine import create_database
 from app.db.queries import claims as claim_queries
 from app.db.queries import models as model_queries
+from app.errors import Fenced
 from app.files import sha256_file
 from app.training.worker import load_checkpoint
 from tests.agent.harness import AgentProcess, wait_for
@@ -94,10 +95,10 @@ async def test_killed_coordinator_restarted_cannot_write(tmp_path: Path, sqlite_
             async with db.begin() as conn:
                 held = await claim_queries.assignments_of_client(conn, first["coordinator_id"])
                 assert all(h["generation"] != first["generation"] for h in held)
-                with pytest.raises(claim_queries.Fenced):
+                with pytest.raises(Fenced):
                     await claim_queries.update_task_fenced(conn, task_id, first["generation"], first["coordinator_id"],
                                                            {"result": {"progress": 99}})
-                with pytest.raises(claim_queries.Fenced):
+                with pytest.raises(Fenced):
                     await claim_queries.publish_rendezvous(conn, task_id, first["generation"], first["coordinator_id"],
                                                            "127.0.0.1", 1)
         finally:

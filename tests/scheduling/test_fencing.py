@@ -15,7 +15,6 @@ from app.config import Settings, load_settings
 from app.db.engine import Database, create_database
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries.claims import (
-    Fenced,
     check_fence,
     end_attempt,
     mark_error,
@@ -24,6 +23,7 @@ from app.db.queries.claims import (
     update_task_fenced,
 )
 from app.db.schema import checkpoints, task_assignments, task_logs
+from app.errors import Fenced
 from app.scheduling.decide import Capacity
 from app.scheduling.scheduler import Scheduler
 from tests.scheduling.test_claims import (

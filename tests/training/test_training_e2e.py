@@ -287,6 +287,7 @@ async def test_killed_coordinator_is_replaced_and_fenced(tmp_path: Path, sqlite_
     """kill -9 rank 0's agent: the survivors re-elect one coordinator with a higher generation and finish."""
     from app.db.engine import create_database
     from app.db.queries import claims as claim_queries
+    from app.errors import Fenced
 
     await upgraded(sqlite_url)
     env = {"AIFARM_FAILURE_TIMEOUT": "3s"}
@@ -304,7 +305,7 @@ async def test_killed_coordinator_is_replaced_and_fenced(tmp_path: Path, sqlite_
         db = create_database(sqlite_url)
         try:
             async with db.begin() as conn:
-                with pytest.raises(claim_queries.Fenced):
+                with pytest.raises(Fenced):
                     await claim_queries.update_task_fenced(conn, task_id, first["generation"], old.client_id,
                                                            {"result": {"progress": 1}})
         finally:

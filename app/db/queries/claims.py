@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.db import dialect
 from app.db.queries import row_dict
 from app.db.schema import clients, task_assignments, task_runs, tasks
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Fenced, NotFound
 from app.scheduling.decide import (
     Capacity,
     Member,
@@ -32,10 +32,6 @@ from app.scheduling.decide import (
 from app.statuses import OPEN_TASK_STATUSES
 
 MAX_ERROR_LOG = 60_000
-
-
-class Fenced(Exception):
-    """A write named a generation (or coordinator) that is no longer current: it was refused."""
 
 
 @dataclass(frozen=True)
