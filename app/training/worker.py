@@ -499,10 +499,14 @@ def main() -> int:
 
         permanent = isinstance(exc, RecipeError)
         lines = traceback.format_exception(exc)
-        sys.stderr.write("".join(lines))
         # A recipe's own error says what is wrong; its traceback stays in this machine's log.
         short = "" if isinstance(exc, (RecipeError, DataError)) else "".join(lines[-6:])[-4000:]
         channel.send(Failed(error=f"{type(exc).__name__}: {exc}"[:2000], traceback=short, permanent=permanent))
+        try:
+            sys.stderr.write("".join(lines))
+            sys.stderr.flush()
+        except OSError:
+            pass  # the log is on a full disk: the agent has the failure already
         return 1
 
 
