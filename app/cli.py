@@ -18,6 +18,8 @@ from app.statuses import TASK_STATUSES
 
 log = logging.getLogger("app")
 
+EX_USAGE = 64  # sysexits.h; 2 means a bad setting or input
+
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
@@ -25,10 +27,10 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one `aifarm: error:` line."""
 
     def error(self, message: str) -> NoReturn:
-        """Print one line naming the problem and exit 2."""
+        """Print one line naming the problem and exit 64 (EX_USAGE)."""
         command = self.prog.removeprefix("aifarm").strip()
         where = f" (see `aifarm {command} --help`)" if command else " (see `aifarm --help`)"
-        self.exit(2, f"aifarm: error: {message}{where}\n")
+        self.exit(EX_USAGE, f"aifarm: error: {message}{where}\n")
 
 
 def _bounded_int(what: str, low: int, high: int) -> Callable[[str], int]:
