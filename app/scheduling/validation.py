@@ -55,7 +55,7 @@ CONFIG_FIELDS: dict[str, ConfigField] = {
     "lr_schedule": ConfigField("str", "constant", choices=("constant", "cosine", "step"), help="learning-rate schedule"),
     "seed": ConfigField("int", 0, 0, 2**31 - 1, help="seed of initialisation and shuffling"),
     "validation_split": ConfigField("float", 0.1, 0.01, 0.5, help="share of the data held out for validation"),
-    "checkpoint_interval": ConfigField("interval", "200 steps", help="'N steps' or a duration such as '30 s' or '1h30m' between regular checkpoints"),
+    "checkpoint_interval": ConfigField("interval", "200 steps", help="'N steps' or a duration such as '30 s' or '1h30m'"),
     "keep_checkpoints": ConfigField("int", 3, 1, 100, help="regular checkpoints kept per task"),
     "max_steps": ConfigField("optional_int", None, 1, 10**9, help="stop after this many steps (optional)"),
     "max_attempts": ConfigField("optional_int", None, 1, 100, help="failed attempts before the task fails"),
