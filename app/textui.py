@@ -92,7 +92,7 @@ class ProgressDisplay:
         if self._first is None:
             return None
         elapsed = time.monotonic() - self._first[0]
-        return (self._completed - self._first[1]) / elapsed if elapsed > 0.5 else None
+        return (self._completed - self._first[1]) / elapsed if elapsed > 0 and self._completed > self._first[1] else None
 
     def _rate_text(self) -> str:
         rate = self.rate()
