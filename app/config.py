@@ -40,7 +40,7 @@ _DURATION_UNITS = {
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
     **dict.fromkeys(("ms", "msec", "millisecond", "milliseconds"), 0.001),
 }
-DURATION_FORMS = "a duration such as 90s, 2 min, 1h30m, 1.5h, 500ms, 1d or a number of seconds"
+DURATION_FORMS = "a duration such as 5s, 2 min, 1h30m, 1.5h, 500ms, 1d or a number of seconds"
 _FARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 

@@ -195,7 +195,7 @@ def test_duration_grammar_accepts(text: Any, seconds: float) -> None:
 @pytest.mark.parametrize("text", BAD_DURATIONS)
 def test_duration_grammar_rejects(text: Any) -> None:
     """Not-a-number, infinite, tiny, huge, non-ASCII-digit, negative-part and empty durations are ValueError, never more."""
-    with pytest.raises(ValueError, match="expected a duration such as 90s, 2 min, 1h30m|must be between"):
+    with pytest.raises(ValueError, match="expected a duration such as 5s, 2 min, 1h30m|must be between"):
         parse_duration(text)
 
 
