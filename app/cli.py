@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """The `aifarm` command line: parse arguments, load settings, configure logging, run one command."""
 
 from __future__ import annotations
@@ -5,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
@@ -18,6 +20,8 @@ from app.statuses import TASK_STATUSES
 
 log = logging.getLogger("app")
 
+EX_USAGE = 64  # sysexits.h; 2 means a bad setting or input
+
 Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
@@ -25,10 +29,10 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one `aifarm: error:` line."""
 
     def error(self, message: str) -> NoReturn:
-        """Print one line naming the problem and exit 2."""
+        """Print one line naming the problem and exit 64 (EX_USAGE)."""
         command = self.prog.removeprefix("aifarm").strip()
         where = f" (see `aifarm {command} --help`)" if command else " (see `aifarm --help`)"
-        self.exit(2, f"aifarm: error: {message}{where}\n")
+        self.exit(EX_USAGE, f"aifarm: error: {message}{where}\n")
 
 
 def _bounded_int(what: str, low: int, high: int) -> Callable[[str], int]:
@@ -52,7 +56,7 @@ def _help(name: str) -> str:
     return SPEC_BY_NAME[name].help
 
 
-def _common(parser: argparse.ArgumentParser, *, json_output: bool = False) -> None:
+def _common(parser: argparse.ArgumentParser, *, json_output: bool = False, outcome: bool = False) -> None:
     parser.add_argument("--database-url", metavar="URL", help=_help("database_url"))
     parser.add_argument("--data-dir", metavar="DIR", help=_help("data_dir"))
     parser.add_argument("--config", metavar="FILE", help="Settings file (default: the user's config dir).")
@@ -60,6 +64,8 @@ def _common(parser: argparse.ArgumentParser, *, json_output: bool = False) -> No
     parser.add_argument("--admin-database-url", metavar="URL", help=_help("admin_database_url"))
     if json_output:
         parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    elif outcome:
+        parser.add_argument("--json", action="store_true", help="Print the outcome as one JSON object.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="Create, upgrade and check the farm database.")
     db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     upgrade = db_sub.add_parser("upgrade", help="Create the database schema or upgrade it to this version.")
-    _common(upgrade)
+    _common(upgrade, outcome=True)
     upgrade.set_defaults(handler="db_upgrade")
     check = db_sub.add_parser("check", help="Compare the live schema with the seed schema and print every difference.")
     _common(check, json_output=True)
@@ -95,11 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(stats_db, json_output=True)
     stats_db.set_defaults(handler="db_stats")
     backup = db_sub.add_parser("backup", help="Write a consistent backup of the farm database (FILE.gz: gzip).")
-    _common(backup)
+    _common(backup, outcome=True)
     backup.add_argument("file", metavar="FILE")
     backup.set_defaults(handler="db_backup")
     restore = db_sub.add_parser("restore", help="Replace the farm database's content with a backup.")
-    _common(restore)
+    _common(restore, outcome=True)
     restore.add_argument("file", metavar="FILE")
     restore.add_argument("--force", action="store_true", help="Replace a database that already has rows.")
     restore.set_defaults(handler="db_restore")
@@ -142,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(submit, json_output=True)
     submit.add_argument("file", metavar="FILE", help="the task as JSON: type, requirements, config, priority")
     submit.add_argument("--wait", action="store_true", help="Follow the task with a progress bar until it ends.")
+    submit.add_argument("--quiet", action="store_true", help="With --wait: no progress display.")
     submit.set_defaults(handler="submit_task")
 
     show = sub.add_parser("task", help="Show one task: status, progress, ranks, why it waits.")
@@ -150,24 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler="show_task")
 
     cancel = sub.add_parser("cancel", help="Cancel a pending or running task.")
-    _common(cancel)
+    _common(cancel, outcome=True)
     cancel.add_argument("task_id", type=_TASK_ID, metavar="ID")
     cancel.set_defaults(handler="cancel_task")
 
     retry = sub.add_parser("retry", help="Put a failed or errored task back in the queue.")
-    _common(retry)
+    _common(retry, outcome=True)
     retry.add_argument("task_id", type=_TASK_ID, metavar="ID")
     retry.set_defaults(handler="retry_task")
 
     pause = sub.add_parser("pause", help="Stop claiming new tasks on this machine (the running agent of the data dir).")
-    _common(pause)
+    _common(pause, outcome=True)
     pause.add_argument("--for", dest="duration", metavar="DURATION", help="resume by itself after this long (e.g. 1h)")
     pause.add_argument("--finish-current", action="store_true",
                        help="let the current task finish, then pause (otherwise it is checkpointed and released)")
     pause.set_defaults(handler="pause_agent")
 
     resume = sub.add_parser("resume", help="Resume donating on this machine.")
-    _common(resume)
+    _common(resume, outcome=True)
     resume.set_defaults(handler="resume_agent")
 
     models = sub.add_parser("models", help="List model versions, or pull one (aifarm models pull NAME[:VERSION]).")
@@ -189,10 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     prefs_set = prefs_sub.add_parser("set", help="Set a preference, e.g. `aifarm prefs set cpu_threads 2`.")
     prefs_set.add_argument("name", metavar="NAME")
     prefs_set.add_argument("value", metavar="VALUE")
-    _common(prefs_set)
+    _common(prefs_set, outcome=True)
     prefs_unset = prefs_sub.add_parser("unset", help="Back to the default.")
     prefs_unset.add_argument("name", metavar="NAME")
-    _common(prefs_unset)
+    _common(prefs_unset, outcome=True)
     prefs.set_defaults(handler="prefs")
 
     dashboard = sub.add_parser("dashboard", help="Print a one-time sign-in link to the running agent's dashboard.")
@@ -205,13 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     peers.set_defaults(handler="show_peers")
 
     join = sub.add_parser("join", help="Join a farm: store its database URL (mode 0600) for this data dir.")
-    _common(join)
+    _common(join, outcome=True)
     join.add_argument("url", metavar="DATABASE_URL", help="mysql://USER:PASSWORD@HOST[:PORT]/DATABASE")
     join.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
     join.set_defaults(handler="join_farm")
 
     leave = sub.add_parser("leave", help="Leave the farm: go back to the embedded database.")
-    _common(leave)
+    _common(leave, outcome=True)
     leave.set_defaults(handler="leave_farm")
 
     farm = sub.add_parser("farm", help="Farm-wide settings kept in the farm database (organiser).")
@@ -221,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("add", "Allow downloads from HOST (a host name or IP, optionally HOST:PORT)."),
                          ("remove", "Stop allowing HOST."), ("list", "List the allowed hosts.")):
         parser_ = hosts_sub.add_parser(action, help=text)
-        _common(parser_, json_output=action == "list")
+        _common(parser_, json_output=action == "list", outcome=action != "list")
         parser_.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
         if action != "list":
             parser_.add_argument("host", metavar="HOST")
@@ -236,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler="agent_status")
 
     stop = sub.add_parser("stop", help="Stop this data dir's running agent cleanly (as Ctrl-C) and wait for it.")
-    _common(stop)
+    _common(stop, outcome=True)
     stop.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="How long to wait (default 60).")
     stop.set_defaults(handler="stop_agent")
 
@@ -249,7 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="Check this machine's set-up (database, ports, network, GPU, tray, sandbox, disk).")
     _common(doctor, json_output=True)
     doctor.set_defaults(handler="doctor")
+
+    completion = sub.add_parser("completion", help="Print the shell code that completes `aifarm` commands (bash, zsh, fish).")
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, help="e.g. add `eval \"$(aifarm completion bash)\"` to ~/.bashrc")
+    completion.set_defaults(handler="completion")
     return parser
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+def completion_code(shell: str) -> str:
+    """The shell code that registers `aifarm` with argcomplete (what register-python-argcomplete prints)."""
+    from argcomplete.shell_integration import shellcode
+
+    return shellcode(["aifarm"], shell=shell)
 
 
 _SETTING_ARGS = ("database_url", "admin_database_url", "data_dir", "log_level", "dashboard_port", "peer_port", "dashboard_host",
@@ -302,7 +323,14 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete  # only when the shell asks for completions: it exits after printing them
+
+        argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
+    if args.handler == "completion":
+        sys.stdout.write(completion_code(args.shell))
+        return 0
     try:
         settings = settings_from_args(args)
         configure_logging(settings.log_level)

@@ -8,6 +8,15 @@ from typing import Any
 
 from app.commands_farm import farm_dataset_hosts  # noqa: F401
 from app.commands_ops import db_backup, db_create_agent_user, db_restore, db_stats, maintenance_run  # noqa: F401
+from app.commands_outcomes import (
+    FarmOutcome,
+    PrefOutcome,
+    SchemaOutcome,
+    StopOutcome,
+    TaskOutcome,
+    donation_outcome,
+    report,
+)
 from app.config import Settings, settings_as_dict
 from app.db.engine import create_database
 from app.db.migrate import open_current_database, upgrade
@@ -32,10 +41,11 @@ async def db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
         before, after = await upgrade(db)
     finally:
         await db.dispose()
+    outcome = SchemaOutcome(database=db.display_url, from_revision=before, to_revision=after, upgraded=before != after)
     if before == after:
-        print(f"{db.display_url}: schema is current (revision {after})")
+        report(args, outcome, f"{db.display_url}: schema is current (revision {after})")
     else:
-        print(f"{db.display_url}: schema upgraded from {before or 'empty'} to revision {after}")
+        report(args, outcome, f"{db.display_url}: schema upgraded from {before or 'empty'} to revision {after}")
     return 0
 
 
@@ -234,8 +244,11 @@ async def join_farm(args: argparse.Namespace, settings: Settings) -> int:
     if args.farm_name:
         values["farm_name"] = args.farm_name
     path = update_local(settings.data_dir, values)
-    print(f"joined farm {args.farm_name or settings.farm_name!r} at {redact_url(url)}; saved in {path}")
-    print("restart the agent (`aifarm run`) for it to take effect")
+    farm_name = args.farm_name or settings.farm_name
+    outcome = FarmOutcome(action="join", farm_name=farm_name, database=redact_url(url), config_file=str(path),
+                          restart_needed=True)
+    report(args, outcome, f"joined farm {farm_name!r} at {redact_url(url)}; saved in {path}",
+           "restart the agent (`aifarm run`) for it to take effect")
     return 0
 
 
@@ -244,7 +257,8 @@ async def leave_farm(args: argparse.Namespace, settings: Settings) -> int:
     from app.settings_file import update_local
 
     path = update_local(settings.data_dir, unset=("database_url", "farm_name"))
-    print(f"left the farm; this agent uses its embedded database again ({path} updated)")
+    outcome = FarmOutcome(action="leave", farm_name=None, database="embedded", config_file=str(path), restart_needed=True)
+    report(args, outcome, f"left the farm; this agent uses its embedded database again ({path} updated)")
     return 0
 
 
@@ -303,7 +317,7 @@ async def submit_task(args: argparse.Namespace, settings: Settings) -> int:
             print(row["id"])
         sys.stdout.flush()
         if args.wait:
-            return await _follow(db, row["id"], quiet=args.json)
+            return await _follow(db, row["id"], quiet=args.json or args.quiet)
     finally:
         await db.dispose()
     return 0
@@ -313,27 +327,22 @@ async def _follow(db: Any, task_id: int, *, quiet: bool) -> int:
     import asyncio
 
     from app.scheduling import service
+    from app.textui import PERCENT, ProgressDisplay
 
-    last = ""
-    while True:
-        task = await service.get(db, task_id)
-        result = task["result"] if isinstance(task["result"], dict) else {}
-        progress = float(result.get("progress") or 0.0)
-        filled = int(progress / 100 * 30)
-        metrics = result.get("metrics") or {}
-        loss = f" loss {metrics['loss']:.4f}" if isinstance(metrics.get("loss"), (int, float)) else ""
-        waiting = f" ({task['waiting_for']})" if task.get("waiting_for") else ""
-        line = f"task {task_id} [{'#' * filled}{'.' * (30 - filled)}] {progress:5.1f}% {task['status']}{loss}{waiting}"
-        if not quiet and line != last:
-            print("\r" + line.ljust(len(last)), end="", file=sys.stderr, flush=True)
-            last = line
-        if task["status"] in ("completed", "failed", "error"):
-            if not quiet:
-                print(file=sys.stderr)
-                if task["status"] != "completed" and task.get("error_log"):
-                    print(task["error_log"].splitlines()[-1], file=sys.stderr)
-            return 0 if task["status"] == "completed" else 1
-        await asyncio.sleep(1.0)
+    with ProgressDisplay(f"task {task_id}", 100.0, PERCENT, quiet=quiet) as shown:
+        while True:
+            task = await service.get(db, task_id)
+            result = task["result"] if isinstance(task["result"], dict) else {}
+            metrics = result.get("metrics") or {}
+            loss = f" loss {metrics['loss']:.4f}" if isinstance(metrics.get("loss"), (int, float)) else ""
+            waiting = f" ({task['waiting_for']})" if task.get("waiting_for") else ""
+            shown.update(float(result.get("progress") or 0.0), f"{task['status']}{loss}{waiting}")
+            if task["status"] in ("completed", "failed", "error"):
+                break
+            await asyncio.sleep(1.0)
+    if not quiet and task["status"] != "completed" and task.get("error_log"):
+        print(task["error_log"].splitlines()[-1], file=sys.stderr)
+    return 0 if task["status"] == "completed" else 1
 
 
 async def show_task(args: argparse.Namespace, settings: Settings) -> int:
@@ -377,7 +386,7 @@ async def cancel_task(args: argparse.Namespace, settings: Settings) -> int:
         status = await service.cancel(db, args.task_id)
     finally:
         await db.dispose()
-    print(f"task {args.task_id} cancelled ({status})")
+    report(args, TaskOutcome(task_id=args.task_id, action="cancel", status=status), f"task {args.task_id} cancelled ({status})")
     return 0
 
 
@@ -387,10 +396,10 @@ async def retry_task(args: argparse.Namespace, settings: Settings) -> int:
 
     db = await open_current_database(settings.effective_database_url)
     try:
-        await service.retry(db, args.task_id)
+        status = await service.retry(db, args.task_id)
     finally:
         await db.dispose()
-    print(f"task {args.task_id} is pending again")
+    report(args, TaskOutcome(task_id=args.task_id, action="retry", status=status), f"task {args.task_id} is pending again")
     return 0
 
 
@@ -407,7 +416,7 @@ async def pause_agent(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError as exc:
             raise ValidationError(f"--for {args.duration!r}: {exc}", {"for": str(exc)}) from None
     state = await request_running_agent(settings, "POST", "/api/v1/pause", body)
-    print(state.get("summary", "paused"))
+    report(args, donation_outcome(state), state.get("summary", "paused"))
     return 0
 
 
@@ -416,7 +425,7 @@ async def resume_agent(args: argparse.Namespace, settings: Settings) -> int:
     from app.agent_client import request_running_agent
 
     state = await request_running_agent(settings, "POST", "/api/v1/resume", {})
-    print(state.get("summary", "donating"))
+    report(args, donation_outcome(state), state.get("summary", "donating"))
     return 0
 
 
@@ -491,11 +500,13 @@ async def prefs(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError(problems.get(WHOLE) or problems[args.name])
         if problems:
             raise ConfigError(f"setting {args.name} = {args.value!r} is invalid: {problems[args.name]}")
-        if read_running_agent(settings.data_dir) is not None:
+        running = read_running_agent(settings.data_dir) is not None
+        if running:
             await request_running_agent(settings, "POST", "/api/v1/prefs/reload", {})
-            print(f"{args.name} {'set' if args.prefs_command == 'set' else 'reset'}; the running agent applied it")
-        else:
-            print(f"{args.name} {'set' if args.prefs_command == 'set' else 'reset'}; it applies when the agent starts")
+        done = "set" if args.prefs_command == "set" else "reset"
+        when = "the running agent applied it" if running else "it applies when the agent starts"
+        report(args, PrefOutcome(name=args.name, action=args.prefs_command, value=value, applied_now=running),
+               f"{args.name} {done}; {when}")
         return 0
     values = {name: getattr(settings, name) for name in PREFS}
     values["dataset_dirs"] = tuple(str(d) for d in settings.dataset_dirs)
@@ -587,7 +598,7 @@ async def stop_agent(args: argparse.Namespace, settings: Settings) -> int:
 
     info = read_running_agent(settings.data_dir)
     if info is None:
-        print(f"no agent is running for {settings.data_dir}")
+        report(args, StopOutcome(pid=None, was_running=False, stopped=False), f"no agent is running for {settings.data_dir}")
         return 0
     pid = int(info["pid"])
     try:
@@ -602,7 +613,7 @@ async def stop_agent(args: argparse.Namespace, settings: Settings) -> int:
     if _alive(pid):
         raise AifarmError(f"the agent (pid {pid}) has not stopped within {args.timeout:.0f} s; it may still be "
                           "writing an emergency checkpoint")
-    print(f"agent (pid {pid}) stopped")
+    report(args, StopOutcome(pid=pid, was_running=True, stopped=True), f"agent (pid {pid}) stopped")
     return 0
 
 

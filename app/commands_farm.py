@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from app.commands_outcomes import DatasetHostOutcome, report
 from app.config import Settings
 from app.db.migrate import open_current_database
 from app.db.queries import dataset_hosts as host_queries
@@ -42,11 +43,12 @@ async def farm_dataset_hosts(args: argparse.Namespace, settings: Settings) -> in
             if not hosts:
                 print(f"farm {settings.farm_name!r}: no dataset hosts (tasks may only read files in dataset_dirs)")
         return 0
+    outcome = DatasetHostOutcome(farm_name=settings.farm_name, host=str(host), action=args.hosts_command, changed=changed)
     if args.hosts_command == "add":
-        print(f"{host} added to farm {settings.farm_name!r}'s dataset hosts" if changed
-              else f"{host} is already one of farm {settings.farm_name!r}'s dataset hosts")
+        report(args, outcome, f"{host} added to farm {settings.farm_name!r}'s dataset hosts" if changed
+               else f"{host} is already one of farm {settings.farm_name!r}'s dataset hosts")
         return 0
     if not changed:
         raise ConfigError(f"{host} is not one of farm {settings.farm_name!r}'s dataset hosts")
-    print(f"{host} removed from farm {settings.farm_name!r}'s dataset hosts")
+    report(args, outcome, f"{host} removed from farm {settings.farm_name!r}'s dataset hosts")
     return 0

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.commands_outcomes import BackupOutcome, RestoreOutcome, report
 from app.config import Settings
 from app.db.engine import Database, create_database
 from app.db.migrate import open_current_database
@@ -96,8 +97,10 @@ async def db_backup(args: argparse.Namespace, settings: Settings) -> int:
         result = await backup(db, Path(args.file))
     finally:
         await db.dispose()
-    print(f"backed up {db.display_url} to {result['path']} ({result['bytes']} bytes"
-          f"{', gzip' if result['compressed'] else ''})")
+    outcome = BackupOutcome(database=db.display_url, path=str(result["path"]), bytes=int(result["bytes"]),
+                            compressed=bool(result["compressed"]))
+    report(args, outcome, f"backed up {db.display_url} to {result['path']} ({result['bytes']} bytes"
+                          f"{', gzip' if result['compressed'] else ''})")
     return 0
 
 
@@ -111,9 +114,12 @@ async def db_restore(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await db.dispose()
     replaced = f", replacing {result['replaced_rows']} rows" if result["replaced_rows"] else ""
-    print(f"restored {result['path']} into {db.display_url}{replaced}; schema revision {result['revision']}")
+    lines = [f"restored {result['path']} into {db.display_url}{replaced}; schema revision {result['revision']}"]
     if not result["current"]:
-        print("the restored schema is older than this version: run `aifarm db upgrade`")
+        lines.append("the restored schema is older than this version: run `aifarm db upgrade`")
+    outcome = RestoreOutcome(database=db.display_url, path=str(result["path"]), replaced_rows=int(result["replaced_rows"]),
+                             revision=result["revision"], current=bool(result["current"]))
+    report(args, outcome, *lines)
     return 0
 
 

@@ -30,8 +30,17 @@ def default_config_file() -> Path:
     return Path(platformdirs.user_config_dir("aifarm", appauthor=False)) / CONFIG_FILE_NAME
 
 
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$", re.ASCII)
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_NUMBER = r"[0-9]{1,30}(?:\.[0-9]{1,30})?"
+_BARE_SECONDS = re.compile(rf"{_NUMBER}", re.ASCII)
+_DURATION_PART = re.compile(rf"\s*({_NUMBER})\s*([a-z]+)", re.ASCII)
+_DURATION_UNITS = {
+    **dict.fromkeys(("d", "day", "days"), 86400.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("ms", "msec", "millisecond", "milliseconds"), 0.001),
+}
+DURATION_FORMS = "a duration such as 5s, 2 min, 1h30m, 1.5h, 500ms, 1d or a number of seconds"
 _FARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
@@ -43,18 +52,30 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds * 1000:g}ms"
 
 
+def _duration_text_seconds(text: str) -> float:
+    """Seconds from '1h30m', '2 min', '1.5h' or '90': units from largest to smallest, each at most once."""
+    text = text.strip().lower()
+    if _BARE_SECONDS.fullmatch(text):
+        return float(text)
+    total, position, last_size = 0.0, 0, math.inf
+    while position < len(text):
+        match = _DURATION_PART.match(text, position)
+        size = _DURATION_UNITS.get(match.group(2)) if match else None
+        if match is None or size is None or size >= last_size:
+            raise ValueError(f"expected {DURATION_FORMS}")
+        total += float(match.group(1)) * size
+        position, last_size = match.end(), size
+    if position == 0:
+        raise ValueError(f"expected {DURATION_FORMS}")
+    return total
+
+
 def parse_duration(value: Any, low: float = 0.001, high: float = 365 * 86400.0) -> float:
-    """Seconds from a number or a string such as '500ms', '5s', '5m', '1h', '30d', within [low, high]."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 5s, 5m or 1h")
+    """Seconds from a number or a text such as '90s', '2 min', '1h30m', '1.5h', '500ms', '1d', within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected {DURATION_FORMS}")
     try:
-        if isinstance(value, (int, float)):
-            seconds = float(value)
-        else:
-            match = _DURATION.match(str(value))
-            if not match:
-                raise ValueError("expected a duration such as 5s, 5m or 1h")
-            seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        seconds = float(value) if isinstance(value, (int, float)) else _duration_text_seconds(value)
     except OverflowError:
         seconds = math.inf
     if not (math.isfinite(seconds) and low <= seconds <= high):

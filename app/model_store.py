@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from app.db.queries import models as model_queries
 from app.errors import AifarmError, NotFound
 from app.files import publish_atomically
 from app.peerapi import auth
+from app.textui import BYTES, ProgressDisplay
 
 SCHEME = "aifarm://"
 
@@ -102,18 +102,13 @@ async def _download(host: str, port: int, path: str, dest: Path, sha256: str, se
             async with session.get(f"http://{host}:{port}{path}", headers=headers) as response:
                 if response.status != 200:
                     raise AifarmError(f"HTTP {response.status}")
-                total = response.content_length or 0
-                with tmp.open("wb") as handle:
+                total = response.content_length or None
+                with tmp.open("wb") as handle, ProgressDisplay(dest.name, total, BYTES, quiet=not progress) as shown:
                     async for chunk in response.content.iter_chunked(1 << 20):
                         digest.update(chunk)
                         handle.write(chunk)
                         done += len(chunk)
-                        if progress and total:
-                            filled = int(done / total * 30)
-                            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done / 2**20:.1f}/{total / 2**20:.1f} MB",
-                                  end="", file=sys.stderr, flush=True)
-        if progress:
-            print(file=sys.stderr)
+                        shown.update(done)
         if digest.hexdigest() != sha256:
             raise AifarmError(f"the file does not match the registered sha256 {sha256[:12]}…; discarded")
         publish_atomically(tmp, dest)

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+
 from app.config import CONFIG_FILE_NAME, SPEC_BY_NAME
 from app.errors import ConfigError
 from app.runtime_files import write_private
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        # A JSON string is a TOML basic string, except that TOML has no surrogate-pair escapes (keep
-        # non-ASCII as UTF-8) and needs DEL escaped.
-        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise ConfigError(f"cannot store a {type(value).__name__} in {CONFIG_FILE_NAME}")
 
 
 def read_local(data_dir: Path) -> dict[str, Any]:
@@ -45,16 +32,22 @@ def read_local(data_dir: Path) -> dict[str, Any]:
 
 
 def update_local(data_dir: Path, set_values: dict[str, Any] | None = None, unset: tuple[str, ...] = ()) -> Path:
-    """Set and remove settings in the data dir's config.toml (mode 0600, written atomically)."""
-    values = read_local(data_dir)
+    """Set and remove settings in the data dir's config.toml (mode 0600, written atomically), keeping its comments."""
+    path = data_dir / CONFIG_FILE_NAME
+    read_local(data_dir)  # one clear error for a file that cannot be used, before anything is written
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        document = tomlkit.document()
+        document.add(tomlkit.comment("Written by aifarm (join, leave, prefs); settings here override the user's config file."))
     for name, value in (set_values or {}).items():
         if name not in SPEC_BY_NAME:
             raise ConfigError(f"unknown setting {name!r}")
-        values[name] = value
+        if not isinstance(value, (bool, int, float, str, list, tuple)):
+            raise ConfigError(f"cannot store a {type(value).__name__} in {CONFIG_FILE_NAME}")
+        document[name] = list(value) if isinstance(value, tuple) else value
     for name in unset:
-        values.pop(name, None)
-    lines = ["# Written by aifarm (join, leave, prefs); settings here override the user's config file."]
-    lines += [f"{name} = {_toml_value(values[name])}" for name in sorted(values)]
-    path = data_dir / CONFIG_FILE_NAME
-    write_private(path, "\n".join(lines) + "\n")
+        if name in document:
+            del document[name]
+    write_private(path, tomlkit.dumps(document))
     return path

@@ -166,11 +166,59 @@ def test_parse_duration(text: Any, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["-1s", "soon", "0", 0, -3, "", "5 minutes", "1e3s", True])
+@pytest.mark.parametrize("text", ["-1s", "soon", "0", 0, -3, "", "5 fortnights", "1e3s", True])
 def test_parse_duration_rejects(text: Any) -> None:
     """Negative, zero, unit-less words and booleans are not durations."""
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+DURATION_TABLE: list[tuple[Any, float]] = [
+    ("1h30m", 5400.0), ("90s", 90.0), ("2 min", 120.0), ("500ms", 0.5), ("1d", 86400.0), ("1.5h", 5400.0),
+    ("90", 90.0), ("0.5", 0.5), (45, 45.0), (2.5, 2.5), ("1h 30m", 5400.0), ("1d2h3m4s", 93784.0),
+    ("2 hours", 7200.0), ("3 days", 259200.0), ("10 seconds", 10.0), ("5 minutes", 300.0), ("1s500ms", 1.5),
+    ("1 sec", 1.0), ("2 hrs", 7200.0), ("  1H30M  ", 5400.0), ("100 milliseconds", 0.1),
+]
+BAD_DURATIONS: list[Any] = [
+    "nan", "inf", "-inf", "1e-9", "1e3", "99999999999999999999d", "٥s", "١٠", "５m", "1h-5m", "",
+    "   ", "h", "1x", "30m1h", "1h1h", "1.s", ".5s", "1,5h", "-5m", "+5m", "1h30", "5 fortnights", "1 h 30", None,
+    True, [5], float("nan"), float("inf"), 1e-9, 0, -1,
+]
+
+
+@pytest.mark.parametrize(("text", "seconds"), DURATION_TABLE)
+def test_duration_grammar_accepts(text: Any, seconds: float) -> None:
+    """Compound, spaced, spelled-out and fractional durations and bare seconds parse to seconds."""
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", BAD_DURATIONS)
+def test_duration_grammar_rejects(text: Any) -> None:
+    """Not-a-number, infinite, tiny, huge, non-ASCII-digit, negative-part and empty durations are ValueError, never more."""
+    with pytest.raises(ValueError, match="expected a duration such as 5s, 2 min, 1h30m|must be between"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(("line", "needles"), [
+    ('heartbeat_interval = "1h-5m"', ("heartbeat_interval", "'1h-5m'", "1h30m", "a number of seconds")),
+    ('inactive_after = "99999999999999999999d"', ("inactive_after", "between 1s and 30d")),
+    ('failure_timeout = "nan"', ("failure_timeout", "expected a duration")),
+    ('failure_timeout = ""', ("failure_timeout", "expected a duration")),
+    ('orphan_after = "1h30m"', None),
+])
+def test_duration_settings_errors_name_setting_and_forms(tmp_path: Path, line: str, needles: tuple[str, ...] | None) -> None:
+    """A bad duration setting is one line naming the setting, the value and the accepted forms or range."""
+    path = tmp_path / "c.toml"
+    path.write_text(line + "\n", encoding="utf-8")
+    if needles is None:
+        assert load_settings(env={}, config_file=path).orphan_after == 5400.0
+        return
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env={}, config_file=path)
+    message = str(raised.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message
 
 
 def test_durations_through_settings(tmp_path: Path) -> None:

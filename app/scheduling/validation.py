@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from app.config import parse_duration
 from app.errors import ValidationError
 from app.training.catalog import Catalog, check_option
 from app.training.sources import SourcePolicy, source_problem
@@ -18,7 +19,8 @@ from app.training.sources import SourcePolicy, source_problem
 TASK_TYPES = ("training",)
 MAX_N_CLIENTS = 64
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
-INTERVAL = re.compile(r"^\s*([0-9]{1,12})\s*(steps?|s|sec|seconds?|m|min|minutes?)\s*$", re.ASCII)
+INTERVAL_STEPS = re.compile(r"^\s*([0-9]{1,12})\s*steps?\s*$", re.ASCII)
+BARE_NUMBER = re.compile(r"^\s*[0-9.]+\s*$", re.ASCII)
 MAX_INTERVAL_STEPS = 1_000_000_000
 MAX_INTERVAL_SECONDS = 7 * 86400
 
@@ -53,7 +55,7 @@ CONFIG_FIELDS: dict[str, ConfigField] = {
     "lr_schedule": ConfigField("str", "constant", choices=("constant", "cosine", "step"), help="learning-rate schedule"),
     "seed": ConfigField("int", 0, 0, 2**31 - 1, help="seed of initialisation and shuffling"),
     "validation_split": ConfigField("float", 0.1, 0.01, 0.5, help="share of the data held out for validation"),
-    "checkpoint_interval": ConfigField("interval", "200 steps", help="'N steps' or 'N s' between regular checkpoints"),
+    "checkpoint_interval": ConfigField("interval", "200 steps", help="'N steps' or a duration such as '30 s' or '1h30m'"),
     "keep_checkpoints": ConfigField("int", 3, 1, 100, help="regular checkpoints kept per task"),
     "max_steps": ConfigField("optional_int", None, 1, 10**9, help="stop after this many steps (optional)"),
     "max_attempts": ConfigField("optional_int", None, 1, 100, help="failed attempts before the task fails"),
@@ -82,20 +84,22 @@ def _is_number(value: Any) -> bool:
             and (not isinstance(value, float) or math.isfinite(value)))
 
 
-def parse_interval(value: Any) -> tuple[int, str] | None:
-    """(count, 'steps'|'seconds') from '200 steps', '30s', '5 min' or a bare number of steps."""
+def parse_interval(value: Any) -> tuple[float, str] | None:
+    """(count, 'steps') from 200 or '200 steps', else (seconds, 'seconds') from a duration such as '30s' or '1h30m'."""
     if _is_int(value):
         return (value, "steps") if 0 < value <= MAX_INTERVAL_STEPS else None
     if not isinstance(value, str):
         return None
-    match = INTERVAL.match(value)
-    if not match:
-        return None
-    count, unit = int(match.group(1)), match.group(2)
-    if unit.startswith("step"):
+    match = INTERVAL_STEPS.match(value)
+    if match:
+        count = int(match.group(1))
         return (count, "steps") if 0 < count <= MAX_INTERVAL_STEPS else None
-    seconds = count * 60 if unit.startswith("m") else count
-    return (seconds, "seconds") if 0 < seconds <= MAX_INTERVAL_SECONDS else None
+    if BARE_NUMBER.match(value):
+        return None  # a number in a text is ambiguous here: a JSON number counts steps
+    try:
+        return (parse_duration(value, 1.0, MAX_INTERVAL_SECONDS), "seconds")
+    except ValueError:
+        return None
 
 
 def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
@@ -128,7 +132,7 @@ def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
             return f"must be one of {', '.join(spec.choices)}"
     elif spec.kind == "interval":
         if parse_interval(value) is None:
-            return (f"must be a number of steps or a text such as '200 steps', '30 s' or '5 min' "
+            return (f"must be a number of steps or a text such as '200 steps', '30 s' or '5 min' (or 1h30m, 1.5h, 1d) "
                     f"(1 to {MAX_INTERVAL_STEPS} steps, or 1 s to {MAX_INTERVAL_SECONDS // 60} min)")
     elif spec.kind == "options":
         if not isinstance(value, dict):

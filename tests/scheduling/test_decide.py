@@ -318,6 +318,8 @@ def test_ram_of_odd_inputs(ram_info: Any, expected: int) -> None:
     ("2m", (120, "seconds")),
     ("1 minute", (60, "seconds")),
     ("  7 steps  ", (7, "steps")),
+    ("5 hours", (18000, "seconds")),
+    ("1.5 s", (1.5, "seconds")),
     (50, (50, "steps")),
 ])
 def test_parse_interval_valid(value: Any, expected: tuple[int, str]) -> None:
@@ -325,7 +327,7 @@ def test_parse_interval_valid(value: Any, expected: tuple[int, str]) -> None:
     assert parse_interval(value) == expected
 
 
-@pytest.mark.parametrize("value", ["", "   ", "0 steps", "0", 0, -5, "-5s", "5 hours", "5", "steps", "5 ms", "1.5 s",
+@pytest.mark.parametrize("value", ["", "   ", "0 steps", "0", 0, -5, "-5s", "5 fortnights", "5", "steps", "5 ms", "1.5 steps",
                                    True, False, 1.5, None, [200], {"steps": 200}])
 def test_parse_interval_invalid(value: Any) -> None:
     """Anything else is None (booleans and fractions included)."""

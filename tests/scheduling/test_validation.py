@@ -21,7 +21,7 @@ from app.db.schema import task_logs as task_logs_table
 from app.db.schema import tasks as tasks_table
 from app.errors import ValidationError
 from app.scheduling import service
-from app.scheduling.validation import MAX_N_CLIENTS, TaskSpec, validate_task
+from app.scheduling.validation import MAX_N_CLIENTS, TaskSpec, parse_interval, validate_task
 from app.training.catalog import Catalog
 from app.training.sources import SourcePolicy
 from tests.agent.harness import AgentProcess, agent_env
@@ -135,7 +135,15 @@ INVALID = [
     case("name-empty", task({"name": ""}), {"config.name": "must be 1-64 letters, digits"}),
     case("name-65-chars", task({"name": "a" * 65}), {"config.name": "must be 1-64 letters, digits"}),
     case("name-number", task({"name": 42}), {"config.name": "must be 1-64 letters, digits"}),
-    case("checkpoint-interval-hours", task({"checkpoint_interval": "5 hours"}),
+    case("checkpoint-interval-fortnights", task({"checkpoint_interval": "5 fortnights"}),
+         {"config.checkpoint_interval": "'200 steps', '30 s' or '5 min'"}),
+    case("checkpoint-interval-negative-part", task({"checkpoint_interval": "1h-5m"}),
+         {"config.checkpoint_interval": "1 s to 10080 min"}),
+    case("checkpoint-interval-over-7-days", task({"checkpoint_interval": "7d1s"}),
+         {"config.checkpoint_interval": "1 s to 10080 min"}),
+    case("checkpoint-interval-under-a-second", task({"checkpoint_interval": "500ms"}),
+         {"config.checkpoint_interval": "1 s to 10080 min"}),
+    case("checkpoint-interval-text-number", task({"checkpoint_interval": "30"}),
          {"config.checkpoint_interval": "'200 steps', '30 s' or '5 min'"}),
     case("checkpoint-interval-huge-steps", task({"checkpoint_interval": "99999999999999999999 steps"}),
          {"config.checkpoint_interval": "1 to 1000000000 steps"}),
@@ -243,6 +251,19 @@ def test_given_values_are_kept_and_options_merged_with_defaults() -> None:
     assert spec.config["dataset_options"]["vocab"] == 100
     assert spec.config["dataset_options"]["kind"] == "tokens"
     assert spec.config["dataset_options"]["samples"] == 2048
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("200 steps", (200, "steps")), (50, (50, "steps")), ("1 step", (1, "steps")), ("30 s", (30.0, "seconds")),
+    ("5 min", (300.0, "seconds")), ("1h30m", (5400.0, "seconds")), ("1.5h", (5400.0, "seconds")),
+    ("2 minutes", (120.0, "seconds")), ("1d", (86400.0, "seconds")), ("7d", (604800.0, "seconds")),
+    ("1500ms", (1.5, "seconds")), ("1h 30m 15s", (5415.0, "seconds")),
+])
+def test_checkpoint_interval_uses_the_duration_grammar(text: Any, expected: tuple[float, str]) -> None:
+    """Time intervals take the settings' duration grammar (1 s to 7 days); steps stay steps."""
+    assert parse_interval(text) == expected
+    spec = validate_task(task({"checkpoint_interval": text}), CATALOG, POLICY)
+    assert spec.config["checkpoint_interval"] == text
 
 
 def test_mnist_without_urls_needs_no_sha256() -> None:

@@ -101,3 +101,18 @@ def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / CONFIG_FILE_NAME).write_text("farm_name = 'unterminated\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=CONFIG_FILE_NAME):
         read_local(tmp_path)
+
+
+def test_comments_and_layout_survive_set_and_unset(tmp_path: Path) -> None:
+    """A volunteer's comments, blank lines and key order in config.toml are kept when a setting is set or removed."""
+    path = tmp_path / CONFIG_FILE_NAME
+    original = ('# my farm at home\nfarm_name = "lab"  # the LAN one\n\n# be gentle at night\ncpu_threads = 2\n'
+                'paused = false\n')
+    path.write_text(original, encoding="utf-8")
+    update_local(tmp_path, {"cpu_threads": 4, "max_attempts": 5})
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith('# my farm at home\nfarm_name = "lab"  # the LAN one\n\n# be gentle at night\ncpu_threads = 4\n')
+    assert read_local(tmp_path) == {"farm_name": "lab", "cpu_threads": 4, "paused": False, "max_attempts": 5}
+    update_local(tmp_path, unset=("max_attempts", "paused"))
+    assert path.read_text(encoding="utf-8") == original.replace("cpu_threads = 2", "cpu_threads = 4").replace("paused = false\n", "")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
