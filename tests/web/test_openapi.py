@@ -37,6 +37,7 @@ async def dashboard(tmp_path: Path, sqlite_url: str, aiohttp_client: Any) -> Asy
     await upgrade(db)
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path / "d")}, config_file=tmp_path / "none.toml")
     agent = Agent(settings, db)
+    await agent.register()
     app = create_dashboard_app(agent)
     app.router.add_post("/api/v1/undescribed/{thing}", _extra)
     client = await aiohttp_client(app)
@@ -129,3 +130,28 @@ async def test_bad_input_names_the_field(dashboard: tuple[web.Application, TestC
         assert response.status == 400, (path, answer)
         assert answer["error"]["code"] == "invalid" and answer["error"]["fields"] == fields, (path, answer)
         assert all(name in answer["error"]["message"] for name in fields), answer
+
+
+async def test_answers_match_their_documented_schemas(dashboard: tuple[web.Application, TestClient[Any, Any]]) -> None:
+    """Real answers (a created task, the task list, one task, this agent, pause, an error) fit the models the
+    document names for them."""
+    _, client = dashboard
+    document = await _document(client)
+
+    async def check(method: str, path: str, template: str, body: Any = None) -> Any:
+        response = await client.request(method, path, json=body)
+        answer = await response.json()
+        schema = document["paths"][template][method.lower()]["responses"][str(response.status)]["content"]["application/json"]
+        assert "$ref" in schema["schema"], f"{method} {template} {response.status} is not described by a model"
+        jsonschema.validate(answer, {**schema["schema"], "components": document["components"]})
+        return answer
+
+    created = await check("POST", "/api/v1/tasks", "/api/v1/tasks", VALID_TASKS[0])
+    assert isinstance(created["id"], int)
+    listed = await check("GET", "/api/v1/tasks", "/api/v1/tasks")
+    assert listed["total"] == 1
+    await check("GET", f"/api/v1/tasks/{created['id']}", "/api/v1/tasks/{task_id}")
+    await check("GET", "/api/v1/status", "/api/v1/status")
+    await check("POST", "/api/v1/pause", "/api/v1/pause", {"seconds": 60})
+    error = await check("POST", "/api/v1/tasks", "/api/v1/tasks", {"config": {}})
+    assert error["error"]["code"] == "invalid"
