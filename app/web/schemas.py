@@ -40,10 +40,12 @@ class WholeNumber:
 
     low: int
     high: int
+    strip: bool = True  # query values may carry spaces; a URL's id may not
 
     def parse(self, value: Any) -> int:
         """The number, or a PydanticCustomError that names what is wrong."""
-        number = parse_int(value.strip(), -MAX_ID, MAX_ID) if isinstance(value, str) else None
+        text = value.strip() if isinstance(value, str) and self.strip else value
+        number = parse_int(text, -MAX_ID, MAX_ID) if isinstance(text, str) else None
         if number is None:
             raise PydanticCustomError("whole_number", "must be a whole number")
         if not self.low <= number <= self.high:
@@ -147,7 +149,7 @@ class EventsQuery(Query):
 class TaskPath(Query):
     """A task's URL."""
 
-    task_id: Id
+    task_id: Annotated[int, WholeNumber(1, MAX_ID, strip=False)]
 
 
 class ClientPath(Query):
@@ -177,7 +179,7 @@ class PauseBody(Body):
 # never validated with these models: validate_task is the one validator of a task, for the API, `aifarm
 # submit` and the form, and it names every problem at once. The document is therefore never stricter than it.
 
-def _config_annotation(name: str, spec: ConfigField) -> Any:
+def _config_annotation(spec: ConfigField) -> Any:
     bounds = Field(ge=spec.minimum, le=spec.maximum)
     if spec.kind == "name":
         return Annotated[str, Field(pattern=NAME.pattern.replace("\\Z", "$"))]
@@ -200,8 +202,8 @@ def _config_annotation(name: str, spec: ConfigField) -> Any:
 
 def _config_field(name: str, spec: ConfigField) -> tuple[Any, Any]:
     if name in REQUIRED_CONFIG:
-        return _config_annotation(name, spec), Field(description=spec.help)
-    return _config_annotation(name, spec), Field(spec.default, description=spec.help)
+        return _config_annotation(spec), Field(description=spec.help)
+    return _config_annotation(spec), Field(spec.default, description=spec.help)
 
 
 TaskConfig = create_model(  # type: ignore[call-overload]
