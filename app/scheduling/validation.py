@@ -26,6 +26,8 @@ MAX_INTERVAL_SECONDS = 7 * 86400
 
 TOP_LEVEL = {"type", "requirements", "config", "priority"}
 REQUIREMENTS = ("min_gpu_memory", "min_cpu_cores", "min_ram")
+REQUIREMENT_MAX = 10**9
+PRIORITY_RANGE = (-1000, 1000)
 
 
 @dataclass(frozen=True)
@@ -168,16 +170,16 @@ def validate_task(data: Any, catalog: Catalog, sources: SourcePolicy | None = No
             value = raw_req.get(key, 0)
             if not _is_int(value):
                 problems[f"requirements.{key}"] = "must be a whole number"
-            elif not 0 <= value <= 10**9:
-                problems[f"requirements.{key}"] = "must be between 0 and 1000000000"
+            elif not 0 <= value <= REQUIREMENT_MAX:
+                problems[f"requirements.{key}"] = f"must be between 0 and {REQUIREMENT_MAX}"
             else:
                 requirements[key] = value
 
     priority = data.get("priority", 0)
     if not _is_int(priority):
         problems["priority"] = "must be a whole number"
-    elif not -1000 <= priority <= 1000:
-        problems["priority"] = "must be between -1000 and 1000"
+    elif not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+        problems["priority"] = f"must be between {PRIORITY_RANGE[0]} and {PRIORITY_RANGE[1]}"
 
     config = _validate_config(data.get("config"), catalog, problems, sources or SourcePolicy())
     if problems:

@@ -18,14 +18,12 @@ from app.db.queries import metrics as metric_queries
 from app.db.queries import models as model_queries
 from app.db.queries import tasks as task_queries
 from app.errors import ValidationError
-from app.ids import MAX_ID, parse_id, parse_int
 from app.scheduling import service
-from app.statuses import TASK_STATUSES
 from app.textui import to_json
+from app.web import schemas
 from app.web.keys import AGENT_KEY, CACHE_KEY, LIVE_KEY
 from app.web.live import Event
-
-MAX_PAGE = 200
+from app.web.openapi import Handler, Operation, build_openapi
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
@@ -39,23 +37,9 @@ async def _body(request: web.Request) -> Any:
         raise ValidationError("the request body is not valid JSON", {"body": "not valid JSON"}) from None
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    value = parse_int(text.strip(), -MAX_ID, MAX_ID)
-    if value is None:
-        raise ValidationError(f"query parameter {name} must be a whole number", {name: "must be a whole number"})
-    if not low <= value <= high:
-        raise ValidationError(f"query parameter {name} must be between {low} and {high}", {name: f"must be between {low} and {high}"})
-    return value
-
-
 def _task_id(request: web.Request) -> int:
-    task_id = parse_id(request.match_info["task_id"])
-    if task_id is None:  # not ASCII digits, or beyond a BIGINT: no task has that id
-        raise web.HTTPNotFound()
-    return task_id
+    # not ASCII digits, or beyond a BIGINT: no task has that id
+    return schemas.parse_path(schemas.TaskPath, request.match_info, web.HTTPNotFound).task_id
 
 
 async def status(request: web.Request) -> web.Response:
@@ -71,23 +55,15 @@ async def peers(request: web.Request) -> web.Response:
 async def list_tasks(request: web.Request) -> web.Response:
     """A page of tasks: ?status=&type=&sort=priority|newest|oldest&limit=&offset=."""
     agent = request.app[AGENT_KEY]
-    status_filter = request.query.get("status") or None
-    if status_filter and status_filter not in TASK_STATUSES:
-        named = f"{', '.join(TASK_STATUSES[:-1])} or {TASK_STATUSES[-1]}"
-        raise ValidationError("unknown status filter", {"status": f"must be {named}"})
-    sort = request.query.get("sort", "priority")
-    if sort not in task_queries.TASK_SORTS:
-        raise ValidationError("unknown sort", {"sort": f"must be one of {', '.join(task_queries.TASK_SORTS)}"})
-    limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
+    query = schemas.parse_query(schemas.TaskListQuery, request.query)
     async with agent.db.connect() as conn:
-        rows, total = await task_queries.list_tasks(conn, status=status_filter, type=request.query.get("type") or None,
-                                                    sort=sort, limit=limit, offset=offset)
+        rows, total = await task_queries.list_tasks(conn, status=query.status, type=query.type, sort=query.sort,
+                                                    limit=query.limit, offset=query.offset)
     capacities = await request.app[CACHE_KEY].get("capacities", lambda: service.active_capacities(agent.db))
     waiting = service.why_pending_with(rows, capacities)
     for row in rows:
         row["waiting_for"] = waiting.get(row["id"])
-    return _json({"tasks": rows, "total": total, "limit": limit, "offset": offset})
+    return _json({"tasks": rows, "total": total, "limit": query.limit, "offset": query.offset})
 
 
 async def create_task(request: web.Request) -> web.Response:
@@ -129,26 +105,16 @@ async def set_priority(request: web.Request) -> web.Response:
     """Change a task's priority: {"priority": N}."""
     agent = request.app[AGENT_KEY]
     task_id = _task_id(request)
-    body = await _body(request)
-    if not isinstance(body, dict) or set(body) != {"priority"}:
-        raise ValidationError("expected {\"priority\": N}", {"priority": "is required"})
-    await service.set_priority(agent.db, task_id, body["priority"])
+    body = schemas.parse_body(schemas.PriorityBody, await _body(request))
+    await service.set_priority(agent.db, task_id, body.priority)
     return _json(await service.get(agent.db, task_id))
 
 
 async def pause(request: web.Request) -> web.Response:
     """Pause donating: {"seconds": optional, "finish_current": bool}."""
     agent = request.app[AGENT_KEY]
-    body = await _body(request) if request.can_read_body else {}
-    if not isinstance(body, dict) or set(body) - {"seconds", "finish_current"}:
-        raise ValidationError("expected {\"seconds\": N, \"finish_current\": bool}", {"body": "unknown fields"})
-    seconds = body.get("seconds")
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 366 * 86400):
-        raise ValidationError("seconds must be a number between 0 and a year", {"seconds": "must be between 0 and 31622400"})
-    finish = body.get("finish_current", False)
-    if not isinstance(finish, bool):
-        raise ValidationError("finish_current must be true or false", {"finish_current": "must be true or false"})
-    await agent.pause(seconds=seconds, finish_current=finish)
+    body = schemas.parse_body(schemas.PauseBody, await _body(request) if request.can_read_body else {})
+    await agent.pause(seconds=body.seconds, finish_current=body.finish_current)
     return _json(agent.donation_state())
 
 
@@ -163,9 +129,9 @@ async def task_curve(request: web.Request) -> web.Response:
     """Training-curve points after ?after=ID: [{id, step, name, value}]."""
     agent = request.app[AGENT_KEY]
     task_id = _task_id(request)
-    after = _int_param(request, "after", 0, 0, 2**62)
+    query = schemas.parse_query(schemas.CurveQuery, request.query)
     async with agent.db.connect() as conn:
-        points = await metric_queries.curve(conn, task_id, after)
+        points = await metric_queries.curve(conn, task_id, query.after)
     return _json({"points": points})
 
 
@@ -173,9 +139,9 @@ async def task_logs(request: web.Request) -> web.Response:
     """The newest task_logs lines (?limit=)."""
     agent = request.app[AGENT_KEY]
     task_id = _task_id(request)
-    limit = _int_param(request, "limit", 200, 1, 1000)
+    query = schemas.parse_query(schemas.LogsQuery, request.query)
     async with agent.db.connect() as conn:
-        rows = await log_queries.recent_task_logs(conn, task_id, limit)
+        rows = await log_queries.recent_task_logs(conn, task_id, query.limit)
     return _json({"logs": rows})
 
 
@@ -189,28 +155,26 @@ async def task_checkpoints(request: web.Request) -> web.Response:
 
 async def list_clients(request: web.Request) -> web.Response:
     """Every client with its active task count (the seed's active-clients query for active ones)."""
-    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
-    page = await client_page(request.app[AGENT_KEY].db, limit, offset)
+    query = schemas.parse_query(schemas.ClientListQuery, request.query)
+    page = await client_page(request.app[AGENT_KEY].db, query.limit, query.offset)
     return _json({"clients": page.clients, "total": page.total, "limit": page.limit, "offset": page.offset})
 
 
 async def get_client(request: web.Request) -> web.Response:
     """One client, its last-hour performance (the seed's query and the series behind it) and its log."""
-    detail = await client_detail(request.app[AGENT_KEY].db, request.match_info["client_id"])
+    client_id = schemas.parse_path(schemas.ClientPath, request.match_info, web.HTTPNotFound).client_id
+    detail = await client_detail(request.app[AGENT_KEY].db, client_id)
     return _json({key: detail[key] for key in ("client", "performance", "series", "logs")})
 
 
 async def list_models(request: web.Request) -> web.Response:
     """Model versions, newest first per name."""
     agent = request.app[AGENT_KEY]
-    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
-    name = request.query.get("name") or None
+    query = schemas.parse_query(schemas.ModelListQuery, request.query)
     async with agent.db.connect() as conn:
-        rows = await model_queries.list_versions(conn, name, limit=limit, offset=offset)
-        total = await model_queries.count_versions(conn, name)
-    return _json({"models": rows, "total": total, "limit": limit, "offset": offset})
+        rows = await model_queries.list_versions(conn, query.name, limit=query.limit, offset=query.offset)
+        total = await model_queries.count_versions(conn, query.name)
+    return _json({"models": rows, "total": total, "limit": query.limit, "offset": query.offset})
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -226,8 +190,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `state` (agent, counts, peers) every 2 s, and `task` for ?task=ID (row, ranks,
     new curve points and log lines), from the agent's one live feed. Browsers reconnect by themselves."""
     feed = request.app[LIVE_KEY]
-    task_id = request.query.get("task")
-    watched = int(task_id) if task_id and task_id.isascii() and task_id.isdigit() and len(task_id) <= 18 else None
+    watched = schemas.parse_query(schemas.EventsQuery, request.query).task
     async with sse_response(request, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}) as response:
         with feed.subscribe(watched) as subscription:
             await response.send("", retry=2000)
@@ -249,10 +212,8 @@ async def _send(response: EventSourceResponse, event: Event) -> None:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """The OpenAPI 3.1 description of this API."""
-    from app.web.openapi import build_openapi
-
-    return web.json_response(build_openapi())
+    """The OpenAPI 3.1 description of this API, made from its routes and models."""
+    return web.json_response(build_openapi(request.app.router, OPERATIONS))
 
 
 async def reload_prefs(request: web.Request) -> web.Response:
@@ -272,6 +233,37 @@ async def shutdown(request: web.Request) -> web.Response:
 async def login_link(request: web.Request) -> web.Response:
     """A new one-time sign-in link for the browser (what `aifarm dashboard` and the tray open)."""
     return _json({"url": request.app[AGENT_KEY].login_url()})
+
+
+PAGE_ERRORS = (400, 401, 503)
+TASK_CHANGE_ERRORS = (401, 403, 404, 409)
+OPERATIONS: dict[Handler, Operation] = {
+    status: Operation("This agent", response=schemas.AgentStatus),
+    peers: Operation("Peers on the LAN, other farms, clients not seen"),
+    stats: Operation("Counts and completion statistics", errors=(401, 503)),
+    list_tasks: Operation("A page of tasks", PAGE_ERRORS, query=schemas.TaskListQuery, response=schemas.TaskList),
+    create_task: Operation("Submit a task (validated as `aifarm submit` validates a task file)", (400, 401, 403, 503),
+                           body=schemas.TaskSubmission, response=schemas.Task, status=201),
+    get_task: Operation("One task with ranks", (401, 404, 503), path=schemas.TaskPath, response=schemas.TaskDetail),
+    cancel_task: Operation("Cancel", TASK_CHANGE_ERRORS, path=schemas.TaskPath, response=schemas.Task),
+    retry_task: Operation("Retry", TASK_CHANGE_ERRORS, path=schemas.TaskPath, response=schemas.Task),
+    set_priority: Operation("Change priority", (400, 401, 403, 404), path=schemas.TaskPath, body=schemas.PriorityBody,
+                            response=schemas.Task),
+    task_curve: Operation("Training curve points", (400, 401, 404), path=schemas.TaskPath, query=schemas.CurveQuery),
+    task_logs: Operation("Newest log lines", (400, 401, 404), path=schemas.TaskPath, query=schemas.LogsQuery),
+    task_checkpoints: Operation("Checkpoints", (401, 404), path=schemas.TaskPath),
+    list_clients: Operation("A page of clients with contributions", PAGE_ERRORS, query=schemas.ClientListQuery),
+    get_client: Operation("One client, its performance and log", (401, 404), path=schemas.ClientPath),
+    list_models: Operation("A page of model versions", PAGE_ERRORS, query=schemas.ModelListQuery),
+    pause: Operation("Pause donating", (400, 401, 403), body=schemas.PauseBody, body_required=False,
+                     response=schemas.DonationState),
+    resume: Operation("Resume donating", (401, 403), response=schemas.DonationState),
+    login_link: Operation("A one-time sign-in link", (401, 403), response=schemas.LoginLink),
+    shutdown: Operation("Stop this agent (answers before it stops)", (401, 403), response=schemas.Stopping),
+    reload_prefs: Operation("Re-read the settings files", (401, 403), response=schemas.DonationState),
+    events: Operation("Server-sent events (state, task)", (400, 401), query=schemas.EventsQuery, stream=True),
+    openapi: Operation("This description"),
+}
 
 
 def add_routes(app: web.Application) -> None:
