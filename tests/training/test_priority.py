@@ -56,15 +56,16 @@ async def test_training_worker_runs_at_idle_cpu_and_io_priority(tmp_path: Path, 
         agent.stop()
 
 
+@pytest.mark.timeout(60)
 async def test_foreground_keeps_the_cpu_it_shares_with_a_training_worker(tmp_path: Path, sqlite_url: str) -> None:
     """On one CPU shared with a training worker, a busy foreground program gets nearly all of it; at nice 0, half."""
     await upgraded(sqlite_url)
     agent = AgentProcess(tmp_path, "a", "--database-url", sqlite_url, "--heartbeat-interval", "1s")
     try:
         task_id = submit(tmp_path, sqlite_url, mlp_task("shared", epochs=500, samples=4000, checkpoint="100000 steps"))
-        wait_for(lambda: task(sqlite_url, task_id)["status"] == "running" and worker_pids(agent.proc.pid), 60,
+        wait_for(lambda: task(sqlite_url, task_id)["status"] == "running" and worker_pids(agent.proc.pid), 40,
                  "training to start")
-        wait_for(lambda: (task(sqlite_url, task_id)["result"] or {}).get("step", 0) > 0, 60, "a training step")
+        wait_for(lambda: (task(sqlite_url, task_id)["result"] or {}).get("step", 0) > 0, 15, "a training step")
         (pid,) = worker_pids(agent.proc.pid)
         cpu = quietest_cpu()
         pin_threads(pid, cpu)
