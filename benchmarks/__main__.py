@@ -8,7 +8,7 @@ import importlib
 
 from benchmarks.common import RESULTS, machine
 
-MODULES = ["startup", "claims", "heartbeats", "seed_queries", "training", "dashboard_load", "pages"]
+MODULES = ["startup", "claims", "heartbeats", "seed_queries", "training", "dashboard_load", "pages", "foreground"]
 
 
 def main() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +120,97 @@ def worker_pids(agent_pid: int) -> list[int]:
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue  # a worker that just exited
     return pids
+
+
+# A CPU-bound foreground program: pinned to one CPU, it counts loop iterations for a while and reads, at the same
+# two instants, its own CPU time and that of another process (the worker it competes with) from /proc.
+FOREGROUND = """
+import json, os, sys, time
+seconds, cpu, other = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+os.sched_setaffinity(0, {cpu})
+tick = os.sysconf("SC_CLK_TCK")
+def other_cpu():
+    if not other:
+        return 0.0
+    try:
+        fields = open(f"/proc/{other}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / tick
+def own_cpu():
+    t = os.times()
+    return t.user + t.system
+other0, own0, start = other_cpu(), own_cpu(), time.monotonic()
+n = 0
+while time.monotonic() - start < seconds:
+    for _ in range(2000):
+        pass
+    n += 2000
+wall, own, other1 = time.monotonic() - start, own_cpu(), other_cpu()
+print(json.dumps({"iterations": n, "wall": wall, "cpu": own - own0, "other_cpu": other1 - other0}))
+"""
+
+
+@dataclass(frozen=True)
+class Foreground:
+    """What a foreground busy loop got over its window."""
+
+    iterations: int
+    wall: float
+    cpu: float
+    other_cpu: float
+
+    @property
+    def rate(self) -> float:
+        """Loop iterations per wall-clock second."""
+        return self.iterations / self.wall
+
+    @property
+    def wall_share(self) -> float:
+        """CPU time it got ÷ the window's wall time."""
+        return self.cpu / self.wall
+
+    @property
+    def pair_share(self) -> float:
+        """Its CPU time ÷ its own plus the competing process's, over the same window."""
+        return self.cpu / (self.cpu + self.other_cpu)
+
+
+def foreground(seconds: float, cpu: int, competitor: int = 0, *, new_session: bool = False) -> Foreground:
+    """Run the busy loop pinned to `cpu` for `seconds` (in a session of its own if asked) and read what it got."""
+    done = subprocess.run([sys.executable, "-c", FOREGROUND, str(seconds), str(cpu), str(competitor)],
+                          capture_output=True, text=True, check=True, timeout=seconds + 60,
+                          start_new_session=new_session)
+    result = json.loads(done.stdout)
+    return Foreground(int(result["iterations"]), float(result["wall"]), float(result["cpu"]),
+                      float(result["other_cpu"]))
+
+
+def thread_ids(pid: int) -> list[int]:
+    """Every thread of a process (Linux: /proc/PID/task)."""
+    return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+def pin_threads(pid: int, cpu: int) -> None:
+    """Pin every thread of a process to one CPU (threads it starts later inherit it)."""
+    for tid in thread_ids(pid):
+        try:
+            os.sched_setaffinity(tid, {cpu})
+        except ProcessLookupError:
+            continue  # a thread that just ended
+
+
+def renice_threads(pid: int, value: int) -> None:
+    """Set the nice value of every thread of a process (on Linux nice is per thread)."""
+    for tid in thread_ids(pid):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, value)
+        except ProcessLookupError:
+            continue
+
+
+def quietest_cpu() -> int:
+    """The CPU of this process's allowed set that was least busy over half a second."""
+    allowed = sorted(os.sched_getaffinity(0))
+    busy = psutil.cpu_percent(interval=0.5, percpu=True)
+    return min(allowed, key=lambda cpu: busy[cpu])

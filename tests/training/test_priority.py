@@ -9,7 +9,17 @@ import psutil
 import pytest
 
 from tests.agent.harness import AgentProcess, wait_for
-from tests.training.e2e import mlp_task, submit, task, upgraded, worker_pids
+from tests.training.e2e import (
+    foreground,
+    mlp_task,
+    pin_threads,
+    quietest_cpu,
+    renice_threads,
+    submit,
+    task,
+    upgraded,
+    worker_pids,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 
@@ -42,5 +52,30 @@ async def test_training_worker_runs_at_idle_cpu_and_io_priority(tmp_path: Path, 
         nices = _thread_nices(pid)
         assert nices and set(nices) == {19}, nices
         assert psutil.Process(agent.proc.pid).nice() == psutil.Process().nice()
+    finally:
+        agent.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_foreground_keeps_the_cpu_it_shares_with_a_training_worker(tmp_path: Path, sqlite_url: str) -> None:
+    """On one CPU shared with a training worker, a busy foreground program gets nearly all of it; at nice 0, half."""
+    await upgraded(sqlite_url)
+    agent = AgentProcess(tmp_path, "a", "--database-url", sqlite_url, "--heartbeat-interval", "1s")
+    try:
+        task_id = submit(tmp_path, sqlite_url, mlp_task("shared", epochs=500, samples=4000, checkpoint="100000 steps"))
+        wait_for(lambda: task(sqlite_url, task_id)["status"] == "running" and worker_pids(agent.proc.pid), 40,
+                 "training to start")
+        wait_for(lambda: (task(sqlite_url, task_id)["result"] or {}).get("step", 0) > 0, 15, "a training step")
+        (pid,) = worker_pids(agent.proc.pid)
+        cpu = quietest_cpu()
+        pin_threads(pid, cpu)
+        # CPU time, not speed: the foreground's share of what it and the worker got on that CPU in the same window.
+        lowered = foreground(3.0, cpu, pid)
+        renice_threads(pid, 0)
+        control = foreground(3.0, cpu, pid)
+        assert task(sqlite_url, task_id)["status"] == "running"
+        assert control.other_cpu > 0.5, f"the worker did not compete at nice 0: {control}"
+        assert lowered.pair_share >= 0.8, f"worker as started: {lowered}, nice 0: {control}"
+        assert control.pair_share <= 0.7, f"worker as started: {lowered}, nice 0: {control}"
     finally:
         agent.stop()
