@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 STATES = ("idle", "training", "paused", "error", "no_database")
 COLORS = {"idle": (46, 125, 79), "training": (40, 110, 200), "paused": (200, 150, 30), "error": (200, 50, 50),
           "no_database": (120, 120, 120)}
+DEFAULT_ACTION = "open_dashboard"
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,9 @@ class Tray:
             elif entry.action is None:
                 items.append(self._pystray.MenuItem(entry.text, None, enabled=False))
             else:
-                items.append(self._pystray.MenuItem(entry.text, self._callback(entry.action), enabled=entry.enabled))
+                # The default item is what a click on the icon does where no menu can open (the plain X11 icon).
+                items.append(self._pystray.MenuItem(entry.text, self._callback(entry.action), enabled=entry.enabled,
+                                                    default=entry.action == DEFAULT_ACTION))
         return items
 
     def _callback(self, action: str) -> Callable[..., None]:
