@@ -220,7 +220,14 @@ class Tray:
                 except Exception as exc:  # a refresh that fails is retried next time
                     log.debug("tray refresh failed: %s", exc)
 
-        self.icon.run(setup=refresher)
+        try:
+            self.icon.run(setup=refresher)
+        except Exception as exc:
+            if not self._stop.is_set():
+                raise
+            # pystray's GTK backends close their last notification on the way out, which fails without a
+            # notification service on the session bus; the icon is gone either way.
+            log.debug("tray cleanup failed: %s", exc)
 
     def stop(self) -> None:
         """Remove the icon."""

@@ -14,27 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.agent.harness import agent_env, wait_for
+from tests.tray.screen import virtual_screen
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 TRAY_BOX = (440, 0, 640, 48)  # where trayer docks: top right, 200x48
 pytestmark = pytest.mark.slow
-
-
-def _screen_answers(display: str) -> bool:
-    """True when a fresh process can take a screenshot of the display."""
-    done = subprocess.run([sys.executable, "-c", "import sys; from PIL import ImageGrab; ImageGrab.grab(xdisplay=sys.argv[1])",
-                           display], capture_output=True, timeout=30)
-    return done.returncode == 0
-
-
-def _start_screen() -> tuple[subprocess.Popen[bytes], str]:
-    read, write = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "640x200x24", "-nolisten", "tcp"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write)
-    number = os.read(read, 16).decode().strip()
-    os.close(read)
-    return xvfb, f":{number}"
 
 
 @pytest.fixture
@@ -42,28 +26,16 @@ def x_display() -> Iterator[str]:
     """A virtual screen with a system tray (Xvfb + trayer); skipped with the reason when they are missing."""
     if not shutil.which("Xvfb") or not shutil.which("trayer"):
         pytest.skip("Xvfb and trayer are needed (apt-get install -y xvfb trayer)")
-    for attempt in range(2):
-        xvfb, display = _start_screen()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not _screen_answers(display):
-            time.sleep(0.5)
-        if _screen_answers(display):
-            break
-        xvfb.terminate()
-        xvfb.wait(10)
-    else:
-        pytest.skip("Xvfb started but its screen never accepted a connection in this sandbox (twice)")
-    tray = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "200",
-                             "--height", "48", "--SetDockType", "true", "--transparent", "false"],
-                            env={**os.environ, "DISPLAY": display}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
-    try:
-        yield display
-    finally:
-        tray.terminate()
-        xvfb.terminate()
-        tray.wait(10)
-        xvfb.wait(10)
+    with virtual_screen("640x200") as display:
+        tray = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "200",
+                                 "--height", "48", "--SetDockType", "true", "--transparent", "false"],
+                                env={**os.environ, "DISPLAY": display}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.5)
+        try:
+            yield display
+        finally:
+            tray.terminate()
+            tray.wait(10)
 
 
 def _tray_colors(display: str, name: str) -> set[tuple[int, int, int]]:
