@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -155,6 +156,23 @@ class AgentActions:
         self.stop()
 
 
+def keeping_sigint(icon_class: type) -> type:
+    """A pystray Icon class that keeps this process's SIGINT handler once the icon runs.
+
+    pystray's GTK and AppIndicator backends reset SIGINT to the default on start, which would make Ctrl-C kill
+    the agent without its clean stop; they mark the icon ready right after, on the main thread.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+
+    class Icon(icon_class):  # type: ignore[misc, valid-type]
+        def _mark_ready(self) -> None:
+            if handler is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, handler)
+            super()._mark_ready()
+
+    return Icon
+
+
 class Tray:
     """The pystray icon, refreshed from the agent's state every couple of seconds."""
 
@@ -166,7 +184,8 @@ class Tray:
         self.describe = describe
         self.state = describe()
         self.shown = icon_state(self.state)
-        self.icon = pystray.Icon("aifarm", draw_icon(self.shown), "AI Farm", menu=pystray.Menu(self._items))
+        icon_class = keeping_sigint(pystray.Icon)
+        self.icon = icon_class("aifarm", draw_icon(self.shown), "AI Farm", menu=pystray.Menu(self._items))
         self._stop = threading.Event()
 
     def _items(self) -> Any:

@@ -1,5 +1,6 @@
 """The Linux tray menu over D-Bus: `aifarm run` registers an AppIndicator with a StatusNotifier host, every menu
-item of the tray's menu is there, and clicking Pause, Resume and Quit through com.canonical.dbusmenu acts on the agent.
+item of the tray's menu is there, clicking Pause, Resume and Quit through com.canonical.dbusmenu acts on the agent,
+and Ctrl-C still stops it cleanly.
 
 The agent uses the distribution's PyGObject the way the installer sets it up (installer/system_gi.py).
 """
@@ -114,12 +115,55 @@ def host(session_bus: str, gi_dir: Path) -> Iterator[Host]:
             proc.wait(10)
 
 
-def api_status(data_dir: Path, url: str) -> dict[str, Any]:
-    """The agent's /api/v1/status (its describe())."""
-    token = (data_dir / "api_token").read_text().strip()
-    request = urllib.request.Request(url.rstrip("/") + "/api/v1/status", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+@dataclass
+class TrayAgent:
+    """`aifarm run` with a display and the session bus: its process, dashboard URL, data dir and log."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+    log_path: Path
+
+    def status(self) -> dict[str, Any]:
+        """Its /api/v1/status (describe())."""
+        token = (self.data_dir / "api_token").read_text().strip()
+        request = urllib.request.Request(self.url.rstrip("/") + "/api/v1/status",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def log(self) -> str:
+        """What it wrote to stderr."""
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def tray_agent(tmp_path: Path, session_bus: str, gi_dir: Path, host: Host) -> Iterator[TrayAgent]:
+    """The agent with its tray on a virtual screen, registered with the host; stopped with SIGINT if still running."""
+    with virtual_screen("320x200") as display:
+        env = agent_env(tmp_path, {"DISPLAY": display, "DBUS_SESSION_BUS_ADDRESS": session_bus,
+                                   "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(gi_dir)]))})
+        env.pop("PYSTRAY_BACKEND", None)  # pystray's own choice, as for a volunteer: AppIndicator when gi imports
+        log_path = tmp_path / "agent.log"
+        with log_path.open("w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "app", "run", "--data-dir", str(tmp_path / "d"), "--port", "0",
+                                     "--peer-port", "0"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        try:
+            assert proc.stdout is not None
+            started = URL_LINE.search(proc.stdout.readline())
+            assert started, log_path.read_text()
+            registered = host.next(60)
+            assert registered["event"] == "registered", registered
+            assert registered["path"].startswith("/org/ayatana/NotificationItem/"), registered
+            yield TrayAgent(proc, started.group(2), tmp_path / "d", log_path)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
 
 
 def expected_layout(state: dict[str, Any]) -> list[tuple[str, bool, str]]:
@@ -138,54 +182,37 @@ def item_id(host: Host, label: str) -> int:
     return next(item["id"] for item in host.ask(cmd="layout") if item["label"] == label)
 
 
-def test_appindicator_menu_over_dbus_pauses_resumes_and_quits(tmp_path: Path, session_bus: str, gi_dir: Path,
-                                                              host: Host) -> None:
-    """The item registers with the watcher; its menu is build_menu()'s; Pause, Resume and Quit clicked over D-Bus work."""
-    data_dir = tmp_path / "d"
-    with virtual_screen("320x200") as display:
-        env = agent_env(tmp_path, {"DISPLAY": display, "DBUS_SESSION_BUS_ADDRESS": session_bus,
-                                   "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(gi_dir)]))})
-        env.pop("PYSTRAY_BACKEND", None)  # pystray's own choice, as for a volunteer: AppIndicator when gi imports
-        log = (tmp_path / "agent.log").open("w")
-        agent = subprocess.Popen([sys.executable, "-m", "app", "run", "--data-dir", str(data_dir), "--port", "0",
-                                  "--peer-port", "0"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-        try:
-            assert agent.stdout is not None
-            started = URL_LINE.search(agent.stdout.readline())
-            assert started, (tmp_path / "agent.log").read_text()
-            url = started.group(2)
-            registered = host.next(60)
-            assert registered["event"] == "registered", registered
-            assert registered["path"].startswith("/org/ayatana/NotificationItem/"), registered
-            item = host.ask(cmd="item")
-            assert item["Status"] == "Active" and item["Menu"], item
+def test_appindicator_menu_over_dbus_pauses_resumes_and_quits(host: Host, tray_agent: TrayAgent) -> None:
+    """The item's menu is build_menu()'s; Pause, Resume and Quit clicked over D-Bus act on the agent."""
+    item = host.ask(cmd="item")
+    assert item["Status"] == "Active" and item["Menu"], item
 
-            def menu_matches(paused: bool) -> bool:
-                state = api_status(data_dir, url)
-                return state["donation"]["paused"] is paused and seen_layout(host) == expected_layout(state)
+    def menu_matches(paused: bool) -> bool:
+        state = tray_agent.status()
+        return state["donation"]["paused"] is paused and seen_layout(host) == expected_layout(state)
 
-            wait_for(lambda: menu_matches(False), 30, "the menu of build_menu() for the idle agent")
-            labels = [label for label, _, _ in seen_layout(host)]
-            for text in ("Open dashboard", "Pause", "Snooze for 1 hour", "Snooze until tomorrow",
-                         "Finish current task, then pause", "Settings", "Quit"):
-                assert text in labels
+    wait_for(lambda: menu_matches(False), 30, "the menu of build_menu() for the idle agent")
+    labels = [label for label, _, _ in seen_layout(host)]
+    for text in ("Open dashboard", "Pause", "Snooze for 1 hour", "Snooze until tomorrow",
+                 "Finish current task, then pause", "Settings", "Quit"):
+        assert text in labels
 
-            host.ask(cmd="click", id=item_id(host, "Pause"))
-            wait_for(lambda: api_status(data_dir, url)["donation"]["paused"], 20, "the agent paused by the menu")
-            wait_for(lambda: menu_matches(True), 30, "the paused menu (Resume instead of Pause)")
-            assert "Pause" not in [label for label, _, _ in seen_layout(host)]
+    host.ask(cmd="click", id=item_id(host, "Pause"))
+    wait_for(lambda: tray_agent.status()["donation"]["paused"], 20, "the agent paused by the menu")
+    wait_for(lambda: menu_matches(True), 30, "the paused menu (Resume instead of Pause)")
+    assert "Pause" not in [label for label, _, _ in seen_layout(host)]
 
-            host.ask(cmd="click", id=item_id(host, "Resume"))
-            wait_for(lambda: api_status(data_dir, url)["donation"]["paused"] is False, 20, "the agent resumed by the menu")
+    host.ask(cmd="click", id=item_id(host, "Resume"))
+    wait_for(lambda: tray_agent.status()["donation"]["paused"] is False, 20, "the agent resumed by the menu")
 
-            host.ask(cmd="click", id=item_id(host, "Quit"))
-            assert agent.wait(60) == 0, (tmp_path / "agent.log").read_text()
-        finally:
-            if agent.poll() is None:
-                agent.send_signal(signal.SIGINT)
-                try:
-                    agent.wait(30)
-                except subprocess.TimeoutExpired:
-                    agent.kill()
-                    agent.wait(10)
-            log.close()
+    host.ask(cmd="click", id=item_id(host, "Quit"))
+    assert tray_agent.proc.wait(60) == 0, tray_agent.log()
+    assert "agent stopped" in tray_agent.log()
+
+
+def test_ctrl_c_stops_the_agent_cleanly_with_the_appindicator_tray(tray_agent: TrayAgent) -> None:
+    """SIGINT (Ctrl-C) still reaches the agent's clean stop once the GTK main loop of the tray runs."""
+    wait_for(lambda: tray_agent.status()["donation"]["paused"] is False, 20, "the agent answering")
+    tray_agent.proc.send_signal(signal.SIGINT)
+    assert tray_agent.proc.wait(60) == 0, tray_agent.log()
+    assert "agent stopped" in tray_agent.log()
