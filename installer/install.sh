@@ -173,8 +173,9 @@ if [ "$os" = linux ]; then
     say "the dashboard). On Debian/Ubuntu the menu needs:"
     say "  sudo apt-get install -y python3-gi gir1.2-ayatanaappindicator3-0.1"
     if [ "$tray_status" -eq 1 ]; then
-      say "and the distribution's Python for the venv (PYTHON=/usr/bin/python3 bash installer/install.sh), whose"
-      say "python3-gi it shares; or PyGObject built for this Python (a compiler and development packages):"
+      say "and a venv of the distribution's Python, which shares its python3-gi (data and settings are kept):"
+      say "  bash installer/install.sh --uninstall && PYTHON=/usr/bin/python3 bash installer/install.sh"
+      say "or PyGObject built for this Python (a compiler and development packages):"
       if apt-cache show libgirepository-2.0-dev >/dev/null 2>&1; then
         say "  sudo apt-get install -y libgirepository-2.0-dev libcairo2-dev pkg-config gcc python3-dev"
         say "  \"$venv/bin/python\" -m pip install PyGObject"
