@@ -156,21 +156,39 @@ class AgentActions:
         self.stop()
 
 
-def keeping_sigint(icon_class: type) -> type:
-    """A pystray Icon class that keeps this process's SIGINT handler once the icon runs.
+def adapted_icon_class(base: type) -> type:
+    """pystray's Icon class for this platform, made to keep Ctrl-C working and, on X11, to receive clicks.
 
-    pystray's GTK and AppIndicator backends reset SIGINT to the default on start, which would make Ctrl-C kill
-    the agent without its clean stop; they mark the icon ready right after, on the main thread.
+    pystray's GTK and AppIndicator backends reset SIGINT to the default on start (Ctrl-C would kill the agent
+    without its clean stop) and mark the icon ready right after, on the main thread, where the handler is put
+    back. Its X11 backend acts on a button press but never selects button presses on its window, and can
+    lose the request that ends its loop.
     """
     handler = signal.getsignal(signal.SIGINT)
 
-    class Icon(icon_class):  # type: ignore[misc, valid-type]
-        def _mark_ready(self) -> None:
-            if handler is not None and threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGINT, handler)
-            super()._mark_ready()
+    def _mark_ready(self: Any) -> None:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
+        base._mark_ready(self)
 
-    return Icon
+    def _create_window(self: Any) -> Any:
+        from Xlib import X
+
+        window = base._create_window(self)
+        window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
+        self._display.flush()
+        return window
+
+    def _stop(self: Any) -> None:
+        self._window.destroy()
+        # A round trip, not a flush: a flush returns at once while another thread (the one asking to stop) is
+        # still sending, leaving the destroy unsent and the icon's loop waiting for its DestroyNotify forever.
+        self._display.sync()
+
+    namespace: dict[str, Any] = {"_mark_ready": _mark_ready}
+    if base.__module__ == "pystray._xorg":
+        namespace.update(_create_window=_create_window, _stop=_stop)
+    return type("Icon", (base,), namespace)
 
 
 class Tray:
@@ -184,9 +202,11 @@ class Tray:
         self.describe = describe
         self.state = describe()
         self.shown = icon_state(self.state)
-        icon_class = keeping_sigint(pystray.Icon)
+        icon_class = adapted_icon_class(pystray.Icon)
         self.icon = icon_class("aifarm", draw_icon(self.shown), "AI Farm", menu=pystray.Menu(self._items))
         self._stop = threading.Event()
+        self._refreshing = threading.Event()
+        self._refreshed = threading.Event()
 
     def _items(self) -> Any:
         items = []
@@ -232,12 +252,16 @@ class Tray:
         """Run the icon on this (main) thread until stop()."""
 
         def refresher(icon: Any) -> None:
-            icon.visible = True
-            while not self._stop.wait(2.0):
-                try:
-                    self.refresh()
-                except Exception as exc:  # a refresh that fails is retried next time
-                    log.debug("tray refresh failed: %s", exc)
+            self._refreshing.set()
+            try:
+                icon.visible = True
+                while not self._stop.wait(2.0):
+                    try:
+                        self.refresh()
+                    except Exception as exc:  # a refresh that fails is retried next time
+                        log.debug("tray refresh failed: %s", exc)
+            finally:
+                self._refreshed.set()
 
         try:
             self.icon.run(setup=refresher)
@@ -251,6 +275,9 @@ class Tray:
     def stop(self) -> None:
         """Remove the icon."""
         self._stop.set()
+        if self._refreshing.is_set():
+            # pystray's X11 backend can miss its own stop while another thread talks to the display
+            self._refreshed.wait(10)
         self.icon.stop()
 
 
