@@ -205,8 +205,6 @@ class Tray:
         icon_class = adapted_icon_class(pystray.Icon)
         self.icon = icon_class("aifarm", draw_icon(self.shown), "AI Farm", menu=pystray.Menu(self._items))
         self._stop = threading.Event()
-        self._refreshing = threading.Event()
-        self._refreshed = threading.Event()
 
     def _items(self) -> Any:
         items = []
@@ -252,16 +250,12 @@ class Tray:
         """Run the icon on this (main) thread until stop()."""
 
         def refresher(icon: Any) -> None:
-            self._refreshing.set()
-            try:
-                icon.visible = True
-                while not self._stop.wait(2.0):
-                    try:
-                        self.refresh()
-                    except Exception as exc:  # a refresh that fails is retried next time
-                        log.debug("tray refresh failed: %s", exc)
-            finally:
-                self._refreshed.set()
+            icon.visible = True
+            while not self._stop.wait(2.0):
+                try:
+                    self.refresh()
+                except Exception as exc:  # a refresh that fails is retried next time
+                    log.debug("tray refresh failed: %s", exc)
 
         try:
             self.icon.run(setup=refresher)
@@ -275,9 +269,6 @@ class Tray:
     def stop(self) -> None:
         """Remove the icon."""
         self._stop.set()
-        if self._refreshing.is_set():
-            # pystray's X11 backend can miss its own stop while another thread talks to the display
-            self._refreshed.wait(10)
         self.icon.stop()
 
 
