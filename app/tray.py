@@ -156,7 +156,7 @@ class AgentActions:
         self.stop()
 
 
-def adapted_icon_class(base: type) -> type:
+def adapted_icon_class(base: Any) -> type:
     """pystray's Icon class for this platform, made to keep Ctrl-C working and, on X11, to receive clicks.
 
     pystray's GTK and AppIndicator backends reset SIGINT to the default on start (Ctrl-C would kill the agent

@@ -19,7 +19,7 @@ from typing import Any
 import gi
 
 gi.require_version("Gio", "2.0")
-from gi.repository import Gio, GLib  # noqa: E402
+from gi.repository import Gio, GLib
 
 WATCHER_XML = """
 <node>

@@ -67,7 +67,7 @@ class Host:
     """The StatusNotifier host process (tests/tray/sni_host.py) and its JSON lines."""
 
     proc: subprocess.Popen[str]
-    lines: "queue.Queue[dict[str, Any]]"
+    lines: queue.Queue[dict[str, Any]]
 
     def next(self, timeout: float = 30) -> dict[str, Any]:
         """The next line it printed."""
@@ -93,7 +93,7 @@ def host(session_bus: str, gi_dir: Path) -> Iterator[Host]:
     """A StatusNotifier watcher and host on the session bus."""
     env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": session_bus, "PYTHONPATH": str(gi_dir)}
     proc = subprocess.Popen([sys.executable, str(HOST)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    lines: "queue.Queue[dict[str, Any]]" = queue.Queue()
+    lines: queue.Queue[dict[str, Any]] = queue.Queue()
 
     def read() -> None:
         assert proc.stdout is not None
