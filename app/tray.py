@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import signal
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 STATES = ("idle", "training", "paused", "error", "no_database")
 COLORS = {"idle": (46, 125, 79), "training": (40, 110, 200), "paused": (200, 150, 30), "error": (200, 50, 50),
           "no_database": (120, 120, 120)}
+DEFAULT_ACTION = "open_dashboard"
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,41 @@ class AgentActions:
         self.stop()
 
 
+def adapted_icon_class(base: Any) -> type:
+    """pystray's Icon class for this platform, made to keep Ctrl-C working and, on X11, to receive clicks.
+
+    pystray's GTK and AppIndicator backends reset SIGINT to the default on start (Ctrl-C would kill the agent
+    without its clean stop) and mark the icon ready right after, on the main thread, where the handler is put
+    back. Its X11 backend acts on a button press but never selects button presses on its window, and can
+    lose the request that ends its loop.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+
+    def _mark_ready(self: Any) -> None:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
+        base._mark_ready(self)
+
+    def _create_window(self: Any) -> Any:
+        from Xlib import X
+
+        window = base._create_window(self)
+        window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
+        self._display.flush()
+        return window
+
+    def _stop(self: Any) -> None:
+        self._window.destroy()
+        # A round trip, not a flush: a flush returns at once while another thread (the one asking to stop) is
+        # still sending, leaving the destroy unsent and the icon's loop waiting for its DestroyNotify forever.
+        self._display.sync()
+
+    namespace: dict[str, Any] = {"_mark_ready": _mark_ready}
+    if base.__module__ == "pystray._xorg":
+        namespace.update(_create_window=_create_window, _stop=_stop)
+    return type("Icon", (base,), namespace)
+
+
 class Tray:
     """The pystray icon, refreshed from the agent's state every couple of seconds."""
 
@@ -166,7 +203,8 @@ class Tray:
         self.describe = describe
         self.state = describe()
         self.shown = icon_state(self.state)
-        self.icon = pystray.Icon("aifarm", draw_icon(self.shown), "AI Farm", menu=pystray.Menu(self._items))
+        icon_class = adapted_icon_class(pystray.Icon)
+        self.icon = icon_class("aifarm", draw_icon(self.shown), "AI Farm", menu=pystray.Menu(self._items))
         self._stop = threading.Event()
 
     def _items(self) -> Any:
@@ -177,7 +215,9 @@ class Tray:
             elif entry.action is None:
                 items.append(self._pystray.MenuItem(entry.text, None, enabled=False))
             else:
-                items.append(self._pystray.MenuItem(entry.text, self._callback(entry.action), enabled=entry.enabled))
+                # The default item is what a click on the icon does where no menu can open (the plain X11 icon).
+                items.append(self._pystray.MenuItem(entry.text, self._callback(entry.action), enabled=entry.enabled,
+                                                    default=entry.action == DEFAULT_ACTION))
         return items
 
     def _callback(self, action: str) -> Callable[..., None]:
@@ -218,7 +258,14 @@ class Tray:
                 except Exception as exc:  # a refresh that fails is retried next time
                     log.debug("tray refresh failed: %s", exc)
 
-        self.icon.run(setup=refresher)
+        try:
+            self.icon.run(setup=refresher)
+        except Exception as exc:
+            if not self._stop.is_set():
+                raise
+            # pystray's GTK backends close their last notification on the way out, which fails without a
+            # notification service on the session bus; the icon is gone either way.
+            log.debug("tray cleanup failed: %s", exc)
 
     def stop(self) -> None:
         """Remove the icon."""

@@ -120,11 +120,50 @@ if [ "$autostart" = yes ]; then
 fi
 
 if [ "$os" = linux ]; then
-  if ! "$venv/bin/python" -c "import gi; gi.require_version('AyatanaAppIndicator3', '0.1')" 2>/dev/null; then
-    say "Note: the tray menu on Linux needs AppIndicator and GTK for Python. Without them the tray uses a"
-    say "plain icon without a menu (the dashboard still works). To add them on Debian/Ubuntu:"
-    say "  sudo apt-get install -y gir1.2-ayatanaappindicator3-0.1 libgirepository1.0-dev libcairo2-dev"
-    say "  \"$venv/bin/python\" -m pip install PyGObject"
+  # The tray's menu: pystray's AppIndicator backend needs PyGObject (gi) and the AppIndicator typelib. The
+  # distribution's python3-gi is shared with the venv when their Python versions match (installer/system_gi.py);
+  # building PyGObject instead needs a compiler and development packages.
+  tray_packages=()
+  if command -v apt-get >/dev/null && command -v dpkg-query >/dev/null; then
+    installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+    installed python3-gi || tray_packages+=(python3-gi)
+    installed gir1.2-ayatanaappindicator3-0.1 || installed gir1.2-appindicator3-0.1 \
+      || tray_packages+=(gir1.2-ayatanaappindicator3-0.1)
+  fi
+  if [ ${#tray_packages[@]} -gt 0 ]; then
+    apt_command=()
+    if [ "$(id -u)" -eq 0 ]; then
+      apt_command=(env DEBIAN_FRONTEND=noninteractive)
+    elif [ -t 0 ] && command -v sudo >/dev/null; then
+      answer=y
+      [ "$assume_yes" = yes ] || read -r -p "The tray's menu needs ${tray_packages[*]}; install them with sudo apt-get? [Y/n] " answer
+      case "$answer" in [nN]*) ;; *) apt_command=(sudo env DEBIAN_FRONTEND=noninteractive) ;; esac
+    fi
+    if [ ${#apt_command[@]} -gt 0 ]; then
+      say "Installing ${tray_packages[*]} with apt-get (for the tray's menu)."
+      "${apt_command[@]}" apt-get update -qq >/dev/null 2>&1 || true
+      "${apt_command[@]}" apt-get install -y -qq "${tray_packages[@]}" >/dev/null \
+        || say "apt-get could not install ${tray_packages[*]}; the tray will have no menu."
+    fi
+  fi
+  tray_status=0
+  "$venv/bin/python" "$source_dir/installer/system_gi.py" || tray_status=$?
+  if [ "$tray_status" -ne 0 ]; then
+    say "Note: without PyGObject and AppIndicator the tray is a plain icon without a menu (a click on it opens"
+    say "the dashboard). On Debian/Ubuntu the menu needs:"
+    say "  sudo apt-get install -y python3-gi gir1.2-ayatanaappindicator3-0.1"
+    if [ "$tray_status" -eq 1 ]; then
+      say "and a venv of the distribution's Python, which shares its python3-gi (data and settings are kept):"
+      say "  bash installer/install.sh --uninstall && PYTHON=/usr/bin/python3 bash installer/install.sh"
+      say "or PyGObject built for this Python (a compiler and development packages):"
+      if apt-cache show libgirepository-2.0-dev >/dev/null 2>&1; then
+        say "  sudo apt-get install -y libgirepository-2.0-dev libcairo2-dev pkg-config gcc python3-dev"
+        say "  \"$venv/bin/python\" -m pip install PyGObject"
+      else  # GLib older than 2.80 (Debian 12, Ubuntu 22.04): the last PyGObject series for girepository-1.0
+        say "  sudo apt-get install -y libgirepository1.0-dev libcairo2-dev pkg-config gcc python3-dev"
+        say "  \"$venv/bin/python\" -m pip install 'PyGObject<3.51'"
+      fi
+    fi
   fi
 fi
 case ":$PATH:" in

@@ -31,6 +31,9 @@ fi
 if ! command -v Xvfb >/dev/null || ! command -v trayer >/dev/null; then
   missing+=(xvfb trayer)  # the real tray icon test: a virtual screen with a system tray
 fi
+for package in dbus python3-gi gir1.2-ayatanaappindicator3-0.1; do  # the tray menu test: session bus, AppIndicator
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+done
 if ! command -v ip >/dev/null; then
   missing+=(iproute2)  # multi-host tests in network namespaces
 fi

@@ -157,3 +157,25 @@ def test_pystray_icon_menu_items_call_the_agent(agent_loop: tuple[asyncio.Abstra
     tray.refresh()
     assert tray.shown == "paused"
     assert "Resume" in [str(item.text) for item in tray.icon.menu.items]
+
+
+def test_click_on_an_icon_without_menu_opens_the_dashboard(agent_loop: tuple[asyncio.AbstractEventLoop, Any],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no menu can open (the plain X11 icon), a click runs the default item: Open dashboard, signed in."""
+    monkeypatch.setenv("PYSTRAY_BACKEND", "dummy")
+    from app.tray import Tray
+
+    loop, agent = agent_loop
+    opened: list[str] = []
+    done = threading.Event()
+
+    def open_url(url: str) -> None:
+        opened.append(url)
+        done.set()
+
+    tray = Tray(AgentActions(loop, agent, lambda: None, open_url=open_url), agent.describe)
+    defaults = [str(item.text) for item in tray.icon.menu.items if item.default]
+    assert defaults == ["Open dashboard"]
+    tray.icon.menu(tray.icon)  # what a left click on the X11 icon runs (Icon.__call__, less its menu update)
+    assert done.wait(10)
+    assert len(opened) == 1 and opened[0].startswith("http://127.0.0.1:8470/login?token=") and "next=" not in opened[0]

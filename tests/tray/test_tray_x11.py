@@ -13,28 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.harness import agent_env, wait_for
+from tests.agent.harness import URL_LINE, agent_env, wait_for
+from tests.tray.screen import virtual_screen
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 TRAY_BOX = (440, 0, 640, 48)  # where trayer docks: top right, 200x48
 pytestmark = pytest.mark.slow
 
 
-def _screen_answers(display: str) -> bool:
-    """True when a fresh process can take a screenshot of the display."""
-    done = subprocess.run([sys.executable, "-c", "import sys; from PIL import ImageGrab; ImageGrab.grab(xdisplay=sys.argv[1])",
-                           display], capture_output=True, timeout=30)
-    return done.returncode == 0
-
-
-def _start_screen() -> tuple[subprocess.Popen[bytes], str]:
-    read, write = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "640x200x24", "-nolisten", "tcp"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write)
-    number = os.read(read, 16).decode().strip()
-    os.close(read)
-    return xvfb, f":{number}"
+def _tray_ready(display: str) -> bool:
+    """True when a system tray owns the screen's _NET_SYSTEM_TRAY_S0 selection (asked from a child process)."""
+    code = ("import sys; from Xlib import X, display\n"
+            "d = display.Display(sys.argv[1])\n"
+            "sys.exit(d.get_selection_owner(d.intern_atom('_NET_SYSTEM_TRAY_S0')) == X.NONE)\n")
+    return subprocess.run([sys.executable, "-c", code, display], capture_output=True, timeout=30).returncode == 0
 
 
 @pytest.fixture
@@ -42,28 +34,18 @@ def x_display() -> Iterator[str]:
     """A virtual screen with a system tray (Xvfb + trayer); skipped with the reason when they are missing."""
     if not shutil.which("Xvfb") or not shutil.which("trayer"):
         pytest.skip("Xvfb and trayer are needed (apt-get install -y xvfb trayer)")
-    for _attempt in range(2):
-        xvfb, display = _start_screen()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not _screen_answers(display):
-            time.sleep(0.5)
-        if _screen_answers(display):
-            break
-        xvfb.terminate()
-        xvfb.wait(10)
-    else:
-        pytest.skip("Xvfb started but its screen never accepted a connection in this sandbox (twice)")
-    tray = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "200",
-                             "--height", "48", "--SetDockType", "true", "--transparent", "false"],
-                            env={**os.environ, "DISPLAY": display}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
-    try:
-        yield display
-    finally:
-        tray.terminate()
-        xvfb.terminate()
-        tray.wait(10)
-        xvfb.wait(10)
+    with virtual_screen("640x200") as display:
+        tray = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "200",
+                                 "--height", "48", "--SetDockType", "true", "--transparent", "false"],
+                                env={**os.environ, "DISPLAY": display}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # pystray docks once, when the icon shows: the tray must own its selection by then
+            wait_for(lambda: _tray_ready(display), 20, "trayer owning the system tray selection")
+            time.sleep(1.5)  # and settled: a dock request it drops while starting is not sent again
+            yield display
+        finally:
+            tray.terminate()
+            tray.wait(10)
 
 
 def _tray_colors(display: str, name: str) -> set[tuple[int, int, int]]:
@@ -106,3 +88,59 @@ def test_tray_icon_appears_and_changes_when_paused(tmp_path: Path, x_display: st
             agent.kill()
             raise
     assert agent.returncode == 0, agent.stderr.read() if agent.stderr else ""
+
+
+def _color_position(display: str, color: tuple[int, int, int]) -> tuple[int, int] | None:
+    """The centre of the pixels of `color` in the tray box of a fresh screenshot, or None."""
+    from PIL import Image
+
+    _tray_colors(display, "click")
+    with Image.open(ARTIFACTS / "tray-click.png") as shot:
+        box = shot.convert("RGB").crop(TRAY_BOX)
+        points = [(x, y) for y in range(box.height) for x in range(box.width) if box.getpixel((x, y)) == color]
+    if not points:
+        return None
+    return (TRAY_BOX[0] + sum(x for x, _ in points) // len(points), TRAY_BOX[1] + sum(y for _, y in points) // len(points))
+
+
+def _left_click(display: str, x: int, y: int) -> None:
+    """A real left click at (x, y) through the XTEST extension, from a child process."""
+    code = ("import sys, time; from Xlib import X, display; from Xlib.ext import xtest\n"
+            "d = display.Display(sys.argv[1]); x, y = int(sys.argv[2]), int(sys.argv[3])\n"
+            "xtest.fake_input(d, X.MotionNotify, x=x, y=y); d.sync(); time.sleep(0.2)\n"
+            "xtest.fake_input(d, X.ButtonPress, 1); d.sync(); time.sleep(0.1)\n"
+            "xtest.fake_input(d, X.ButtonRelease, 1); d.sync()\n")
+    done = subprocess.run([sys.executable, "-c", code, display, str(x), str(y)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def test_click_on_the_x11_icon_opens_the_signed_in_dashboard(tmp_path: Path, x_display: str) -> None:
+    """The plain X11 icon has no menu: a left click on it runs the default item, Open dashboard, in the browser."""
+    from app.tray import COLORS
+
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{opened}"\n')
+    browser.chmod(0o755)
+    env = agent_env(tmp_path, {"DISPLAY": x_display, "PYSTRAY_BACKEND": "xorg", "BROWSER": f"{browser} %s"})
+    log_path = tmp_path / "agent.log"
+    with log_path.open("w") as log:
+        agent = subprocess.Popen([sys.executable, "-m", "app", "run", "--data-dir", str(tmp_path / "d"), "--port", "0",
+                                  "--peer-port", "0"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    try:
+        assert agent.stdout is not None
+        started = URL_LINE.search(agent.stdout.readline())
+        assert started, log_path.read_text()
+        where = wait_for(lambda: _color_position(x_display, COLORS["idle"]), 20, "the idle icon in the tray")
+        _left_click(x_display, *where)
+        wait_for(opened.exists, 20, "the browser opened by a click on the icon")
+        urls = opened.read_text().split()
+        assert len(urls) == 1 and urls[0].startswith(started.group(2) + "login?token="), urls
+    finally:
+        agent.send_signal(signal.SIGINT)
+        try:
+            agent.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            raise AssertionError(f"the agent did not stop on SIGINT:\n{log_path.read_text()}") from None
+    assert agent.returncode == 0, log_path.read_text()
