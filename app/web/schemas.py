@@ -16,7 +16,6 @@ from app.errors import ValidationError
 from app.ids import MAX_ID, parse_int
 from app.scheduling.validation import (
     CONFIG_FIELDS,
-    INTERVAL,
     MAX_INTERVAL_STEPS,
     NAME,
     PRIORITY_RANGE,
@@ -27,6 +26,8 @@ from app.scheduling.validation import (
     ConfigField,
 )
 from app.statuses import TASK_STATUSES
+
+IntervalText = Annotated[str, Field(min_length=1, max_length=64, description="N steps, or a duration such as 90s, 5 min, 1h30m")]
 
 MAX_PAGE = 200
 MAX_OFFSET = 10**9
@@ -194,7 +195,7 @@ def _config_annotation(spec: ConfigField) -> Any:
     if spec.kind == "str":
         return Annotated[str, OneOf(spec.choices)]
     if spec.kind == "interval":
-        return Annotated[int, Field(ge=1, le=MAX_INTERVAL_STEPS)] | Annotated[str, Field(pattern=INTERVAL.pattern)]
+        return Annotated[int, Field(ge=1, le=MAX_INTERVAL_STEPS)] | IntervalText
     if spec.kind == "options":
         return dict[str, Any]
     return str  # "model", "dataset": a recipe of the agent's catalog (`aifarm recipes`)

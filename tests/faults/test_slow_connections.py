@@ -32,7 +32,6 @@ CROWD_ADDRESSES = 50  # 400 connections from 127.0.1.1-50 (8 each) ...
 GREEDY_ADDRESS = "127.0.1.200"  # ... and 100 from one address, beyond the per-address cap
 HOLD_SECONDS = 12.0  # longer than the head deadline
 DRIP_EVERY = 2.0
-CALLER = "tester-0123456789ab"
 
 
 def limited(soft: int, hard: int) -> list[str]:
@@ -87,7 +86,7 @@ def _dashboard_ok(agent: AgentProcess) -> dict:
 def _peer_ok(agent: AgentProcess, secret: str) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", agent.peer_port, timeout=5)
     try:
-        conn.request("GET", "/peer/v1/status", headers={"Authorization": auth.sign(secret, "GET", "/peer/v1/status", CALLER)})
+        conn.request("GET", "/peer/v1/status", headers={"Authorization": auth.sign(secret, "GET", "/peer/v1/status", agent.client_id)})
         response = conn.getresponse()
         assert response.status == 200 and agent.client_id in response.read().decode()
     finally:

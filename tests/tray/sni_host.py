@@ -19,7 +19,7 @@ from typing import Any
 import gi
 
 gi.require_version("Gio", "2.0")
-from gi.repository import Gio, GLib
+from gi.repository import Gio, GLib  # noqa: E402  (after gi.require_version)
 
 WATCHER_XML = """
 <node>

@@ -33,7 +33,8 @@ def test_from_the_checkout() -> None:
     assert info.version == __version__ and info.license == "MIT"
     assert info.license_text == (ROOT / "docs" / "LICENSE").read_text(encoding="utf-8")
     names = {notice.name.lower(): notice for notice in info.notices}
-    assert {"aiohttp", "aiohttp-sse", "sqlalchemy", "jinja2", "zeroconf", "torch"} <= set(names)
+    assert {"aiohttp", "aiohttp-sse", "sqlalchemy", "jinja2", "zeroconf"} <= set(names)
+    assert "torch" not in names  # the train extra is not a runtime dependency of the base install
     assert "pytest" not in names and "playwright" not in names
     assert names["sqlalchemy"].version == importlib.metadata.version("sqlalchemy")
     assert names["sqlalchemy"].license == "MIT"  # its License-Expression
