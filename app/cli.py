@@ -307,7 +307,14 @@ def _run_agent(args: argparse.Namespace, settings: Settings) -> int:
         from app.tray import display_available, run_with_tray
 
         if display_available():
-            return run_with_tray(settings, lambda: settings_from_args(args))
+            from app.exitguard import EXIT_GRACE_SECONDS, exit_within
+
+            code = 1
+            try:
+                code = run_with_tray(settings, lambda: settings_from_args(args))
+                return code
+            finally:
+                exit_within(EXIT_GRACE_SECONDS, code)
         log.info("no display found: running without a tray icon")
         args.headless = True
     return _run_command(args, settings)

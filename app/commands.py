@@ -22,6 +22,7 @@ from app.db.engine import create_database
 from app.db.migrate import open_current_database, upgrade
 from app.db.queries import clients as client_queries
 from app.db.queries import tasks as task_queries
+from app.exitguard import EXIT_GRACE_SECONDS, exit_within
 from app.textui import format_table, print_json
 from app.timefmt import duration, relative_time
 
@@ -31,7 +32,12 @@ async def run_agent(args: argparse.Namespace, settings: Settings) -> int:
     from app.agent import run_until_stopped
     from app.cli import settings_from_args
 
-    return await run_until_stopped(settings, headless=bool(args.headless), reload=lambda: settings_from_args(args))
+    code = 1
+    try:
+        code = await run_until_stopped(settings, headless=bool(args.headless), reload=lambda: settings_from_args(args))
+        return code
+    finally:
+        exit_within(EXIT_GRACE_SECONDS, code)  # the agent has stopped: nothing may keep the process alive now
 
 
 async def db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
