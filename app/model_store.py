@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 from app.db.engine import Database
 from app.db.queries import clients as client_queries
 from app.db.queries import farms as farm_queries
 from app.db.queries import models as model_queries
 from app.errors import AifarmError, NotFound
-from app.files import publish_atomically
-from app.peerapi import auth
+from app.peerapi.client import ChecksumMismatch, PeerClient, PeerError
+from app.peerfiles import registered_endpoints
 from app.textui import BYTES, ProgressDisplay
 
 SCHEME = "aifarm://"
@@ -44,18 +42,12 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
 
 
 async def _endpoints(db: Database, client_ids: list[str]) -> list[tuple[str, str, int]]:
+    own_hostname = socket.gethostname()
     out = []
     async with db.connect() as conn:
         for client_id in client_ids:
             row = await client_queries.get_client(conn, client_id)
-            if row is None or row["status"] != "active":
-                continue
-            session = row["session_info"] or {}
-            port = session.get("peer_port")
-            addresses = [a.get("ip") for a in session.get("addresses", []) if isinstance(a, dict)]
-            for ip in sorted(filter(None, addresses), key=lambda ip: ip.startswith("127.")):
-                if port:
-                    out.append((client_id, ip, int(port)))
+            out += [(client_id, host, port) for host, port in registered_endpoints(row, own_hostname)]
     return out
 
 
@@ -94,25 +86,18 @@ async def pull(db: Database, ref: str, dest: Path | None, farm_name: str, client
 
 async def _download(host: str, port: int, path: str, dest: Path, sha256: str, secret: str, client_id: str,
                     progress: bool) -> None:
-    headers = {"Authorization": auth.sign(secret, "GET", path, client_id)}
-    tmp = dest.with_name(f".{dest.name}.part")
-    digest, done = hashlib.sha256(), 0
+    client = PeerClient(client_id, lambda: secret)
+    await client.start()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=60)) as session:
-            async with session.get(f"http://{host}:{port}{path}", headers=headers) as response:
-                if response.status != 200:
-                    raise AifarmError(f"HTTP {response.status}")
-                total = response.content_length or None
-                with tmp.open("wb") as handle, ProgressDisplay(dest.name, total, BYTES, quiet=not progress) as shown:
-                    async for chunk in response.content.iter_chunked(1 << 20):
-                        digest.update(chunk)
-                        handle.write(chunk)
-                        done += len(chunk)
-                        shown.update(done)
-        if digest.hexdigest() != sha256:
-            raise AifarmError(f"the file does not match the registered sha256 {sha256[:12]}…; discarded")
-        publish_atomically(tmp, dest)
-    except aiohttp.ClientError as exc:
-        raise AifarmError(f"download failed: {exc}") from None
+        with ProgressDisplay(dest.name, None, BYTES, quiet=not progress) as shown:
+            def report(done: int, total: int | None) -> None:
+                shown.set_total(total)
+                shown.update(done)
+
+            await client.download(host, port, path, dest, sha256, progress=report)
+    except ChecksumMismatch:
+        raise AifarmError(f"the file does not match the registered sha256 {sha256[:12]}…; discarded") from None
+    except PeerError as exc:
+        raise AifarmError(str(exc)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        await client.close()

@@ -107,6 +107,14 @@ class ProgressDisplay:
             return "ETA ?"
         return f"ETA {format_eta((self.total - self._completed) / rate)}"
 
+    def set_total(self, total: float | None) -> None:
+        """The total, once it is known (a download's length arrives with its first response)."""
+        if total is None or total == self.total:
+            return
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
     def update(self, completed: float, status: str = "") -> None:
         """The amount done so far (and a short status text); redraws the bar or, now and then, prints a line."""
         now = time.monotonic()

@@ -15,7 +15,10 @@ import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.services.donation import Donation
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +127,25 @@ def draw_icon(state: str, size: int = 64) -> Any:
 class AgentActions:
     """Menu actions, each handed to the agent's event loop (never run on the tray's thread)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, agent: Any, stop: Callable[[], None],
-                 open_url: Callable[[str], Any] = webbrowser.open) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, donation: Donation, login_url: Callable[[], str],
+                 stop: Callable[[], None], open_url: Callable[[str], Any] = webbrowser.open) -> None:
         self.loop = loop
-        self.agent = agent
+        self.donation = donation
+        self.login_url = login_url
         self.stop = stop
         self.open_url = open_url
 
     def __call__(self, action: str) -> "concurrent.futures.Future[Any] | None":
         """Start an action; returns the future of its coroutine on the agent's loop."""
+        donation = self.donation
         make: dict[str, Callable[[], Any]] = {
             "open_dashboard": lambda: self._open(""),
             "settings": lambda: self._open("settings"),
-            "pause": lambda: self.agent.pause(),
-            "resume": lambda: self.agent.resume(),
-            "snooze_hour": lambda: self.agent.pause(seconds=3600),
-            "snooze_tomorrow": lambda: self.agent.pause(seconds=seconds_until_tomorrow(datetime.now())),
-            "finish_then_pause": lambda: self.agent.pause(finish_current=True),
+            "pause": lambda: donation.pause(),
+            "resume": lambda: donation.resume(),
+            "snooze_hour": lambda: donation.pause(seconds=3600),
+            "snooze_tomorrow": lambda: donation.pause(seconds=seconds_until_tomorrow(datetime.now())),
+            "finish_then_pause": lambda: donation.pause(finish_current=True),
             "quit": lambda: self._quit(),
         }
         if action not in make:
@@ -148,7 +153,7 @@ class AgentActions:
         return asyncio.run_coroutine_threadsafe(make[action](), self.loop)
 
     async def _open(self, page: str) -> None:
-        url = self.agent.login_url()
+        url = self.login_url()
         if page:
             url += f"&next=/{page}"
         await asyncio.to_thread(self.open_url, url)
@@ -323,7 +328,8 @@ def run_with_tray(settings: Any, reload: Callable[[], Any]) -> int:
     signal.signal(signal.SIGINT, stop_agent)
     signal.signal(signal.SIGTERM, stop_agent)
     try:
-        tray = Tray(AgentActions(loop, box["agent"], lambda: box["stop"]()), box["agent"].describe)
+        agent = box["agent"]
+        tray = Tray(AgentActions(loop, agent.donation, agent.login_url, lambda: box["stop"]()), agent.describe)
     except Exception as exc:  # pystray raises (not ImportError) without a usable display or backend
         log.warning("no tray icon (%s); running headless, stop with Ctrl-C", exc)
         thread.join()

@@ -16,8 +16,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from app.db.engine import Database, create_database, mysql_error_code
-from app.db.queries.claims import claim_next, update_task_fenced
+from app.db.queries.claims import update_task_fenced
 from app.errors import Fenced
+from app.scheduling.claiming import claim_next
 from app.scheduling.decide import Capacity
 from benchmarks import dbserver
 from benchmarks.common import Figure

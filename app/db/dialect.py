@@ -49,6 +49,13 @@ def json_number(conn: AsyncConnection, column: Any, path: str) -> ColumnElement[
     return func.json_extract(column, path)
 
 
+def json_text(conn: AsyncConnection, column: Any, path: str) -> ColumnElement[Any]:
+    """A string JSON member as text (NULL when absent), comparable with strings on both backends."""
+    if is_mysql(conn):
+        return func.json_unquote(func.json_extract(column, path))
+    return func.json_extract(column, path)
+
+
 def json_is_true(conn: AsyncConnection, column: Any, path: str) -> ColumnElement[Any]:
     """A condition: the JSON member at path is the boolean true."""
     if is_mysql(conn):

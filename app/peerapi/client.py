@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,23 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=3)
 MAX_DOWNLOAD_BYTES = 20 * (1 << 30)
 
 
+Progress = Callable[[int, int | None], None]  # bytes so far, total when known
+
+
 class PeerError(Exception):
     """A peer API call failed; the message says how."""
+
+
+class ChecksumMismatch(PeerError):
+    """A downloaded file did not match the sha256 it was asked for; it was discarded."""
 
 
 class PeerClient:
     """A small signed HTTP client for the peer API (one aiohttp session, owned by the agent)."""
 
-    def __init__(self, own_client_id: str, secret_source: Any) -> None:
+    def __init__(self, own_client_id: str, secret: Callable[[], str | None]) -> None:
         self.own_client_id = own_client_id
-        self._secret_source = secret_source  # an object with a .farm_secret attribute
+        self._secret = secret  # read per request: the farm secret arrives after the agent starts
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -40,13 +48,13 @@ class PeerClient:
             self._session = None
 
     def _headers(self, method: str, path: str, body: bytes = b"") -> dict[str, str]:
-        secret = self._secret_source.farm_secret
+        secret = self._secret()
         if secret is None or self._session is None:
             raise PeerError("this agent is not ready (no farm secret yet)")
         return {"Authorization": auth.sign(secret, method, path, self.own_client_id, body)}
 
     async def download(self, host: str, port: int, path: str, dest: Path, sha256: str,
-                       max_bytes: int = MAX_DOWNLOAD_BYTES) -> None:
+                       max_bytes: int = MAX_DOWNLOAD_BYTES, progress: Progress | None = None) -> None:
         """Stream a peer's file to dest through a temporary file; kept only when its sha256 matches."""
         headers = self._headers("GET", path)
         shown = f"[{host}]" if ":" in host else host
@@ -66,8 +74,10 @@ class PeerClient:
                             raise PeerError(f"{path} from {host}:{port} is larger than {max_bytes} bytes")
                         digest.update(chunk)
                         handle.write(chunk)
+                        if progress is not None:
+                            progress(size, response.content_length)
             if digest.hexdigest() != sha256:
-                raise PeerError(f"{path} from {host}:{port} does not match its sha256; discarded")
+                raise ChecksumMismatch(f"{path} from {host}:{port} does not match its sha256; discarded")
             publish_atomically(tmp, dest)
         except aiohttp.ClientError as exc:
             raise PeerError(f"downloading {path} from {host}:{port} failed: {exc}") from None

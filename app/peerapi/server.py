@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -14,12 +16,21 @@ from app.files import inside, safe_relative
 from app.peerapi import auth
 from app.peerapi.members import Membership
 
-if TYPE_CHECKING:
-    from app.agent import Agent
-
 log = logging.getLogger(__name__)
 
-PEER_AGENT_KEY: web.AppKey["Agent"] = web.AppKey("peer_agent")
+
+
+@dataclass(frozen=True)
+class PeerDeps:
+    """What the peer API is given by the agent: its data dir, the farm secret, its status, and verified fetching."""
+
+    data_dir: Path
+    farm_secret: Callable[[], str | None]
+    peer_status: Callable[[], dict[str, Any]]
+    fetch: Callable[[str | None, str, str], Awaitable[Path | None]]
+
+
+PEER_DEPS_KEY: web.AppKey[PeerDeps] = web.AppKey("peer_deps")
 MEMBERS_KEY: web.AppKey[Membership] = web.AppKey("peer_members")
 NONCES_KEY: web.AppKey[auth.NonceCache] = web.AppKey("peer_nonces")
 MAX_REQUEST_BYTES = 1 << 20
@@ -41,8 +52,8 @@ def _unauthorized(message: str) -> web.Response:
 async def require_farm_signature(request: web.Request, handler: Handler) -> web.StreamResponse:
     """401 unless the request carries a fresh, unused HMAC signature of its method, path and body, made with
     this farm's secret by an active client of the farm."""
-    agent = request.app[PEER_AGENT_KEY]
-    secret = agent.farm_secret
+    deps = request.app[PEER_DEPS_KEY]
+    secret = deps.farm_secret()
     if secret is None:
         return web.json_response(
             {"error": {"code": "not_ready", "message": "this agent has no farm secret yet", "fields": {}}}, status=503
@@ -72,7 +83,7 @@ async def require_farm_signature(request: web.Request, handler: Handler) -> web.
 
 async def status(request: web.Request) -> web.Response:
     """Who this agent is and where it listens."""
-    return web.json_response(request.app[PEER_AGENT_KEY].peer_status())
+    return web.json_response(request.app[PEER_DEPS_KEY].peer_status())
 
 
 SERVED_ROOTS = ("checkpoints", "models", "fetched")
@@ -81,23 +92,23 @@ SERVED_ROOTS = ("checkpoints", "models", "fetched")
 async def get_file(request: web.Request) -> web.StreamResponse:
     """A checkpoint or model file of this agent's data dir (its own, or a verified copy it holds under fetched/);
     nothing outside those folders, no traversal."""
-    agent = request.app[PEER_AGENT_KEY]
+    deps = request.app[PEER_DEPS_KEY]
     relative = request.match_info["path"]
     root = relative.split("/", 1)[0]
     if root not in SERVED_ROOTS:
         raise web.HTTPNotFound(reason="not a served file")
-    path = safe_relative(agent.settings.data_dir, relative)
+    path = safe_relative(deps.data_dir, relative)
     if path is None:
         raise web.HTTPBadRequest(reason="invalid file name")
     # A symlink inside the folder may point anywhere: serve only what really lies in it.
-    if not inside(path, agent.settings.data_dir / root) or not path.is_file():
+    if not inside(path, deps.data_dir / root) or not path.is_file():
         raise web.HTTPNotFound(reason="no such file")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
 async def replicate(request: web.Request) -> web.Response:
     """Fetch a model file from the peer that asks, verify its sha256, and keep a copy."""
-    agent = request.app[PEER_AGENT_KEY]
+    deps = request.app[PEER_DEPS_KEY]
     try:
         body = await request.json()
     except (ValueError, RecursionError, LookupError):  # bad JSON or UTF-8, huge numbers, deep nesting, unknown charset
@@ -108,13 +119,13 @@ async def replicate(request: web.Request) -> web.Response:
     if not isinstance(owner, str) or not CLIENT_ID.match(owner):
         raise web.HTTPBadRequest(reason="client_id must be a client id")
     if not isinstance(relative, str) or not relative.startswith("models/") \
-            or safe_relative(agent.settings.data_dir, relative) is None:
+            or safe_relative(deps.data_dir, relative) is None:
         raise web.HTTPBadRequest(reason="path must name a file under models/")
     if not isinstance(sha256, str) or not SHA256.match(sha256):
         raise web.HTTPBadRequest(reason="sha256 must be 64 lower-case hex digits")
     if not await request.app[MEMBERS_KEY].is_member(owner):
         raise web.HTTPBadRequest(reason="client_id is not an active client of this farm")
-    path = await agent.fetch_checkpoint(owner, relative, sha256)
+    path = await deps.fetch(owner, relative, sha256)
     if path is None:
         return web.json_response({"ok": False, "error": "could not fetch or verify the file"}, status=502)
     return web.json_response({"ok": True})
@@ -146,11 +157,11 @@ def _one_line(error: BaseException) -> str:
     return reason.rstrip(" ^")[:200] or type(error).__name__
 
 
-def create_peer_app(agent: "Agent", members: Membership) -> web.Application:
+def create_peer_app(deps: PeerDeps, members: Membership) -> web.Application:
     """The peer API application; callers must be active clients of the farm according to `members`."""
     app = web.Application(middlewares=[require_farm_signature], client_max_size=MAX_REQUEST_BYTES,
                           handler_args={"logger": RequestErrorLog(log, {})})
-    app[PEER_AGENT_KEY] = agent
+    app[PEER_DEPS_KEY] = deps
     app[MEMBERS_KEY] = members
     app[NONCES_KEY] = auth.NonceCache()
     app.router.add_get("/peer/v1/status", status)

@@ -20,6 +20,14 @@ class Capacity:
 
 
 @dataclass(frozen=True)
+class Recipes:
+    """The model and dataset recipes installed on a client: it claims only tasks that name both."""
+
+    models: frozenset[str]
+    datasets: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Member:
     """A client that holds a rank of a task."""
 

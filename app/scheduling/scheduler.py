@@ -1,4 +1,4 @@
-"""The scheduler loop of one agent: claim ranks, wait for the group, run it, and sweep failed attempts."""
+"""The scheduler loop of one agent: claim ranks of tasks this machine can run, wait for the group, run it."""
 
 from __future__ import annotations
 
@@ -6,26 +6,32 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from app.db.engine import Database
 from app.db.queries import claims as claim_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
 from app.errors import DatabaseUnavailable
-from app.scheduling.decide import failure_reason
-
-if TYPE_CHECKING:
-    from app.agent import Agent
-    from app.training.run import TaskRun
+from app.peerfiles import PeerFiles
+from app.scheduling import claiming
+from app.scheduling.claiming import Formation
+from app.scheduling.decide import Recipes, choose_backend
+from app.services.donation import Donation
+from app.training.context import Limits, Outcome, RunContext
+from app.training.recorder import RunRecorder
+from app.training.run import ModelRegistered, TaskRun
 
 log = logging.getLogger(__name__)
 
 DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, OSError)
 CLAIM_INTERVAL = 1.0
 JOIN_TIMEOUT = 120.0
+SKIP_CHECK_SECONDS = 10.0
 
 
 @dataclass
@@ -36,22 +42,35 @@ class Joined:
     since: float
 
 
+TaskEnded = Callable[[TaskRun, Outcome], None]
+
+
 class Scheduler:
     """Claims work when the volunteer allows it and runs at most one task at a time."""
 
-    def __init__(self, agent: "Agent") -> None:
-        self.agent = agent
+    def __init__(self, db: Database, client_id: str, hostname: str, donation: Donation, recipes: Recipes,
+                 peer_files: PeerFiles, *, on_model_registered: ModelRegistered | None = None,
+                 on_task_ended: TaskEnded | None = None) -> None:
+        self.db = db
+        self.client_id = client_id
+        self.hostname = hostname
+        self.donation = donation
+        self.recipes = recipes
+        self.peer_files = peer_files
+        self.on_model_registered = on_model_registered
+        self.on_task_ended = on_task_ended
         self.joined: Joined | None = None
-        self.current: "TaskRun | None" = None
+        self.current: TaskRun | None = None
         self._current_task: asyncio.Task[Any] | None = None
-        self.skipped: dict[int, str] = {}
+        self.skipped: set[int] = set()
+        self._skips_checked = 0.0
         self.join_timeout = JOIN_TIMEOUT
         self.last_outcome: dict[str, Any] | None = None
 
     @property
     def busy(self) -> bool:
         """True while a rank is held (joined or running)."""
-        return self.joined is not None or self.current is not None
+        return self.joined is not None or self._current_task is not None
 
     def describe(self) -> dict[str, Any]:
         """The scheduler's state for the dashboard and tray."""
@@ -64,14 +83,14 @@ class Scheduler:
 
     async def void_previous_session(self) -> None:
         """Ranks this client held before a restart are void: release joins and end running attempts."""
-        async with self.agent.db.begin() as conn:
-            for held in await claim_queries.assignments_of_client(conn, self.agent.client_id):
+        async with self.db.begin() as conn:
+            for held in await claim_queries.assignments_of_client(conn, self.client_id):
                 if held["task_status"] == "running" and held["generation"] is not None:
-                    await claim_queries.end_attempt(conn, held["task_id"], held["generation"],
-                                                    f"client {self.agent.client_id} restarted", failure=True,
-                                                    max_attempts=self.agent.settings.max_attempts)
+                    await claiming.end_attempt(conn, held["task_id"], held["generation"],
+                                               f"client {self.client_id} restarted", failure=True,
+                                               max_attempts=self.donation.settings.max_attempts)
                 else:
-                    await claim_queries.release_join(conn, held["task_id"], self.agent.client_id)
+                    await claim_queries.release_join(conn, held["task_id"], self.client_id)
 
     async def claim_loop(self) -> None:
         """Every second or so: form/run what is held, or claim the next task this machine may run."""
@@ -84,81 +103,92 @@ class Scheduler:
 
     async def step(self) -> None:
         """One scheduling decision."""
-        if self.current is not None:
+        if self._current_task is not None:
             return
         if self.joined is not None:
             await self._check_joined()
             return
-        if not self.agent.may_claim():
+        if not self.donation.may_claim():
             return
         await self._claim()
 
     async def _claim(self) -> None:
         try:
-            async with self.agent.db.begin() as conn:
-                claim = await claim_queries.claim_next(conn, self.agent.client_id, self.agent.capacity(),
-                                                       skip_task_ids=list(self.skipped))
+            async with self.db.begin() as conn:
+                claim = await claiming.claim_next(conn, self.client_id, self.donation.capacity(), recipes=self.recipes)
         except IntegrityError:
             return  # another client took the same rank first; the unique key said no
         if claim is None:
-            return
-        if claim.formed:
-            await self._start(claim.task_id, claim.rank, claim.generation or 0, claim.n_clients)
+            await self._note_skipped()
+        elif claim.formation is not None:
+            self._start(claim.formation)
         else:
             self.joined = Joined(claim.task_id, time.monotonic())
             log.info("joined task %s as rank %s of %s; waiting for the group", claim.task_id, claim.rank, claim.n_clients)
 
+    async def _note_skipped(self) -> None:
+        """Say once, in each pending task's log, when it names a recipe this machine does not have."""
+        if time.monotonic() - self._skips_checked < SKIP_CHECK_SECONDS:
+            return
+        self._skips_checked = time.monotonic()
+        async with self.db.begin() as conn:
+            for task_id, model, dataset in await claim_queries.pending_for_other_recipes(
+                    conn, self.recipes, exclude=sorted(self.skipped)):
+                self.skipped.add(task_id)
+                await log_queries.add_task_log(conn, task_id, self.client_id, "info",
+                                               f"skipped: recipe {model}/{dataset} is not installed on {self.client_id}")
+
     async def _check_joined(self) -> None:
         assert self.joined is not None
-        async with self.agent.db.connect() as conn:
-            held = [a for a in await claim_queries.assignments_of_client(conn, self.agent.client_id)
-                    if a["task_id"] == self.joined.task_id]
+        task_id = self.joined.task_id
+        async with self.db.connect() as conn:
+            held = [a for a in await claim_queries.assignments_of_client(conn, self.client_id) if a["task_id"] == task_id]
+            formation = await claiming.formation_of(conn, task_id) if held and held[0]["task_status"] == "running" else None
         if not held:
-            log.info("rank of task %s was released", self.joined.task_id)
+            log.info("rank of task %s was released", task_id)
             self.joined = None
             return
-        assignment = held[0]
-        if assignment["task_status"] == "running":
-            task_id = self.joined.task_id
+        if formation is not None:
             self.joined = None
-            async with self.agent.db.connect() as conn:
-                task = await task_queries.get_task(conn, task_id)
-            n_clients = int((task or {}).get("config", {}).get("n_clients", 1)) if task else 1
-            await self._start(task_id, assignment["rank"], assignment["generation"], n_clients)
+            self._start(formation)
             return
-        if time.monotonic() - self.joined.since > self.join_timeout or not self.agent.may_claim():
-            async with self.agent.db.begin() as conn:
-                released = await claim_queries.release_join(conn, self.joined.task_id, self.agent.client_id)
+        if time.monotonic() - self.joined.since > self.join_timeout or not self.donation.may_claim():
+            async with self.db.begin() as conn:
+                released = await claim_queries.release_join(conn, task_id, self.client_id)
             if released:
-                log.info("gave back the rank of task %s (group not formed in %.0f s)", self.joined.task_id, self.join_timeout)
+                log.info("gave back the rank of task %s (group not formed in %.0f s)", task_id, self.join_timeout)
             self.joined = None
 
-    async def _start(self, task_id: int, rank: int, generation: int, n_clients: int) -> None:
-        from app.training.run import TaskRun
+    def _start(self, formation: Formation) -> None:
+        self._current_task = asyncio.create_task(self._run(formation), name=f"task-{formation.task_id}")
 
-        async with self.agent.db.connect() as conn:
-            task = await task_queries.get_task(conn, task_id)
+    async def context_for(self, formation: Formation) -> RunContext:
+        """What this rank of the formed group is told: the task, the group, the device, the limits."""
+        async with self.db.connect() as conn:
+            task = await task_queries.get_task(conn, formation.task_id)
         assert task is not None
-        config = task["config"] or {}
-        if not self.agent.catalog.has(config.get("model", ""), config.get("dataset", "")):
-            reason = f"recipe {config.get('model')}/{config.get('dataset')} is not installed on {self.agent.client_id}"
-            self.skipped[task_id] = reason
-            async with self.agent.db.begin() as conn:
-                await claim_queries.end_attempt(conn, task_id, generation, reason, failure=False,
-                                                max_attempts=self.agent.settings.max_attempts)
-                await log_queries.add_task_log(conn, task_id, self.agent.client_id, "warning", f"skipped: {reason}")
-            return
-        run = TaskRun(self.agent, task, rank, generation, n_clients)
-        self.current = run
-        self._current_task = asyncio.create_task(self._run(run), name=f"task-{task_id}")
+        settings, donation = self.donation.settings, self.donation
+        every_gpu = formation.every_member_has_a_gpu and bool(donation.allowed_gpus())
+        return RunContext(
+            task_id=formation.task_id, config=task["config"] or {}, formation=formation,
+            rank=formation.ranks[self.client_id], client_id=self.client_id, hostname=self.hostname,
+            farm_name=settings.farm_name, data_dir=settings.data_dir, device=donation.device_spec(),
+            backend=choose_backend(every_gpu) if formation.n_clients > 1 else "gloo",
+            threads=donation.training_threads(), dataset_dirs=tuple(settings.dataset_dirs),
+            limits=Limits(settings.heartbeat_interval, settings.failure_timeout, settings.max_attempts),
+            peer_files=self.peer_files)
 
-    async def _run(self, run: "TaskRun") -> None:
+    async def _run(self, formation: Formation) -> None:
         try:
+            ctx = await self.context_for(formation)
+            run = TaskRun(ctx, RunRecorder(self.db, ctx), self.on_model_registered)
+            self.current = run
             outcome = await run.run()
             self.last_outcome = {"task_id": run.task_id, "outcome": outcome.kind, "reason": outcome.reason}
-            self.agent.on_task_ended(run, outcome)
+            if self.on_task_ended is not None:
+                self.on_task_ended(run, outcome)
         except Exception:
-            log.exception("task %s: the run failed unexpectedly", run.task_id)
+            log.exception("task %s: the run failed unexpectedly", formation.task_id)
         finally:
             self.current = None
             self._current_task = None
@@ -167,8 +197,8 @@ class Scheduler:
         """Give the current work back: emergency checkpoint, attempt ended, task re-queued; waits for it."""
         if self.joined is not None:
             try:
-                async with self.agent.db.begin() as conn:
-                    await claim_queries.release_join(conn, self.joined.task_id, self.agent.client_id)
+                async with self.db.begin() as conn:
+                    await claim_queries.release_join(conn, self.joined.task_id, self.client_id)
             except DB_ERRORS:
                 pass
             self.joined = None
@@ -179,44 +209,3 @@ class Scheduler:
                 await asyncio.wait_for(asyncio.shield(task), 60)
             except asyncio.TimeoutError:
                 task.cancel()
-
-    async def failure_loop(self) -> None:
-        """Every heartbeat: end attempts whose members failed, and free ranks of groups that will not form."""
-        while True:
-            await asyncio.sleep(self.agent.settings.heartbeat_interval)
-            try:
-                await self.sweep_failures()
-            except DB_ERRORS as exc:
-                log.debug("failure sweep skipped: %s", exc)
-
-    async def sweep_failures(self) -> list[int]:
-        """One pass; returns the tasks whose attempt this agent ended."""
-        from datetime import timedelta
-
-        settings = self.agent.settings
-        ended: list[int] = []
-        # Right after a database outage every member's last_seen is old; let them all heartbeat first
-        # (this agent too: until its own heartbeat gets through, its last_seen is as old as theirs).
-        if not getattr(self.agent, "database_ok", True) or \
-                time.monotonic() - getattr(self.agent, "database_ok_since", 0.0) < settings.failure_timeout + settings.heartbeat_interval:
-            return ended
-        async with self.agent.db.connect() as conn:
-            running = await claim_queries.members_of_running(conn)
-            now = await claim_queries.db_now(conn)
-        for task_id, entry in running.items():
-            # Whole-second DATETIMEs: allow one more second than the timeout before calling a member dead.
-            reason = failure_reason(entry["members"], now, timedelta(seconds=settings.failure_timeout + 1))
-            if reason is None:
-                continue
-            async with self.agent.db.begin() as conn:
-                status = await claim_queries.end_attempt(conn, task_id, entry["generation"], reason, failure=True,
-                                                         max_attempts=settings.max_attempts)
-                if status:
-                    await log_queries.add_task_log(conn, task_id, self.agent.client_id, "warning",
-                                                   f"attempt {entry['generation']} ended: {reason}; task {status}")
-            if status:
-                ended.append(task_id)
-                log.warning("task %s: attempt %s ended: %s; task %s", task_id, entry["generation"], reason, status)
-        async with self.agent.db.begin() as conn:
-            await claim_queries.release_stale_joins(conn, self.join_timeout, settings.failure_timeout + 1)
-        return ended

@@ -11,6 +11,7 @@ from app.db.queries import dataset_hosts as host_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
 from app.errors import NotFound
+from app.scheduling import claiming
 from app.scheduling.decide import explain_pending
 from app.scheduling.validation import validate_task
 from app.training.catalog import Catalog
@@ -56,13 +57,13 @@ async def get(db: Database, task_id: int) -> dict[str, Any]:
 async def _why_pending(conn: Any, row: dict[str, Any]) -> str | None:
     config = row["config"] if isinstance(row["config"], dict) else {}
     n_clients = config.get("n_clients", 1) if config.get("distributed") else 1
-    return explain_pending(row["requirements"] or {}, await claim_queries.active_capacities(conn), n_clients)
+    return explain_pending(row["requirements"] or {}, await claiming.active_capacities(conn), n_clients)
 
 
 async def active_capacities(db: Database) -> list[Any]:
     """What every active client offers (hardware as registered)."""
     async with db.connect() as conn:
-        return await claim_queries.active_capacities(conn)
+        return await claiming.active_capacities(conn)
 
 
 async def why_pending(db: Database, rows: list[dict[str, Any]]) -> dict[int, str | None]:
@@ -85,7 +86,7 @@ def why_pending_with(rows: list[dict[str, Any]], capacities: list[Any]) -> dict[
 async def cancel(db: Database, task_id: int, client_id: str | None = None) -> str:
     """Cancel a pending or running task."""
     async with db.begin() as conn:
-        status = await claim_queries.cancel(conn, task_id)
+        status = await claiming.cancel(conn, task_id)
         await log_queries.add_task_log(conn, task_id, client_id, "warning", "cancelled by the user")
     return status
 

@@ -21,7 +21,7 @@ from app.errors import ValidationError
 from app.scheduling import service
 from app.textui import to_json
 from app.web import schemas
-from app.web.keys import AGENT_KEY, CACHE_KEY, LIVE_KEY
+from app.web.keys import CACHE_KEY, DEPS_KEY, LIVE_KEY
 from app.web.live import Event
 from app.web.openapi import Handler, Operation, build_openapi
 
@@ -44,22 +44,22 @@ def _task_id(request: web.Request) -> int:
 
 async def status(request: web.Request) -> web.Response:
     """This agent's summary."""
-    return _json(request.app[AGENT_KEY].describe())
+    return _json(request.app[DEPS_KEY].describe())
 
 
 async def peers(request: web.Request) -> web.Response:
     """Peers seen on the LAN and manually, verified or not; other farms; clients not seen on the LAN."""
-    return _json(request.app[AGENT_KEY].peers_view())
+    return _json(request.app[DEPS_KEY].peers_view())
 
 
 async def list_tasks(request: web.Request) -> web.Response:
     """A page of tasks: ?status=&type=&sort=priority|newest|oldest&limit=&offset=."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     query = schemas.parse_query(schemas.TaskListQuery, request.query)
-    async with agent.db.connect() as conn:
+    async with deps.db.connect() as conn:
         rows, total = await task_queries.list_tasks(conn, status=query.status, type=query.type, sort=query.sort,
                                                     limit=query.limit, offset=query.offset)
-    capacities = await request.app[CACHE_KEY].get("capacities", lambda: service.active_capacities(agent.db))
+    capacities = await request.app[CACHE_KEY].get("capacities", lambda: service.active_capacities(deps.db))
     waiting = service.why_pending_with(rows, capacities)
     for row in rows:
         row["waiting_for"] = waiting.get(row["id"])
@@ -68,18 +68,18 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 async def create_task(request: web.Request) -> web.Response:
     """Submit a task (the same validator as `aifarm submit`); 201 with the task."""
-    agent = request.app[AGENT_KEY]
-    row = await service.submit(agent.db, await _body(request), agent.catalog, agent.client_id,
-                               farm_name=agent.settings.farm_name, dataset_dirs=agent.settings.dataset_dirs)
+    deps = request.app[DEPS_KEY]
+    row = await service.submit(deps.db, await _body(request), deps.catalog, deps.client_id,
+                               farm_name=deps.settings.farm_name, dataset_dirs=deps.settings.dataset_dirs)
     return _json(row, status=201)
 
 
 async def get_task(request: web.Request) -> web.Response:
     """One task with its run state, ranks and why it waits."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     task_id = _task_id(request)
-    task = await service.get(agent.db, task_id)
-    async with agent.db.connect() as conn:
+    task = await service.get(deps.db, task_id)
+    async with deps.db.connect() as conn:
         task["assignments"] = await assignment_queries.list_for_task(conn, task_id)
         task["available_ranks"] = await assignment_queries.available_ranks(conn, task_id)
     return _json(task)
@@ -87,68 +87,68 @@ async def get_task(request: web.Request) -> web.Response:
 
 async def cancel_task(request: web.Request) -> web.Response:
     """Cancel a pending or running task."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     task_id = _task_id(request)
-    await service.cancel(agent.db, task_id, agent.client_id)
-    return _json(await service.get(agent.db, task_id))
+    await service.cancel(deps.db, task_id, deps.client_id)
+    return _json(await service.get(deps.db, task_id))
 
 
 async def retry_task(request: web.Request) -> web.Response:
     """Re-queue a failed or errored task."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     task_id = _task_id(request)
-    await service.retry(agent.db, task_id, agent.client_id)
-    return _json(await service.get(agent.db, task_id))
+    await service.retry(deps.db, task_id, deps.client_id)
+    return _json(await service.get(deps.db, task_id))
 
 
 async def set_priority(request: web.Request) -> web.Response:
     """Change a task's priority: {"priority": N}."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     task_id = _task_id(request)
     body = schemas.parse_body(schemas.PriorityBody, await _body(request))
-    await service.set_priority(agent.db, task_id, body.priority)
-    return _json(await service.get(agent.db, task_id))
+    await service.set_priority(deps.db, task_id, body.priority)
+    return _json(await service.get(deps.db, task_id))
 
 
 async def pause(request: web.Request) -> web.Response:
     """Pause donating: {"seconds": optional, "finish_current": bool}."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     body = schemas.parse_body(schemas.PauseBody, await _body(request) if request.can_read_body else {})
-    await agent.pause(seconds=body.seconds, finish_current=body.finish_current)
-    return _json(agent.donation_state())
+    await deps.donation.pause(seconds=body.seconds, finish_current=body.finish_current)
+    return _json(deps.donation.state())
 
 
 async def resume(request: web.Request) -> web.Response:
     """Resume donating."""
-    agent = request.app[AGENT_KEY]
-    await agent.resume()
-    return _json(agent.donation_state())
+    deps = request.app[DEPS_KEY]
+    await deps.donation.resume()
+    return _json(deps.donation.state())
 
 
 async def task_curve(request: web.Request) -> web.Response:
     """Training-curve points after ?after=ID: [{id, step, name, value}]."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     task_id = _task_id(request)
     query = schemas.parse_query(schemas.CurveQuery, request.query)
-    async with agent.db.connect() as conn:
+    async with deps.db.connect() as conn:
         points = await metric_queries.curve(conn, task_id, query.after)
     return _json({"points": points})
 
 
 async def task_logs(request: web.Request) -> web.Response:
     """The newest task_logs lines (?limit=)."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     task_id = _task_id(request)
     query = schemas.parse_query(schemas.LogsQuery, request.query)
-    async with agent.db.connect() as conn:
+    async with deps.db.connect() as conn:
         rows = await log_queries.recent_task_logs(conn, task_id, query.limit)
     return _json({"logs": rows})
 
 
 async def task_checkpoints(request: web.Request) -> web.Response:
     """Every checkpoint of a task, newest first."""
-    agent = request.app[AGENT_KEY]
-    async with agent.db.connect() as conn:
+    deps = request.app[DEPS_KEY]
+    async with deps.db.connect() as conn:
         rows = await checkpoint_queries.list_for_task(conn, _task_id(request))
     return _json({"checkpoints": rows})
 
@@ -156,22 +156,22 @@ async def task_checkpoints(request: web.Request) -> web.Response:
 async def list_clients(request: web.Request) -> web.Response:
     """Every client with its active task count (the seed's active-clients query for active ones)."""
     query = schemas.parse_query(schemas.ClientListQuery, request.query)
-    page = await client_page(request.app[AGENT_KEY].db, query.limit, query.offset)
+    page = await client_page(request.app[DEPS_KEY].db, query.limit, query.offset)
     return _json({"clients": page.clients, "total": page.total, "limit": page.limit, "offset": page.offset})
 
 
 async def get_client(request: web.Request) -> web.Response:
     """One client, its last-hour performance (the seed's query and the series behind it) and its log."""
     client_id = schemas.parse_path(schemas.ClientPath, request.match_info, web.HTTPNotFound).client_id
-    detail = await client_detail(request.app[AGENT_KEY].db, client_id)
+    detail = await client_detail(request.app[DEPS_KEY].db, client_id)
     return _json({key: detail[key] for key in ("client", "performance", "series", "logs")})
 
 
 async def list_models(request: web.Request) -> web.Response:
     """Model versions, newest first per name."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     query = schemas.parse_query(schemas.ModelListQuery, request.query)
-    async with agent.db.connect() as conn:
+    async with deps.db.connect() as conn:
         rows = await model_queries.list_versions(conn, query.name, limit=query.limit, offset=query.offset)
         total = await model_queries.count_versions(conn, query.name)
     return _json({"models": rows, "total": total, "limit": query.limit, "offset": query.offset})
@@ -179,8 +179,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     """Tasks and clients by status, and the seed's completion statistics by type."""
-    agent = request.app[AGENT_KEY]
-    async with agent.db.connect() as conn:
+    deps = request.app[DEPS_KEY]
+    async with deps.db.connect() as conn:
         return _json({"tasks_by_status": await task_queries.count_by_status(conn),
                       "clients_by_status": await client_queries.count_by_status(conn),
                       "by_type": await task_queries.completion_statistics(conn)})
@@ -218,21 +218,21 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def reload_prefs(request: web.Request) -> web.Response:
     """Re-read the settings files after `aifarm prefs set`."""
-    agent = request.app[AGENT_KEY]
-    await agent.reload_settings()
-    return _json(agent.donation_state())
+    deps = request.app[DEPS_KEY]
+    await deps.donation.reload_settings()
+    return _json(deps.donation.state())
 
 
 async def shutdown(request: web.Request) -> web.Response:
     """Stop this agent cleanly, as Ctrl-C does (what `aifarm stop` calls); answers before it stops."""
-    agent = request.app[AGENT_KEY]
-    asyncio.get_running_loop().call_soon(agent.request_shutdown)
+    deps = request.app[DEPS_KEY]
+    asyncio.get_running_loop().call_soon(deps.request_shutdown)
     return _json({"stopping": True, "pid": os.getpid()})
 
 
 async def login_link(request: web.Request) -> web.Response:
     """A new one-time sign-in link for the browser (what `aifarm dashboard` and the tray open)."""
-    return _json({"url": request.app[AGENT_KEY].login_url()})
+    return _json({"url": request.app[DEPS_KEY].login_url()})
 
 
 PAGE_ERRORS = (400, 401, 503)

@@ -12,13 +12,13 @@ from app.paths import static_dir, templates_dir
 from app.web import api, middlewares, pages, static_files
 from app.web.cache import TTLCache
 from app.web.context import base_context
-from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY, CACHE_KEY, LIVE_KEY, SESSION_KEY_KEY
+from app.web.keys import ALLOWED_HOSTS_KEY, CACHE_KEY, DEPS_KEY, LIVE_KEY, SESSION_KEY_KEY
 from app.web.live import LiveFeed
 from app.web.security import SessionKey
 from app.web.views import overview, session
 
 if TYPE_CHECKING:
-    from app.agent import Agent
+    from app.web.deps import DashboardDeps
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 FARM_DATA_TTL = 1.0  # seconds a farm-wide summary is reused; live updates refresh every 2 s anyway
@@ -28,15 +28,15 @@ async def _close_live_feed(app: web.Application) -> None:
     await app[LIVE_KEY].close()
 
 
-def create_dashboard_app(agent: "Agent") -> web.Application:
+def create_dashboard_app(deps: "DashboardDeps") -> web.Application:
     """The dashboard: pages, static assets and API routes, behind the Host check."""
     app = web.Application(middlewares=[middlewares.security_headers, middlewares.host_check, middlewares.errors, middlewares.auth])
-    app[AGENT_KEY] = agent
-    app[ALLOWED_HOSTS_KEY] = LOOPBACK_NAMES | {agent.settings.dashboard_host.lower()}
+    app[DEPS_KEY] = deps
+    app[ALLOWED_HOSTS_KEY] = LOOPBACK_NAMES | {deps.settings.dashboard_host.lower()}
     app[CACHE_KEY] = TTLCache(FARM_DATA_TTL)
-    app[LIVE_KEY] = LiveFeed(agent.db, lambda: {"agent": agent.describe(), "peers": agent.peers_view()})
+    app[LIVE_KEY] = LiveFeed(deps.db, lambda: {"agent": deps.describe(), "peers": deps.peers_view()})
     app.on_shutdown.append(_close_live_feed)
-    app[SESSION_KEY_KEY] = SessionKey(agent.settings.data_dir)
+    app[SESSION_KEY_KEY] = SessionKey(deps.settings.data_dir)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(templates_dir())),

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from app.web import security
-from app.web.keys import AGENT_KEY, SESSION_KEY_KEY
+from app.web.keys import DEPS_KEY, SESSION_KEY_KEY
 
 # A typed request key where aiohttp has them (3.12+); a plain string key on older versions.
 SESSION_KEY: Any = web.RequestKey("session_id", str) if hasattr(web, "RequestKey") else "session_id"
@@ -15,10 +15,10 @@ SESSION_KEY: Any = web.RequestKey("session_id", str) if hasattr(web, "RequestKey
 
 async def base_context(request: web.Request) -> dict[str, Any]:
     """The base template context (also used by responses made before the context middleware runs)."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     session = request.get(SESSION_KEY)
     return {
         "csrf_token": security.csrf_token(request.app[SESSION_KEY_KEY].value, session) if session else "",
-        "agent_summary": agent.describe(),
+        "agent_summary": deps.describe(),
         "path": request.path,
     }

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from app.agent import Agent
     from app.web.cache import TTLCache
+    from app.web.deps import DashboardDeps
     from app.web.live import LiveFeed
     from app.web.security import SessionKey
 
-AGENT_KEY: web.AppKey["Agent"] = web.AppKey("agent")
+DEPS_KEY: web.AppKey["DashboardDeps"] = web.AppKey("dashboard_deps")
 ALLOWED_HOSTS_KEY: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts", frozenset)
 CACHE_KEY: web.AppKey["TTLCache"] = web.AppKey("farm_cache")
 LIVE_KEY: web.AppKey["LiveFeed"] = web.AppKey("live_feed")

@@ -12,7 +12,7 @@ from aiohttp import web
 from app.errors import AifarmError, Conflict, DatabaseUnavailable, NotFound, SchemaError, ValidationError
 from app.web import security
 from app.web.context import SESSION_KEY, base_context
-from app.web.keys import AGENT_KEY, ALLOWED_HOSTS_KEY, SESSION_KEY_KEY
+from app.web.keys import ALLOWED_HOSTS_KEY, DEPS_KEY, SESSION_KEY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,13 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """API: bearer token or session cookie (plus CSRF header to change anything); pages: session cookie
     (plus CSRF field on form posts). Only the login link, health check and static files are public."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     if request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
     if request.path.startswith("/api/") and scheme.lower() == "bearer":
-        if hmac.compare_digest(value.strip().encode(), agent.api_token.encode()):
+        if hmac.compare_digest(value.strip().encode(), deps.api_token.encode()):
             return await handler(request)
         return await _error_response(request, 401, "unauthorized", "missing or wrong API token")
     session_key = request.app[SESSION_KEY_KEY].value

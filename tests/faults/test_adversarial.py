@@ -449,15 +449,8 @@ def test_peer_api_malformed_requests_get_400_and_no_traceback(farm: Farm) -> Non
     assert "garbage" not in added and "Bad Header Name" not in added  # the offending bytes are not echoed
 
 
-class SecretHolder:
-    """What PeerClient reads the farm secret from."""
-
-    def __init__(self, farm_secret: str) -> None:
-        self.farm_secret = farm_secret
-
-
 async def _download(farm: Farm, path: str, dest: Path, sha256: str, max_bytes: int | None = None) -> None:
-    client = PeerClient(CALLER, SecretHolder(farm.secret))
+    client = PeerClient(CALLER, lambda: farm.secret)
     await client.start()
     try:
         kwargs = {"max_bytes": max_bytes} if max_bytes is not None else {}
@@ -558,7 +551,7 @@ async def test_registry_never_verifies_forged_ids_or_other_farms(tmp_path: Path)
                                                    session_info={}, version="1", hostname=client_id)
             await client_queries.set_client_status(conn, "inactive-00000000002", "inactive")
         registry = PeerRegistry("me-000000000000", "default")
-        service = DiscoveryService(db=db, registry=registry, client=PeerClient("me-000000000000", SecretHolder("s")),
+        service = DiscoveryService(db=db, registry=registry, client=PeerClient("me-000000000000", lambda: "s"),
                                    client_id="me-000000000000", farm_name="default", version="1", manual_peers=(),
                                    peer_port=lambda: 8471, verify_interval=1.0, use_mdns=False)
 

@@ -22,6 +22,7 @@ from app.db.queries import models as model_queries
 from app.db.queries import operations as ops
 from app.db.queries import tasks as task_queries
 from app.db.schema import metadata
+from app.scheduling import claiming
 from app.scheduling.decide import Capacity
 
 
@@ -76,7 +77,7 @@ async def populate(db: Database, prefix: str = "c") -> dict[str, Any]:
     capacity = Capacity(gpu_memory_mb=0, cpu_cores=8, ram_mb=8192)
     for client_id in ids["clients"]:
         async with db.begin() as conn:
-            claim = await claim_queries.claim_next(conn, client_id, capacity, skip_task_ids=[ids["done"]])
+            claim = await claiming.claim_next(conn, client_id, capacity, skip_task_ids=[ids["done"]])
             assert claim is not None
     async with db.begin() as conn:
         run = await claim_queries.get_run(conn, ids["task"])

@@ -23,13 +23,10 @@ from app.db.queries import assignments as assignment_queries
 from app.db.queries import clients as client_queries
 from app.db.queries import tasks as task_queries
 from app.db.queries.claims import (
-    Claim,
-    active_capacities,
     assignments_of_client,
-    cancel,
-    claim_next,
     db_now,
     get_run,
+    pending_for_other_recipes,
     release_join,
     release_stale_joins,
     retry,
@@ -39,7 +36,8 @@ from app.db.queries.claims import (
 from app.db.schema import clients, task_assignments, task_runs, tasks
 from app.errors import Conflict, NotFound
 from app.scheduling import service
-from app.scheduling.decide import Capacity, explain_pending
+from app.scheduling.claiming import Claim, active_capacities, cancel, claim_next, formation_of
+from app.scheduling.decide import Capacity, Recipes, explain_pending
 
 STRESS_CORES = 32
 STRESS_RAM_MB = 64 * 1024
@@ -462,6 +460,48 @@ async def test_election_orders_ranks_by_gpu_memory(db: Database) -> None:
         assert await assignment_queries.available_ranks(conn, task_id) == []
         held = await assignments_of_client(conn, "c-small")
     assert held == [{"task_id": task_id, "rank": 2, "status": "assigned", "task_status": "running", "generation": 1}]
+
+
+async def test_the_claim_returns_the_formation_with_every_members_address(db: Database) -> None:
+    """The claim that completes a group carries the Formation: generation, coordinator, ranks, hosts and addresses;
+    a member that joined earlier reads the same Formation."""
+    for client_id, ip, gpu in (("f-a", "10.0.0.1", 0), ("f-b", "10.0.0.2", 8000)):
+        async with db.begin() as conn:
+            await client_queries.upsert_client(
+                conn, client_id=client_id, cpu_info={"logical_cores": 4}, ram_info={"total_mb": 8000},
+                gpu_info=[{"memory_total_mb": gpu}] if gpu else [], version="t", hostname=f"{client_id}.lan",
+                session_info={"addresses": [{"ip": ip, "prefix": 24, "interface": "eth0"}]})
+    task_id = await add_task(db, n_clients=2)
+    capacity = Capacity(gpu_memory_mb=8000, cpu_cores=4, ram_mb=8000)
+    first = await claim(db, "f-a", capacity)
+    assert first is not None and first.formation is None
+    last = await claim(db, "f-b", capacity)
+    assert last is not None and last.formation is not None
+    formation = last.formation
+    assert formation.task_id == task_id and formation.generation == 1 and formation.coordinator_id == "f-b"
+    assert formation.ranks == {"f-b": 0, "f-a": 1} and formation.n_clients == 2
+    assert formation.member("f-a").addresses == (("10.0.0.1", 24),) and formation.member("f-a").hostname == "f-a.lan"
+    assert not formation.every_member_has_a_gpu
+    async with db.connect() as conn:
+        assert await formation_of(conn, task_id) == formation
+
+
+async def test_a_task_naming_a_recipe_not_installed_here_is_not_claimed(db: Database) -> None:
+    """With the installed recipes given, claim_next passes over a task naming another model or dataset (even at a
+    higher priority) and takes the next one; the passed-over task stays pending with no rank taken."""
+    capacity = await register(db, "r-1")
+    async with db.begin() as conn:
+        foreign = await task_queries.insert_task(conn, type="training", requirements={}, priority=9,
+                                                 config={"name": "f", "model": "someone_elses", "dataset": "blobs"})
+        ours = await task_queries.insert_task(conn, type="training", requirements={}, priority=1,
+                                              config={"name": "o", "model": "mlp", "dataset": "blobs"})
+    recipes = Recipes(frozenset({"mlp", "cnn"}), frozenset({"blobs"}))
+    async with db.begin() as conn:
+        got = await claim_next(conn, "r-1", capacity, recipes=recipes)
+        assert got is not None and got.task_id == ours
+        assert await pending_for_other_recipes(conn, recipes) == [(foreign, "someone_elses", "blobs")]
+    assert await ranks_of(db, foreign) == {}
+    assert (await task_row(db, foreign))["status"] == "pending"
 
 
 @pytest.mark.parametrize("n_clients", [2, 3])

@@ -16,16 +16,15 @@ from app.db.engine import Database, create_database
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries.claims import (
     check_fence,
-    end_attempt,
-    mark_error,
     publish_rendezvous,
     set_assignment,
     update_task_fenced,
 )
 from app.db.schema import checkpoints, task_assignments, task_logs
 from app.errors import Fenced
+from app.scheduling.claiming import end_attempt, mark_error
 from app.scheduling.decide import Capacity
-from app.scheduling.scheduler import Scheduler
+from app.scheduling.failures import FailureSweep
 from tests.scheduling.test_claims import (
     add_task,
     claim,
@@ -227,16 +226,6 @@ async def test_max_attempts_fails_the_task(db: Database) -> None:
 # --- the scheduler's failure sweep --------------------------------------------------------------------
 
 
-class SweepAgent:
-    """The part of an Agent that Scheduler.sweep_failures reads: db, settings and client_id."""
-
-    def __init__(self, db: Database, settings: Settings, client_id: str) -> None:
-        """Hold what the sweep reads."""
-        self.db = db
-        self.settings = settings
-        self.client_id = client_id
-
-
 def sweep_settings(tmp_path: Path) -> Settings:
     """Real settings with a 5 s failure timeout, no config file and no environment."""
     settings = load_settings(
@@ -261,13 +250,14 @@ async def test_sweep_ends_a_silent_group_and_leaves_a_healthy_one(db: Database, 
     healthy = await add_task(db, n_clients=2)
     g_sick = await form(db, sick, {"a": caps["a"], "b": caps["b"]})
     g_healthy = await form(db, healthy, {"c": caps["c"], "d": caps["d"]})
-    scheduler = Scheduler(SweepAgent(db, sweep_settings(tmp_path), "sweeper"))  # type: ignore[arg-type]
+    settings = sweep_settings(tmp_path)
+    scheduler = FailureSweep(db, lambda: settings, "sweeper")
 
-    assert await scheduler.sweep_failures() == []
+    assert await scheduler.sweep() == []
     now = await now_of(db)
     async with db.begin() as conn:
         await set_client_columns(conn, "b", {"last_seen": now - timedelta(seconds=30)})
-    assert await scheduler.sweep_failures() == [sick]
+    assert await scheduler.sweep() == [sick]
 
     row, run = await task_row(db, sick), await run_row(db, sick)
     assert row["status"] == "pending" and "stopped heartbeating" in row["error_log"]
@@ -277,7 +267,7 @@ async def test_sweep_ends_a_silent_group_and_leaves_a_healthy_one(db: Database, 
     assert (await task_row(db, healthy))["status"] == "running"
     assert (await run_row(db, healthy) or {})["generation"] == g_healthy
     assert set(await ranks_of(db, healthy)) == {"c", "d"}
-    assert await scheduler.sweep_failures() == []
+    assert await scheduler.sweep() == []
 
 
 async def test_concurrent_sweeps_end_an_attempt_once(database_url: str, tmp_path: Path) -> None:
@@ -297,9 +287,8 @@ async def _concurrent_sweeps(setup: Database, database_url: str, tmp_path: Path)
     settings = sweep_settings(tmp_path)
     sweepers = [create_database(database_url, pool_size=1) for _ in range(2)]
     try:
-        schedulers = [Scheduler(SweepAgent(d, settings, cid))  # type: ignore[arg-type]
-                      for d, cid in zip(sweepers, ("s1", "s2"), strict=False)]
-        results = await asyncio.gather(*(scheduler.sweep_failures() for scheduler in schedulers))
+        schedulers = [FailureSweep(d, lambda: settings, cid) for d, cid in zip(sweepers, ("s1", "s2"), strict=False)]
+        results = await asyncio.gather(*(scheduler.sweep() for scheduler in schedulers))
     finally:
         for d in sweepers:
             await d.dispose()

@@ -93,8 +93,8 @@ async def test_preferences_change_what_the_agent_claims_and_how_workers_run(tmp_
     from app.agent import Agent
     from app.db.engine import create_database
     from app.db.migrate import upgrade
-    from app.db.queries import claims as claim_queries
     from app.db.queries import tasks as task_queries
+    from app.scheduling import claiming
     from app.settings_file import update_local
 
     db = create_database(sqlite_url)
@@ -105,18 +105,19 @@ async def test_preferences_change_what_the_agent_claims_and_how_workers_run(tmp_
         return load_settings(env={}, cli={"data_dir": str(data_dir)}, config_file=tmp_path / "none.toml")
 
     agent = Agent(settings(), db, reload=settings)
-    await agent.register()
-    agent.inventory = {"cpu": {"logical_cores": 8}, "ram": {"total_mb": 16000},
+    await agent.heartbeat.register()
+    donation = agent.donation
+    donation.inventory = {"cpu": {"logical_cores": 8}, "ram": {"total_mb": 16000},
                        "gpus": [{"index": 0, "memory_total_mb": 8000}, {"index": 1, "memory_total_mb": 24000}]}
-    assert agent.capacity().cpu_cores == 8 and agent.capacity().gpu_memory_mb == 24000
-    assert agent.training_threads() == 7
+    assert donation.capacity().cpu_cores == 8 and donation.capacity().gpu_memory_mb == 24000
+    assert donation.training_threads() == 7
 
     update_local(data_dir, {"cpu_threads": 2, "ram_limit_mb": 4000, "gpu_memory_limit_mb": 6000, "gpus": [0]})
-    await agent.reload_settings()
-    capacity = agent.capacity()
+    await donation.reload_settings()
+    capacity = donation.capacity()
     assert (capacity.cpu_cores, capacity.ram_mb, capacity.gpu_memory_mb) == (2, 4000, 6000)
-    assert agent.training_threads() == 2
-    assert agent.device_spec() == {"device": "cuda:0", "gpu_memory_fraction": 0.75}
+    assert donation.training_threads() == 2
+    assert donation.device_spec() == {"device": "cuda:0", "gpu_memory_fraction": 0.75}
 
     async with db.begin() as conn:
         big = await task_queries.insert_task(conn, type="training", requirements={"min_ram": 8000},
@@ -124,13 +125,13 @@ async def test_preferences_change_what_the_agent_claims_and_how_workers_run(tmp_
         small = await task_queries.insert_task(conn, type="training", requirements={"min_ram": 2000},
                                                config={"name": "small"}, priority=1)
     async with db.begin() as conn:
-        claim = await claim_queries.claim_next(conn, agent.client_id, agent.capacity())
+        claim = await claiming.claim_next(conn, agent.client_id, donation.capacity())
     assert claim is not None and claim.task_id == small and claim.task_id != big
 
-    assert agent.may_claim()
+    assert donation.may_claim()
     update_local(data_dir, {"schedule": "sat,sun 00:00-24:00" if datetime.now().weekday() < 5 else "mon-fri 00:00-24:00"})
-    await agent.reload_settings()
-    assert not agent.may_claim() and "outside the donation schedule" in agent.blockers()[0]
+    await donation.reload_settings()
+    assert not donation.may_claim() and "outside the donation schedule" in donation.blockers()[0]
     await db.dispose()
 
 

@@ -118,16 +118,16 @@ def test_every_action_reaches_the_agent(agent_loop: tuple[asyncio.AbstractEventL
     loop, agent = agent_loop
     opened: list[str] = []
     stopped: list[bool] = []
-    actions = AgentActions(loop, agent, lambda: stopped.append(True), open_url=opened.append)
+    actions = AgentActions(loop, agent.donation, agent.login_url, lambda: stopped.append(True), open_url=opened.append)
     actions("pause").result(10)
-    assert agent.donation_state()["paused"] is True
+    assert agent.donation.state()["paused"] is True
     actions("resume").result(10)
-    assert agent.donation_state()["paused"] is False
+    assert agent.donation.state()["paused"] is False
     actions("snooze_hour").result(10)
-    assert agent.donation_state()["paused"] and agent.paused_until is not None
+    assert agent.donation.state()["paused"] and agent.donation.paused_until is not None
     actions("resume").result(10)
     actions("snooze_tomorrow").result(10)
-    assert agent.donation_state()["until"] is not None
+    assert agent.donation.state()["until"] is not None
     actions("resume").result(10)
     actions("open_dashboard").result(10)
     actions("settings").result(10)
@@ -145,7 +145,7 @@ def test_pystray_icon_menu_items_call_the_agent(agent_loop: tuple[asyncio.Abstra
     from app.tray import Tray
 
     loop, agent = agent_loop
-    tray = Tray(AgentActions(loop, agent, lambda: None, open_url=lambda url: None), agent.describe)
+    tray = Tray(AgentActions(loop, agent.donation, agent.login_url, lambda: None, open_url=lambda url: None), agent.describe)
     items = list(tray.icon.menu.items)
     texts = [str(item.text) for item in items]
     assert "Pause" in texts and "Quit" in texts
@@ -153,7 +153,7 @@ def test_pystray_icon_menu_items_call_the_agent(agent_loop: tuple[asyncio.Abstra
     pause(tray.icon)
     deadline = asyncio.run_coroutine_threadsafe(asyncio.sleep(0.2), loop)
     deadline.result(5)
-    assert agent.donation_state()["paused"] is True
+    assert agent.donation.state()["paused"] is True
     tray.refresh()
     assert tray.shown == "paused"
     assert "Resume" in [str(item.text) for item in tray.icon.menu.items]
@@ -173,7 +173,7 @@ def test_click_on_an_icon_without_menu_opens_the_dashboard(agent_loop: tuple[asy
         opened.append(url)
         done.set()
 
-    tray = Tray(AgentActions(loop, agent, lambda: None, open_url=open_url), agent.describe)
+    tray = Tray(AgentActions(loop, agent.donation, agent.login_url, lambda: None, open_url=open_url), agent.describe)
     defaults = [str(item.text) for item in tray.icon.menu.items if item.default]
     assert defaults == ["Open dashboard"]
     tray.icon.menu(tray.icon)  # what a left click on the X11 icon runs (Icon.__call__, less its menu update)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from app.db.queries import clients as client_queries
 from app.peerapi import auth
 from app.peerapi.client import PeerClient, PeerError
 from app.peerapi.members import FarmMembers
-from app.peerapi.server import create_peer_app
+from app.peerapi.server import PeerDeps, create_peer_app
 
 SECRET = "farm-secret-for-tests-0123456789"
 STATUS_PATH = "/peer/v1/status"
@@ -29,24 +30,19 @@ ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 
 
-class StubAgent:
-    """The duck-typed interface the peer app reads: farm_secret and peer_status()."""
+class StubAgent(PeerDeps):
+    """The peer app's dependencies with a fixed status answer that counts its calls (and no files to serve)."""
 
     def __init__(self, farm_secret: str | None) -> None:
-        self.farm_secret = farm_secret
-        self.status_calls = 0
+        super().__init__(Path("/nonexistent-data-dir"), lambda: farm_secret, self._status, self._fetch)
+        object.__setattr__(self, "status_calls", 0)
 
-    def peer_status(self) -> dict[str, Any]:
-        """A fixed status answer (and a count of calls)."""
-        self.status_calls += 1
+    def _status(self) -> dict[str, Any]:
+        object.__setattr__(self, "status_calls", self.status_calls + 1)
         return dict(STATUS)
 
-
-class SecretHolder:
-    """The object PeerClient reads the farm secret from."""
-
-    def __init__(self, farm_secret: str | None) -> None:
-        self.farm_secret = farm_secret
+    async def _fetch(self, owner: str | None, relative: str, sha256: str) -> Path | None:
+        return None
 
 
 def _signed(secret: str = SECRET, path: str = STATUS_PATH, now: float | None = None,
@@ -151,7 +147,7 @@ async def test_no_farm_secret_is_503(aiohttp_client: ClientFactory, members: Far
 @pytest.fixture
 async def peer_client() -> AsyncIterator[PeerClient]:
     """A started PeerClient that signs with SECRET (closed after the test)."""
-    client = PeerClient(CALLER, SecretHolder(SECRET))
+    client = PeerClient(CALLER, lambda: SECRET)
     await client.start()
     try:
         yield client
@@ -168,7 +164,7 @@ async def test_peer_client_gets_the_status(aiohttp_server: ServerFactory, peer_c
 async def test_peer_client_with_wrong_secret_reports_the_signature(aiohttp_server: ServerFactory, members: FarmMembers) -> None:
     """A server of another farm refuses us; the error says the signature was refused."""
     server = await aiohttp_server(create_peer_app(StubAgent("another-farm-secret"), members))
-    client = PeerClient("caller-0123456789ab", SecretHolder(SECRET))
+    client = PeerClient("caller-0123456789ab", lambda: SECRET)
     await client.start()
     try:
         with pytest.raises(PeerError, match="signature") as info:
@@ -200,7 +196,7 @@ async def test_peer_client_closed_port_cannot_connect(peer_client: PeerClient) -
 
 async def test_peer_client_without_secret_is_not_ready() -> None:
     """No farm secret yet: PeerClient refuses before any network traffic."""
-    client = PeerClient("caller-0123456789ab", SecretHolder(None))
+    client = PeerClient("caller-0123456789ab", lambda: None)
     await client.start()
     try:
         with pytest.raises(PeerError, match="not ready"):
@@ -211,7 +207,7 @@ async def test_peer_client_without_secret_is_not_ready() -> None:
 
 async def test_peer_client_not_started_is_not_ready() -> None:
     """get_json before start() raises PeerError rather than crashing."""
-    client = PeerClient("caller-0123456789ab", SecretHolder(SECRET))
+    client = PeerClient("caller-0123456789ab", lambda: SECRET)
     with pytest.raises(PeerError, match="not ready"):
         await client.get_json("127.0.0.1", 9, STATUS_PATH)
 

@@ -37,8 +37,8 @@ async def dashboard(tmp_path: Path, sqlite_url: str, aiohttp_client: Any) -> Asy
     await upgrade(db)
     settings = load_settings(env={}, cli={"data_dir": str(tmp_path / "d")}, config_file=tmp_path / "none.toml")
     agent = Agent(settings, db)
-    await agent.register()
-    app = create_dashboard_app(agent)
+    await agent.heartbeat.register()
+    app = create_dashboard_app(agent._dashboard_deps())
     app.router.add_post("/api/v1/undescribed/{thing}", _extra)
     client = await aiohttp_client(app)
     client.session.headers["Authorization"] = f"Bearer {agent.api_token}"

@@ -1,4 +1,7 @@
-"""SQL of scheduling: claiming ranks, forming a group, fencing by generation, ending attempts, cancel and retry.
+"""SQL of scheduling: claiming ranks, forming a group, fencing by generation, ending attempts, retry.
+
+The decisions (which rank, who coordinates, what status an ended attempt leaves) are made in
+app/scheduling/claiming.py with the pure functions of app/scheduling/decide.py; these functions only read and write.
 
 Every function runs inside the caller's transaction. On MySQL/MariaDB the task row is locked with
 FOR UPDATE (SKIP LOCKED when claiming), on SQLite the whole write transaction is serialised by
@@ -19,40 +22,9 @@ from app.db import dialect
 from app.db.queries import row_dict
 from app.db.schema import clients, task_assignments, task_runs, tasks
 from app.errors import Conflict, Fenced, NotFound
-from app.scheduling.decide import (
-    Capacity,
-    Member,
-    after_failure,
-    cpu_cores_of,
-    elect,
-    gpu_memory_of,
-    lowest_free_rank,
-    ram_of,
-)
-from app.statuses import OPEN_TASK_STATUSES
+from app.scheduling.decide import Capacity, Recipes
 
 MAX_ERROR_LOG = 60_000
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A rank this client took, and whether the group formed with it."""
-
-    task_id: int
-    rank: int
-    n_clients: int
-    formed: bool
-    generation: int | None
-
-
-@dataclass(frozen=True)
-class Formation:
-    """The elected group of a task."""
-
-    task_id: int
-    generation: int
-    coordinator_id: str
-    ranks: dict[str, int]
 
 
 def _requirement(conn: AsyncConnection, key: str) -> Any:
@@ -71,10 +43,9 @@ async def db_now(conn: AsyncConnection) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-async def claim_next(
-    conn: AsyncConnection, client_id: str, capacity: Capacity, *, skip_task_ids: Sequence[int] = ()
-) -> Claim | None:
-    """Take the lowest free rank of the best pending task this capacity meets; form the group if it is now full."""
+async def next_pending(conn: AsyncConnection, capacity: Capacity, *, skip_task_ids: Sequence[int] = (),
+                       recipes: Recipes | None = None) -> tuple[int, int] | None:
+    """Lock the best pending task this capacity meets (and whose recipes are installed): (task id, n_clients)."""
     query = (
         select(tasks.c.id, tasks.c.config)
         .where(
@@ -89,58 +60,74 @@ async def claim_next(
     )
     if skip_task_ids:
         query = query.where(tasks.c.id.not_in(list(skip_task_ids)))
+    if recipes is not None:
+        query = query.where(dialect.json_text(conn, tasks.c.config, "$.model").in_(sorted(recipes.models) or [""]),
+                            dialect.json_text(conn, tasks.c.config, "$.dataset").in_(sorted(recipes.datasets) or [""]))
     row = (await conn.execute(query)).first()
-    if row is None:
-        return None
-    task_id, n_clients = int(row.id), _n_clients(row.config)
-    holders = (await conn.execute(select(task_assignments.c.rank, task_assignments.c.client_id)
-                                  .where(task_assignments.c.task_id == task_id))).all()
-    if any(holder.client_id == client_id for holder in holders):
-        return None  # one rank per client per task: the schema allows several, form_group's election does not
-    taken = [holder.rank for holder in holders]
-    rank = lowest_free_rank(taken, n_clients)
-    if rank is None:
-        return None
+    return (int(row.id), _n_clients(row.config)) if row is not None else None
+
+
+async def pending_for_other_recipes(conn: AsyncConnection, recipes: Recipes, *, exclude: Sequence[int] = (),
+                                    limit: int = 20) -> list[tuple[int, str, str]]:
+    """Pending tasks naming a model or dataset recipe not in `recipes`: (task id, model, dataset)."""
+    model = dialect.json_text(conn, tasks.c.config, "$.model")
+    dataset = dialect.json_text(conn, tasks.c.config, "$.dataset")
+    query = (select(tasks.c.id, model.label("model"), dataset.label("dataset"))
+             .where(tasks.c.status == "pending",
+                    model.not_in(sorted(recipes.models) or [""]) | dataset.not_in(sorted(recipes.datasets) or [""]))
+             .order_by(tasks.c.id).limit(limit))
+    if exclude:
+        query = query.where(tasks.c.id.not_in(list(exclude)))
+    return [(int(r.id), str(r.model), str(r.dataset)) for r in await conn.execute(query)]
+
+
+async def rank_holders(conn: AsyncConnection, task_id: int) -> dict[str, int]:
+    """The clients holding a rank of the task, with their ranks."""
+    rows = await conn.execute(select(task_assignments.c.client_id, task_assignments.c.rank)
+                              .where(task_assignments.c.task_id == task_id))
+    return {row.client_id: row.rank for row in rows}
+
+
+async def add_rank(conn: AsyncConnection, task_id: int, client_id: str, rank: int, *, touch: bool) -> None:
+    """Take a rank (the unique key refuses a taken one); `touch` marks the task as changed."""
     await conn.execute(
         insert(task_assignments).values(task_id=task_id, client_id=client_id, rank=rank, status="assigned")
     )
-    if len(taken) + 1 < n_clients:
+    if touch:
         await conn.execute(update(tasks).where(tasks.c.id == task_id).values(updated_at=dialect.now(conn)))
-        return Claim(task_id, rank, n_clients, formed=False, generation=None)
-    formation = await form_group(conn, task_id)
-    return Claim(task_id, formation.ranks[client_id], n_clients, formed=True, generation=formation.generation)
 
 
-async def form_group(conn: AsyncConnection, task_id: int) -> Formation:
-    """Elect rank 0 among the members, renumber ranks, start a new generation and mark the task running."""
-    rows = (
-        await conn.execute(
-            select(task_assignments.c.id, task_assignments.c.client_id, task_assignments.c.rank,
-                   clients.c.gpu_info, clients.c.cpu_info)
-            .select_from(task_assignments.join(clients, clients.c.id == task_assignments.c.client_id))
-            .where(task_assignments.c.task_id == task_id)
-        )
-    ).all()
-    members = [Member(r.client_id, r.rank, gpu_memory_of(r.gpu_info), cpu_cores_of(r.cpu_info)) for r in rows]
-    order = elect(members)
-    ids = {r.client_id: r.id for r in rows}
-    before = {r.client_id: r.rank for r in rows}
+async def group_rows(conn: AsyncConnection, task_id: int) -> list[dict[str, Any]]:
+    """The rank holders of a task with what an election and a rendezvous need: hardware, host name, session."""
+    rows = await conn.execute(
+        select(task_assignments.c.id, task_assignments.c.client_id, task_assignments.c.rank,
+               clients.c.gpu_info, clients.c.cpu_info, clients.c.hostname, clients.c.session_info)
+        .select_from(task_assignments.join(clients, clients.c.id == task_assignments.c.client_id))
+        .where(task_assignments.c.task_id == task_id)
+        .order_by(task_assignments.c.rank)
+    )
+    return [row_dict(row) for row in rows]
+
+
+async def renumber(conn: AsyncConnection, moves: dict[int, int]) -> None:
+    """Give assignment rows (by id) their new ranks, keeping (task_id, rank) unique at every moment."""
+    if not moves:
+        return
     # Only rows whose rank changes are touched: rewriting a unique key to the same value still deletes and
     # re-inserts its index entry, and on InnoDB those gap locks deadlock concurrent formations.
-    moved = [member for member in order if before[member.client_id] != member.rank]
-    if moved:
-        # Two steps keep (task_id, rank) unique at every moment: first to negative ranks, then to the new ones.
-        await conn.execute(
-            update(task_assignments).where(task_assignments.c.id.in_([ids[m.client_id] for m in moved]))
-            .values(rank=-1 - task_assignments.c.rank)
-        )
-    for member in moved:
-        await conn.execute(update(task_assignments).where(task_assignments.c.id == ids[member.client_id]).values(rank=member.rank))
-    coordinator = order[0].client_id
-    now = dialect.now(conn)
-    await conn.execute(update(tasks).where(tasks.c.id == task_id).values(status="running", client_id=coordinator, updated_at=now))
-    generation = await _bump_generation(conn, task_id, coordinator_id=coordinator, formed=True)
-    return Formation(task_id, generation, coordinator, {m.client_id: m.rank for m in order})
+    await conn.execute(
+        update(task_assignments).where(task_assignments.c.id.in_(list(moves)))
+        .values(rank=-1 - task_assignments.c.rank)
+    )
+    for row_id, rank in moves.items():
+        await conn.execute(update(task_assignments).where(task_assignments.c.id == row_id).values(rank=rank))
+
+
+async def start_generation(conn: AsyncConnection, task_id: int, coordinator_id: str) -> int:
+    """Mark the task running under its coordinator and open a new generation; returns it."""
+    await conn.execute(update(tasks).where(tasks.c.id == task_id)
+                       .values(status="running", client_id=coordinator_id, updated_at=dialect.now(conn)))
+    return await _bump_generation(conn, task_id, coordinator_id=coordinator_id, formed=True)
 
 
 async def _bump_generation(conn: AsyncConnection, task_id: int, *, coordinator_id: str | None, formed: bool,
@@ -265,31 +252,37 @@ def _append_log(existing: str | None, line: str) -> str:
     return text[-MAX_ERROR_LOG:]
 
 
-async def end_attempt(conn: AsyncConnection, task_id: int, generation: int, reason: str, *, failure: bool,
-                      max_attempts: int, final_status: str | None = None) -> str | None:
-    """End the attempt of this generation: free the ranks, fence it, and re-queue or fail the task.
+@dataclass(frozen=True)
+class AttemptState:
+    """What ending an attempt decides from: the run's generation and failures, the task's status and error log."""
 
-    Returns the task's new status, or None when that generation had already ended (someone else did it).
-    """
+    generation: int
+    failures: int
+    task_status: str
+    error_log: str | None
+
+
+async def lock_attempt(conn: AsyncConnection, task_id: int) -> AttemptState | None:
+    """Lock the run row and read the attempt's state; None before the task's first formation."""
     run = await _lock_run(conn, task_id)
-    if run is None or run["generation"] != generation:
+    if run is None:
         return None
     task = (await conn.execute(select(tasks.c.status, tasks.c.error_log).where(tasks.c.id == task_id))).first()
-    if task is None or task.status not in OPEN_TASK_STATUSES:
-        return None  # completing (or failing) a task does not bump the generation: its attempt is over already
-    failures = run["failures"] + (1 if failure else 0)
-    status = final_status or (after_failure(failures, max_attempts) if failure else "pending")
-    note = f"attempt {generation} ended: {reason}"
-    if status == "failed" and failure:
-        note += f"; {failures} failed attempt(s), the limit is {max_attempts}"
+    if task is None:
+        return None
+    return AttemptState(run["generation"], run["failures"], task.status, task.error_log)
+
+
+async def close_attempt(conn: AsyncConnection, task_id: int, status: str, note: str, error_log: str | None, *,
+                        failure: bool) -> None:
+    """Free the ranks, set the task's new status with a note in its error log, and fence the generation."""
     await conn.execute(delete(task_assignments).where(task_assignments.c.task_id == task_id))
     await conn.execute(
         update(tasks).where(tasks.c.id == task_id).values(
-            status=status, client_id=None, updated_at=dialect.now(conn), error_log=_append_log(task.error_log, note)
+            status=status, client_id=None, updated_at=dialect.now(conn), error_log=_append_log(error_log, note)
         )
     )
     await _bump_generation(conn, task_id, coordinator_id=None, formed=False, add_failure=1 if failure else 0)
-    return status
 
 
 async def release_stale_joins(conn: AsyncConnection, join_timeout: float, failure_timeout: float) -> int:
@@ -323,24 +316,17 @@ async def assignments_of_client(conn: AsyncConnection, client_id: str) -> list[d
     return [row_dict(row) for row in await conn.execute(query)]
 
 
-async def cancel(conn: AsyncConnection, task_id: int) -> str:
-    """Cancel a pending or running task: it ends as failed with error_log saying so; ranks are freed."""
-    task = (await conn.execute(select(tasks.c.status).where(tasks.c.id == task_id).with_for_update())).first()
-    if task is None:
-        raise NotFound(f"task {task_id} does not exist")
-    if task.status not in OPEN_TASK_STATUSES:
-        raise Conflict(f"task {task_id} is {task.status}; only pending or running tasks can be cancelled")
-    run = await _lock_run(conn, task_id)
-    if run is not None:
-        ended = await end_attempt(conn, task_id, run["generation"], "cancelled by the user", failure=False,
-                                  max_attempts=1, final_status="failed")
-        if ended:
-            return ended
+async def lock_task_status(conn: AsyncConnection, task_id: int) -> str | None:
+    """Lock the task row and read its status; None when there is no such task."""
+    row = (await conn.execute(select(tasks.c.status).where(tasks.c.id == task_id).with_for_update())).first()
+    return row.status if row is not None else None
+
+
+async def fail_unformed(conn: AsyncConnection, task_id: int, note: str) -> None:
+    """End a task that has no attempt yet as failed, freeing its ranks."""
     await conn.execute(delete(task_assignments).where(task_assignments.c.task_id == task_id))
     await conn.execute(update(tasks).where(tasks.c.id == task_id).values(
-        status="failed", client_id=None, updated_at=dialect.now(conn),
-        error_log=_append_log(None, "cancelled by the user")))
-    return "failed"
+        status="failed", client_id=None, updated_at=dialect.now(conn), error_log=_append_log(None, note)))
 
 
 async def retry(conn: AsyncConnection, task_id: int) -> str:
@@ -370,15 +356,8 @@ async def set_priority(conn: AsyncConnection, task_id: int, priority: int) -> No
         raise NotFound(f"task {task_id} does not exist")
 
 
-async def mark_error(conn: AsyncConnection, task_id: int, generation: int, reason: str) -> bool:
-    """End the attempt as `error`: something retrying cannot fix (a config the recipe rejects)."""
-    return await end_attempt(conn, task_id, generation, reason, failure=True, max_attempts=1,
-                             final_status="error") is not None
-
-
-async def active_capacities(conn: AsyncConnection) -> list[Capacity]:
-    """The capacity of every active client (hardware as registered), for explaining why a task waits."""
-    rows = (await conn.execute(select(clients.c.gpu_info, clients.c.cpu_info, clients.c.ram_info)
-                               .where(clients.c.status == "active"))).all()
-    return [Capacity(gpu_memory_of(r.gpu_info), cpu_cores_of(r.cpu_info), ram_of(r.ram_info)) for r in rows]
-
+async def active_hardware(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """The registered hardware (gpu_info, cpu_info, ram_info) of every active client."""
+    rows = await conn.execute(select(clients.c.gpu_info, clients.c.cpu_info, clients.c.ram_info)
+                              .where(clients.c.status == "active"))
+    return [row_dict(row) for row in rows]

@@ -8,12 +8,12 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from app.notices import about
-from app.web.keys import AGENT_KEY
+from app.web.keys import DEPS_KEY
 
 
 async def about_page(request: web.Request) -> web.Response:
     """Version, licence, third-party notices (name, version, licence of each runtime dependency) and the data dir."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     info = await asyncio.to_thread(about)  # reads package metadata from disk
-    context = {"about": info, "data_dir": str(agent.settings.data_dir)}
+    context = {"about": info, "data_dir": str(deps.settings.data_dir)}
     return aiohttp_jinja2.render_template("about.html", request, context)

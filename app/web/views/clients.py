@@ -9,7 +9,7 @@ from aiohttp import web
 
 from app import client_service
 from app.scheduling.decide import cpu_cores_of, ram_of
-from app.web.keys import AGENT_KEY
+from app.web.keys import DEPS_KEY
 
 
 def hardware(row: dict[str, Any]) -> dict[str, Any]:
@@ -27,23 +27,23 @@ CLIENTS_SHOWN = 200
 
 async def client_list(request: web.Request) -> web.Response:
     """Every client with status, hardware, last seen, active tasks and contribution."""
-    agent = request.app[AGENT_KEY]
-    page = await client_service.client_page(agent.db, CLIENTS_SHOWN)
+    deps = request.app[DEPS_KEY]
+    page = await client_service.client_page(deps.db, CLIENTS_SHOWN)
     clients = [{**row, "hw": hardware(row)} for row in page.clients]
     return aiohttp_jinja2.render_template("clients.html", request,
-                                          {"clients": clients, "own_id": agent.client_id, "total": page.total})
+                                          {"clients": clients, "own_id": deps.client_id, "total": page.total})
 
 
 async def client_detail(request: web.Request) -> web.Response:
     """One client: hardware, session, the ranks it holds, last-hour performance (charts and the seed's summary), log."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     client_id = request.match_info["client_id"]
-    detail = await client_service.client_detail(agent.db, client_id)
+    detail = await client_service.client_detail(deps.db, client_id)
     row, summary, series = detail["client"], detail["performance"], detail["series"]
     logs, held, contribution = detail["logs"], detail["held"], detail["contribution"]
     metric_types = sorted({r["metric_type"] for r in series})
     session = row["session_info"] if isinstance(row["session_info"], dict) else {}
     context = {"client": row, "hw": hardware(row), "session": session, "summary": summary,
                "metric_types": metric_types, "logs": logs, "held": sorted(held, key=lambda r: -r["task_id"]),
-               "contribution": contribution, "own_id": agent.client_id}
+               "contribution": contribution, "own_id": deps.client_id}
     return aiohttp_jinja2.render_template("client.html", request, context)

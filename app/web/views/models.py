@@ -12,7 +12,7 @@ from app.db.queries import clients as client_queries
 from app.db.queries import models as model_queries
 from app.errors import AifarmError, NotFound
 from app.model_store import parse_url
-from app.web.keys import AGENT_KEY
+from app.web.keys import DEPS_KEY
 from app.web.pages import path_id
 
 CONFIG_SHOWN = ("model", "dataset", "epochs", "batch_size", "learning_rate", "n_clients", "task_id")
@@ -28,8 +28,8 @@ def _owner(url: str) -> tuple[str | None, str | None]:
 
 async def model_list(request: web.Request) -> web.Response:
     """Every model name with its versions: hash, owner, config and final metrics."""
-    agent = request.app[AGENT_KEY]
-    async with agent.db.connect() as conn:
+    deps = request.app[DEPS_KEY]
+    async with deps.db.connect() as conn:
         rows = await model_queries.list_versions(conn)
         owners = [row["url"].split("/")[2] for row in rows if str(row.get("url", "")).startswith("aifarm://")]
         replicas = [r for row in rows for r in ((row.get("config") or {}).get("replicas") or [])]
@@ -45,7 +45,7 @@ async def model_list(request: web.Request) -> web.Response:
             "shown": {k: config[k] for k in CONFIG_SHOWN if k in config},
         })
     return aiohttp_jinja2.render_template("models.html", request, {"groups": groups, "hostnames": hostnames,
-                                                                   "own_id": agent.client_id})
+                                                                   "own_id": deps.client_id})
 
 
 def _filename(name: str, version: str) -> str:
@@ -54,15 +54,15 @@ def _filename(name: str, version: str) -> str:
 
 async def download(request: web.Request) -> web.StreamResponse:
     """The model file, served only after its sha256 matched (local file, local replica, or fetched from its owner)."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     model_id = path_id(request, "model_id")
-    async with agent.db.connect() as conn:
+    async with deps.db.connect() as conn:
         row = next((r for r in await model_queries.list_versions(conn) if r["id"] == model_id), None)
     if row is None:
         raise NotFound(f"model version {model_id} does not exist")
     owner, relative = _owner(row["url"])
     sha256 = (row["hash"] or "").lower()
-    path = await agent.fetch_checkpoint(owner, relative, sha256) if owner and relative and len(sha256) == 64 else None
+    path = await deps.fetch_file(owner, relative, sha256) if owner and relative and len(sha256) == 64 else None
     if path is None:
         message = (f"No holder could deliver model {row['name']} v{row['version']} with its registered sha256: "
                    f"its owner {owner or 'unknown'} is not reachable or its copy does not match. "

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.agentlog import log_path, tail
 from app.errors import DatabaseUnavailable
 from app.operations import monitor
-from app.web.keys import AGENT_KEY
+from app.web.keys import DEPS_KEY
 
 LOG_LINES = 200
 
@@ -21,16 +21,17 @@ LOG_LINES = 200
 @aiohttp_jinja2.template("operations.html")
 async def operations_page(request: web.Request) -> dict[str, Any]:
     """Sweeps, monitoring and the agent's view, each shown even when another part is unavailable."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     context: dict[str, Any] = {"sweeps": [], "stats": None, "view": None, "error": None,
-                               "backlog": agent.write_backlog(),
-                               "log_path": log_path(agent.settings.data_dir),
-                               "log_lines": await asyncio.to_thread(tail, log_path(agent.settings.data_dir), LOG_LINES)}
+                               "backlog": deps.write_backlog(),
+                               "log_path": log_path(deps.settings.data_dir),
+                               "log_lines": await asyncio.to_thread(tail, log_path(deps.settings.data_dir), LOG_LINES)}
     try:
-        if agent.maintenance is not None:
-            context["sweeps"] = await agent.maintenance.history()
-        context["stats"] = await monitor.database_stats(agent.db)
-        context["view"] = await monitor.agent_view(agent.db)
+        maintenance = deps.maintenance()
+        if maintenance is not None:
+            context["sweeps"] = await maintenance.history()
+        context["stats"] = await monitor.database_stats(deps.db)
+        context["view"] = await monitor.agent_view(deps.db)
     except (DatabaseUnavailable, SQLAlchemyError, OSError) as exc:
         context["error"] = f"database unreachable: {exc}"
     return context

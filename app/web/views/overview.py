@@ -13,16 +13,16 @@ from app.db.queries import clients as client_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
 from app.errors import DatabaseUnavailable
-from app.web.keys import AGENT_KEY, CACHE_KEY
+from app.web.keys import CACHE_KEY, DEPS_KEY
 
 LEADERBOARD_SIZE = 10
 ACTIVITY_SIZE = 15
 
 
-async def _machine(agent: Any) -> dict[str, Any]:
+async def _machine(deps: Any) -> dict[str, Any]:
     """CPU, RAM and GPU use of this machine now."""
     memory = psutil.virtual_memory()
-    gpus = list(agent.inventory.get("gpus") or [])  # refreshed every few seconds by the agent
+    gpus = list(deps.inventory.get("gpus") or [])  # refreshed every few seconds by the agent
     return {"cpu_percent": psutil.cpu_percent(interval=None), "cores": psutil.cpu_count() or 1,
             "ram_percent": memory.percent, "ram_used_mb": memory.used / 2**20, "ram_total_mb": memory.total / 2**20,
             "gpus": gpus}
@@ -31,14 +31,14 @@ async def _machine(agent: Any) -> dict[str, Any]:
 @aiohttp_jinja2.template("overview.html")
 async def overview(request: web.Request) -> dict[str, Any]:
     """This machine (donation, work, load), the farm (peers, clients, tasks, statistics), contributors, activity."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     context: dict[str, Any] = {
-        "agent": agent.describe(), "machine": await _machine(agent), "peers": agent.peers_view(),
+        "agent": deps.describe(), "machine": await _machine(deps), "peers": deps.peers_view(),
         "tasks_by_status": {}, "clients_by_status": {}, "statistics": [], "leaderboard": [], "activity": [],
         "hostnames": {}, "db_error": None,
     }
     async def farm() -> dict[str, Any]:
-        async with agent.db.connect() as conn:
+        async with deps.db.connect() as conn:
             data: dict[str, Any] = {
                 "tasks_by_status": await task_queries.count_by_status(conn),
                 "clients_by_status": await client_queries.count_by_status(conn),
@@ -65,4 +65,4 @@ async def overview(request: web.Request) -> dict[str, Any]:
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness for scripts and installers: 200 with the agent's summary."""
-    return web.json_response({"ok": True, **request.app[AGENT_KEY].describe()})
+    return web.json_response({"ok": True, **request.app[DEPS_KEY].describe()})

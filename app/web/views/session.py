@@ -9,15 +9,15 @@ from aiohttp import web
 
 from app.web import security
 from app.web.context import base_context
-from app.web.keys import AGENT_KEY, SESSION_KEY_KEY
+from app.web.keys import DEPS_KEY, SESSION_KEY_KEY
 
 log = logging.getLogger(__name__)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     """Exchange a one-time link for a session cookie (HttpOnly, SameSite=Strict), then go to `next` on this site."""
-    agent = request.app[AGENT_KEY]
-    if not agent.login_links.redeem(request.query.get("token")):
+    deps = request.app[DEPS_KEY]
+    if not deps.login_links.redeem(request.query.get("token")):
         context = {**await base_context(request), "status": 403, "expired": True}
         return aiohttp_jinja2.render_template("errors/signin.html", request, context, status=403)
     response = web.HTTPSeeOther(security.safe_next(request.query.get("next")))

@@ -14,7 +14,7 @@ from multidict import MultiDictProxy
 from app.config import SPEC_BY_NAME, DurationRange, settings_as_dict
 from app.errors import ValidationError
 from app.prefs import PREFS, WHOLE, Pref, apply_prefs, describe_prefs
-from app.web.keys import AGENT_KEY
+from app.web.keys import DEPS_KEY
 
 PAUSE_MODES = {"now": None, "hour": 3600.0, "finish": None}
 CHECKED = ("true", "on", "1", "yes")
@@ -67,20 +67,20 @@ def read_prefs_form(current: Mapping[str, Pref], posted: MultiDictProxy[Any]) ->
 
 
 def _page_context(request: web.Request, form: PrefsForm | None = None, message: str = "") -> dict[str, Any]:
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     typed = form.typed if form else {}
     prefs = []
-    for pref in describe_prefs(agent.settings):
+    for pref in describe_prefs(deps.settings):
         shown = typed.get(pref.name, pref.text)
         prefs.append(PrefField(pref, shown, pref.checkbox and shown == "true"))
     rows = []
-    for name, value in sorted(settings_as_dict(agent.settings).items()):
+    for name, value in sorted(settings_as_dict(deps.settings).items()):
         spec = SPEC_BY_NAME.get(name)
         rows.append({"name": name, "value": value, "help": spec.help if spec else "",
                      "duration": spec is not None and isinstance(spec.parse, DurationRange) and isinstance(value, (int, float))})
-    return {"donation": agent.donation_state(), "work": agent.scheduler.describe(),
-            "settings": rows, "farm_name": agent.settings.farm_name,
-            "database": agent.db.display_url, "embedded": agent.settings.database_url is None,
+    return {"donation": deps.donation.state(), "work": deps.work(),
+            "settings": rows, "farm_name": deps.settings.farm_name,
+            "database": deps.db.display_url, "embedded": deps.settings.database_url is None,
             "prefs": prefs, "errors": form.errors if form else {}, "prefs_message": message,
             "whole_errors": [],
             "saved": "saved" in request.query and form is None}
@@ -94,11 +94,11 @@ async def settings_page(request: web.Request) -> web.Response:
 async def save_prefs(request: web.Request) -> web.StreamResponse:
     """Check and write the preferences, have the agent apply them, and back to the settings (303); or the page
     again (400) with each problem next to its field, every typed value kept and nothing written."""
-    agent = request.app[AGENT_KEY]
-    current = {pref.name: pref for pref in describe_prefs(agent.settings)}
+    deps = request.app[DEPS_KEY]
+    current = {pref.name: pref for pref in describe_prefs(deps.settings)}
     form = read_prefs_form(current, await request.post())
     if not form.errors and form.changes:
-        problems = await asyncio.to_thread(apply_prefs, agent.settings.data_dir, form.changes)
+        problems = await asyncio.to_thread(apply_prefs, deps.settings.data_dir, form.changes)
         for name, problem in problems.items():
             form.errors.setdefault(name, []).append(problem)
     if form.errors:
@@ -108,21 +108,21 @@ async def save_prefs(request: web.Request) -> web.StreamResponse:
         context = {**_page_context(request, form, message), "whole_errors": whole}
         return aiohttp_jinja2.render_template("settings.html", request, context, status=400)
     if form.changes:
-        await agent.reload_settings()
+        await deps.donation.reload_settings()
     raise web.HTTPSeeOther("/settings?saved=1")
 
 
 async def pause(request: web.Request) -> web.StreamResponse:
     """Pause now, for an hour, or after the current task; then back to the settings."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     mode = str((await request.post()).get("mode", "now"))
     if mode not in PAUSE_MODES:
         raise ValidationError(f"unknown pause mode {mode!r}", {"mode": "must be now, hour or finish"})
-    await agent.pause(seconds=PAUSE_MODES[mode], finish_current=mode == "finish")
+    await deps.donation.pause(seconds=PAUSE_MODES[mode], finish_current=mode == "finish")
     raise web.HTTPSeeOther("/settings")
 
 
 async def resume(request: web.Request) -> web.StreamResponse:
     """Donate again; then back to the settings."""
-    await request.app[AGENT_KEY].resume()
+    await request.app[DEPS_KEY].donation.resume()
     raise web.HTTPSeeOther("/settings")

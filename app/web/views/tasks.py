@@ -21,7 +21,7 @@ from app.ids import MAX_ID, parse_int
 from app.scheduling import service
 from app.scheduling.validation import CONFIG_FIELDS, TASK_TYPES, validate_task
 from app.statuses import TASK_STATUSES
-from app.web.keys import AGENT_KEY
+from app.web.keys import DEPS_KEY
 from app.web.pages import int_or_none, path_id
 
 PAGE_SIZE = 25
@@ -143,7 +143,7 @@ def field_errors(problems: dict[str, str]) -> tuple[dict[str, list[str]], list[s
 
 def _form_context(request: web.Request, values: dict[str, str], errors: dict[str, list[str]] | None = None,
                   other_errors: list[str] | None = None, message: str | None = None) -> dict[str, Any]:
-    catalog = request.app[AGENT_KEY].catalog
+    catalog = request.app[DEPS_KEY].catalog
     return {
         "values": values, "errors": errors or {}, "other_errors": other_errors or [], "message": message,
         "main_fields": MAIN_FIELDS, "requirement_fields": REQUIREMENT_FIELDS, "advanced_fields": ADVANCED_FIELDS,
@@ -161,18 +161,18 @@ async def new_task(request: web.Request) -> web.Response:
 
 async def submit_task(request: web.Request) -> web.StreamResponse:
     """Validate and submit; 303 to the new task, or the form again (400) with every error and every input kept."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     posted = await request.post()
     values = {name: str(posted.get(name, "")) for name in FIELD_NAMES}
     values["distributed"] = "on" if posted.get("distributed") in ("on", "true", "1", "yes") else ""
     task, json_errors = build_task(values)
     try:
         if json_errors:
-            policy = await service.source_policy(agent.db, agent.settings.farm_name, agent.settings.dataset_dirs)
-            validate_task(task, agent.catalog, policy)  # collect the other problems too; nothing is written
+            policy = await service.source_policy(deps.db, deps.settings.farm_name, deps.settings.dataset_dirs)
+            validate_task(task, deps.catalog, policy)  # collect the other problems too; nothing is written
             raise ValidationError("invalid task", json_errors)
-        row = await service.submit(agent.db, task, agent.catalog, agent.client_id,
-                                   farm_name=agent.settings.farm_name, dataset_dirs=agent.settings.dataset_dirs)
+        row = await service.submit(deps.db, task, deps.catalog, deps.client_id,
+                                   farm_name=deps.settings.farm_name, dataset_dirs=deps.settings.dataset_dirs)
     except ValidationError as exc:
         # An option list that did not parse fell back to the defaults: what the validator says about those is noise.
         problems = {path: message for path, message in exc.fields.items()
@@ -193,7 +193,7 @@ def _query(base: dict[str, str], **changes: Any) -> str:
 
 async def task_list(request: web.Request) -> web.Response:
     """Tasks with filters (status, type), sorting and pages; pending ones say why they wait."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     status = request.query.get("status", "")
     if status and status not in TASK_STATUSES:
         raise ValidationError(f"unknown status {status!r}", {"status": f"must be one of {', '.join(TASK_STATUSES)}"})
@@ -202,12 +202,12 @@ async def task_list(request: web.Request) -> web.Response:
         raise ValidationError(f"unknown sort {sort!r}", {"sort": f"must be one of {', '.join(SORTS)}"})
     task_type = request.query.get("type", "")
     page = min(MAX_PAGE, max(1, int_or_none(request.query.get("page")) or 1))
-    async with agent.db.connect() as conn:
+    async with deps.db.connect() as conn:
         rows, total = await task_queries.list_tasks(conn, status=status or None, type=task_type or None, sort=sort,
                                                     limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
         counts = await task_queries.count_by_status(conn)
         types = sorted({*TASK_TYPES, *(r["type"] for r in await task_queries.completion_statistics(conn))})
-    waiting = await service.why_pending(agent.db, rows)
+    waiting = await service.why_pending(deps.db, rows)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     filters = {"status": status, "type": task_type, "sort": sort if sort != "priority" else ""}
     context = {
@@ -225,9 +225,9 @@ def _task_id(request: web.Request) -> int:
 
 
 async def _detail_context(request: web.Request, task_id: int) -> dict[str, Any]:
-    agent = request.app[AGENT_KEY]
-    task = await service.get(agent.db, task_id)
-    async with agent.db.connect() as conn:
+    deps = request.app[DEPS_KEY]
+    task = await service.get(deps.db, task_id)
+    async with deps.db.connect() as conn:
         assignments = await assignment_queries.list_for_task(conn, task_id)
         available = await assignment_queries.available_ranks(conn, task_id)
         progress_rows = await assignment_queries.distributed_progress(conn, task_id)
@@ -262,10 +262,10 @@ async def _after_action(request: web.Request, task_id: int, error: Exception | N
 
 async def cancel_task(request: web.Request) -> web.StreamResponse:
     """Cancel a pending or running task, then back to its page."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     task_id = _task_id(request)
     try:
-        await service.cancel(agent.db, task_id, agent.client_id)
+        await service.cancel(deps.db, task_id, deps.client_id)
     except Conflict as exc:
         return await _after_action(request, task_id, exc, 409)
     return await _after_action(request, task_id, None, 303)
@@ -273,10 +273,10 @@ async def cancel_task(request: web.Request) -> web.StreamResponse:
 
 async def retry_task(request: web.Request) -> web.StreamResponse:
     """Re-queue a failed or errored task, then back to its page."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     task_id = _task_id(request)
     try:
-        await service.retry(agent.db, task_id, agent.client_id)
+        await service.retry(deps.db, task_id, deps.client_id)
     except Conflict as exc:
         return await _after_action(request, task_id, exc, 409)
     return await _after_action(request, task_id, None, 303)
@@ -284,14 +284,14 @@ async def retry_task(request: web.Request) -> web.StreamResponse:
 
 async def set_priority(request: web.Request) -> web.StreamResponse:
     """Change a task's priority, then back to its page."""
-    agent = request.app[AGENT_KEY]
+    deps = request.app[DEPS_KEY]
     task_id = _task_id(request)
     text = str((await request.post()).get("priority", "")).strip()
     priority = parse_int(text, -MAX_ID, MAX_ID)
     if priority is None:
         return await _after_action(request, task_id, ValidationError(f"priority {text!r} is not a whole number"), 400)
     try:
-        await service.set_priority(agent.db, task_id, priority)
+        await service.set_priority(deps.db, task_id, priority)
     except (Conflict, ValidationError) as exc:
         return await _after_action(request, task_id, exc, 409 if isinstance(exc, Conflict) else 400)
     return await _after_action(request, task_id, None, 303)

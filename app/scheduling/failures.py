@@ -1,0 +1,78 @@
+"""The failure sweep every agent runs: end attempts whose members stopped heartbeating, free ranks of groups that
+will not form. The generation fence makes each ending happen once, however many agents sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import Settings
+from app.db.engine import Database
+from app.db.queries import claims as claim_queries
+from app.db.queries import logs as log_queries
+from app.errors import DatabaseUnavailable
+from app.scheduling import claiming
+from app.scheduling.decide import failure_reason
+
+log = logging.getLogger("app.scheduling.scheduler")
+
+DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, OSError)
+JOIN_TIMEOUT = 120.0
+
+
+class FailureSweep:
+    """Ends failed attempts of any task of the farm; `healthy_since` is when this agent's database came back (or None
+    while it is away)."""
+
+    def __init__(self, db: Database, settings: Callable[[], Settings], client_id: str, *,
+                 healthy_since: Callable[[], float | None] = lambda: 0.0, join_timeout: float = JOIN_TIMEOUT) -> None:
+        self.db = db
+        self.settings = settings
+        self.client_id = client_id
+        self.healthy_since = healthy_since
+        self.join_timeout = join_timeout
+
+    async def loop(self) -> None:
+        """Sweep every heartbeat interval."""
+        while True:
+            await asyncio.sleep(self.settings().heartbeat_interval)
+            try:
+                await self.sweep()
+            except DB_ERRORS as exc:
+                log.debug("failure sweep skipped: %s", exc)
+
+    async def sweep(self) -> list[int]:
+        """One pass; returns the tasks whose attempt this agent ended."""
+        settings = self.settings()
+        ended: list[int] = []
+        # Right after a database outage every member's last_seen is old; let them all heartbeat first
+        # (this agent too: until its own heartbeat gets through, its last_seen is as old as theirs).
+        since = self.healthy_since()
+        if since is None or time.monotonic() - since < settings.failure_timeout + settings.heartbeat_interval:
+            return ended
+        async with self.db.connect() as conn:
+            running = await claim_queries.members_of_running(conn)
+            now = await claim_queries.db_now(conn)
+        for task_id, entry in running.items():
+            # Whole-second DATETIMEs: allow one more second than the timeout before calling a member dead.
+            reason = failure_reason(entry["members"], now, timedelta(seconds=settings.failure_timeout + 1))
+            if reason is not None and await self._end(task_id, entry["generation"], reason, settings.max_attempts):
+                ended.append(task_id)
+        async with self.db.begin() as conn:
+            await claim_queries.release_stale_joins(conn, self.join_timeout, settings.failure_timeout + 1)
+        return ended
+
+    async def _end(self, task_id: int, generation: int, reason: str, max_attempts: int) -> bool:
+        async with self.db.begin() as conn:
+            status = await claiming.end_attempt(conn, task_id, generation, reason, failure=True, max_attempts=max_attempts)
+            if status:
+                await log_queries.add_task_log(conn, task_id, self.client_id, "warning",
+                                               f"attempt {generation} ended: {reason}; task {status}")
+        if status:
+            log.warning("task %s: attempt %s ended: %s; task %s", task_id, generation, reason, status)
+        return bool(status)
