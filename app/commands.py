@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 # Handlers import the database layer inside their bodies: the parser refers to them, and `aifarm --help`,
 # `--version` and shell completion must not load SQLAlchemy, alembic or aiohttp.
 
-COMPLETION_SHELLS = ("bash", "zsh", "fish")
-
 
 async def run_agent(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm run`: the agent, until Ctrl-C or SIGTERM."""
@@ -601,6 +599,9 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
 
 
 async def completion(args: argparse.Namespace, settings: Settings | None) -> int:
