@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.commands_farm import farm_dataset_hosts  # noqa: F401
-from app.commands_ops import db_backup, db_create_agent_user, db_restore, db_stats, maintenance_run  # noqa: F401
+from app.cli_db import farm_database
 from app.commands_outcomes import (
     FarmOutcome,
     PrefOutcome,
@@ -18,13 +17,15 @@ from app.commands_outcomes import (
     report,
 )
 from app.config import Settings, settings_as_dict
-from app.db.engine import create_database
-from app.db.migrate import open_current_database, upgrade
-from app.db.queries import clients as client_queries
-from app.db.queries import tasks as task_queries
 from app.exitguard import EXIT_GRACE_SECONDS, exit_within
 from app.textui import format_table, print_json
 from app.timefmt import duration, relative_time
+
+if TYPE_CHECKING:
+    from app.db.engine import Database
+
+# Handlers import the database layer inside their bodies: the parser refers to them, and `aifarm --help`,
+# `--version` and shell completion must not load SQLAlchemy, alembic or aiohttp.
 
 
 async def run_agent(args: argparse.Namespace, settings: Settings) -> int:
@@ -42,11 +43,10 @@ async def run_agent(args: argparse.Namespace, settings: Settings) -> int:
 
 async def db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm db upgrade`: create or upgrade the schema (with the admin account when one is configured)."""
-    db = create_database(settings.admin_database_url or settings.effective_database_url)
-    try:
+    from app.db.migrate import upgrade
+
+    async with farm_database(settings.admin_database_url or settings.effective_database_url, require="any") as db:
         before, after = await upgrade(db)
-    finally:
-        await db.dispose()
     outcome = SchemaOutcome(database=db.display_url, from_revision=before, to_revision=after, upgraded=before != after)
     if before == after:
         report(args, outcome, f"{db.display_url}: schema is current (revision {after})")
@@ -59,12 +59,8 @@ async def db_check(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm db check`: print every difference between the live schema and the seed's; exit 1 if any."""
     from app.db.check import check_schema
 
-    db = create_database(settings.effective_database_url, create=False)
-    try:
-        await db.ping()
+    async with farm_database(settings.effective_database_url, require="reachable") as db:
         report = await check_schema(db)
-    finally:
-        await db.dispose()
     if args.json:
         print_json({"differences": report.differences, "additions": report.additions})
     else:
@@ -79,17 +75,15 @@ async def db_check(args: argparse.Namespace, settings: Settings) -> int:
 
 async def list_tasks(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm tasks`: a page of tasks, and why pending ones wait."""
+    from app.db.queries import tasks as task_queries
     from app.scheduling.service import why_pending
 
-    db = await open_current_database(settings.effective_database_url)
-    try:
+    async with farm_database(settings.effective_database_url) as db:
         async with db.connect() as conn:
             rows, total = await task_queries.list_tasks(
                 conn, status=args.status, type=args.type, sort=args.sort, limit=args.limit, offset=args.offset
             )
         waiting = await why_pending(db, rows)
-    finally:
-        await db.dispose()
     for row in rows:
         row["waiting_for"] = waiting.get(row["id"])
     if args.json:
@@ -128,12 +122,10 @@ def _progress(result: Any) -> str:
 
 async def list_clients(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm clients`: every client of the farm."""
-    db = await open_current_database(settings.effective_database_url)
-    try:
-        async with db.connect() as conn:
-            rows = await client_queries.list_clients(conn, status=args.status)
-    finally:
-        await db.dispose()
+    from app.db.queries import clients as client_queries
+
+    async with farm_database(settings.effective_database_url) as db, db.connect() as conn:
+        rows = await client_queries.list_clients(conn, status=args.status)
     if args.json:
         print_json({"clients": rows})
         return 0
@@ -169,14 +161,13 @@ def _ram(ram: Any) -> str | None:
 
 async def show_stats(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm stats`: completion statistics by type, tasks by status, clients by status."""
-    db = await open_current_database(settings.effective_database_url)
-    try:
-        async with db.connect() as conn:
-            by_type = await task_queries.completion_statistics(conn)
-            tasks_by_status = await task_queries.count_by_status(conn)
-            clients_by_status = await client_queries.count_by_status(conn)
-    finally:
-        await db.dispose()
+    from app.db.queries import clients as client_queries
+    from app.db.queries import tasks as task_queries
+
+    async with farm_database(settings.effective_database_url) as db, db.connect() as conn:
+        by_type = await task_queries.completion_statistics(conn)
+        tasks_by_status = await task_queries.count_by_status(conn)
+        clients_by_status = await client_queries.count_by_status(conn)
     if args.json:
         print_json({"by_type": by_type, "tasks_by_status": tasks_by_status, "clients_by_status": clients_by_status})
         return 0
@@ -240,12 +231,8 @@ async def join_farm(args: argparse.Namespace, settings: Settings) -> int:
     from app.settings_file import update_local
 
     url = parse_database_url(args.url)
-    db = await open_current_database(args.url)
-    try:
-        async with db.begin() as conn:
-            await farm_queries.ensure_secret(conn, args.farm_name or settings.farm_name)
-    finally:
-        await db.dispose()
+    async with farm_database(args.url) as db, db.begin() as conn:
+        await farm_queries.ensure_secret(conn, args.farm_name or settings.farm_name)
     values: dict[str, Any] = {"database_url": args.url}
     if args.farm_name:
         values["farm_name"] = args.farm_name
@@ -313,8 +300,7 @@ async def submit_task(args: argparse.Namespace, settings: Settings) -> int:
     from app.training.catalog import Catalog
 
     data = _read_task_file(args.file)
-    db = await open_current_database(settings.effective_database_url)
-    try:
+    async with farm_database(settings.effective_database_url) as db:
         row = await service.submit(db, data, Catalog.load(), farm_name=settings.farm_name,
                                    dataset_dirs=settings.dataset_dirs)
         if args.json:
@@ -324,12 +310,10 @@ async def submit_task(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.flush()
         if args.wait:
             return await _follow(db, row["id"], quiet=args.json or args.quiet)
-    finally:
-        await db.dispose()
     return 0
 
 
-async def _follow(db: Any, task_id: int, *, quiet: bool) -> int:
+async def _follow(db: Database, task_id: int, *, quiet: bool) -> int:
     import asyncio
 
     from app.scheduling import service
@@ -356,13 +340,10 @@ async def show_task(args: argparse.Namespace, settings: Settings) -> int:
     from app.db.queries import assignments as assignment_queries
     from app.scheduling import service
 
-    db = await open_current_database(settings.effective_database_url)
-    try:
+    async with farm_database(settings.effective_database_url) as db:
         task = await service.get(db, args.task_id)
         async with db.connect() as conn:
             ranks = await assignment_queries.list_for_task(conn, args.task_id)
-    finally:
-        await db.dispose()
     task["assignments"] = ranks
     if args.json:
         print_json(task)
@@ -387,11 +368,8 @@ async def cancel_task(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm cancel ID`."""
     from app.scheduling import service
 
-    db = await open_current_database(settings.effective_database_url)
-    try:
+    async with farm_database(settings.effective_database_url) as db:
         status = await service.cancel(db, args.task_id)
-    finally:
-        await db.dispose()
     report(args, TaskOutcome(task_id=args.task_id, action="cancel", status=status), f"task {args.task_id} cancelled ({status})")
     return 0
 
@@ -400,11 +378,8 @@ async def retry_task(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm retry ID`."""
     from app.scheduling import service
 
-    db = await open_current_database(settings.effective_database_url)
-    try:
+    async with farm_database(settings.effective_database_url) as db:
         status = await service.retry(db, args.task_id)
-    finally:
-        await db.dispose()
     report(args, TaskOutcome(task_id=args.task_id, action="retry", status=status), f"task {args.task_id} is pending again")
     return 0
 
@@ -439,12 +414,8 @@ async def list_models(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm models [NAME]`: versions with hash and final metrics."""
     from app.db.queries import models as model_queries
 
-    db = await open_current_database(settings.effective_database_url)
-    try:
-        async with db.connect() as conn:
-            rows = await model_queries.list_versions(conn, args.name)
-    finally:
-        await db.dispose()
+    async with farm_database(settings.effective_database_url) as db, db.connect() as conn:
+        rows = await model_queries.list_versions(conn, args.name)
     if args.json:
         print_json({"models": rows})
         return 0
@@ -468,12 +439,9 @@ async def pull_model(args: argparse.Namespace, settings: Settings) -> int:
     from app.identity import read_client_id
     from app.model_store import pull
 
-    db = await open_current_database(settings.effective_database_url)
-    try:
+    async with farm_database(settings.effective_database_url) as db:
         row, path = await pull(db, args.ref, Path(args.output) if args.output else None, settings.farm_name,
                                read_client_id(settings.data_dir), progress=not args.quiet)
-    finally:
-        await db.dispose()
     print(f"{row['name']} v{row['version']} saved to {path} (sha256 {row['hash']} verified)")
     return 0
 
@@ -631,3 +599,14 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+async def completion(args: argparse.Namespace, settings: Settings | None) -> int:
+    """`aifarm completion SHELL`: the shell code that registers `aifarm` with argcomplete (no settings are read)."""
+    from argcomplete.shell_integration import shellcode
+
+    sys.stdout.write(shellcode(["aifarm"], shell=args.shell))
+    return 0

@@ -4,36 +4,33 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli_db import farm_database
 from app.commands_outcomes import DatasetHostOutcome, report
 from app.config import Settings
-from app.db.migrate import open_current_database
-from app.db.queries import dataset_hosts as host_queries
 from app.errors import ConfigError
 from app.textui import print_json
-from app.training.sources import parse_host_entry
 
 
 async def farm_dataset_hosts(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm farm dataset-hosts add|remove HOST` and `list`: the hosts tasks may download datasets from."""
+    from app.db.queries import dataset_hosts as host_queries
+    from app.training.sources import parse_host_entry
+
     host = None
     if args.hosts_command != "list":
         try:
             host = parse_host_entry(args.host)
         except ValueError as exc:
             raise ConfigError(f"dataset host {args.host!r} is invalid: {exc}") from None
-    db = await open_current_database(settings.effective_database_url)
-    try:
-        async with db.begin() as conn:
-            if args.hosts_command == "list":
-                hosts = await host_queries.list_hosts(conn, settings.farm_name)
-            elif args.hosts_command == "add":
-                assert host is not None
-                changed = await host_queries.add_host(conn, settings.farm_name, host)
-            else:
-                assert host is not None
-                changed = await host_queries.remove_host(conn, settings.farm_name, host)
-    finally:
-        await db.dispose()
+    async with farm_database(settings.effective_database_url) as db, db.begin() as conn:
+        if args.hosts_command == "list":
+            hosts = await host_queries.list_hosts(conn, settings.farm_name)
+        elif args.hosts_command == "add":
+            assert host is not None
+            changed = await host_queries.add_host(conn, settings.farm_name, host)
+        else:
+            assert host is not None
+            changed = await host_queries.remove_host(conn, settings.farm_name, host)
     if args.hosts_command == "list":
         if args.json:
             print_json({"farm_name": settings.farm_name, "dataset_hosts": hosts})

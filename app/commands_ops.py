@@ -6,13 +6,13 @@ import argparse
 import os
 import socket
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from app.cli_db import farm_database
 from app.commands_outcomes import BackupOutcome, RestoreOutcome, report
 from app.config import Settings
-from app.db.engine import Database, create_database
-from app.db.migrate import open_current_database
 from app.errors import ValidationError
 from app.textui import format_table, print_json
 
@@ -26,17 +26,13 @@ async def maintenance_run(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm maintenance run [--dry-run] [--json]`: run every sweep now, one line per sweep with its counts."""
     from app.operations.maintenance import Maintenance, describe_counts
 
-    db = await open_current_database(settings.effective_database_url)
-    admin_db: Database | None = None
-    try:
+    async with AsyncExitStack() as opened:
+        db = await opened.enter_async_context(farm_database(settings.effective_database_url))
+        admin_db = None
         if settings.admin_database_url:
-            admin_db = create_database(settings.admin_database_url)
+            admin_db = await opened.enter_async_context(farm_database(settings.admin_database_url, require="any"))
         holder = f"cli-{socket.gethostname()}-{os.getpid()}"
         results = await Maintenance(db, settings, holder, admin_db).run_all(dry_run=bool(args.dry_run), force=True)
-    finally:
-        if admin_db is not None:
-            await admin_db.dispose()
-        await db.dispose()
     if args.json:
         print_json({"dry_run": bool(args.dry_run), "sweeps": results}, sys.stdout)
         return 0
@@ -49,13 +45,9 @@ async def db_stats(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm db stats [--json]`: table sizes, slow queries (or why there are none) and this process's view."""
     from app.operations.monitor import agent_view, database_stats
 
-    db = create_database(settings.effective_database_url, create=False)
-    try:
-        await db.ping()
+    async with farm_database(settings.effective_database_url, require="reachable") as db:
         stats = await database_stats(db)
         view = await agent_view(db)
-    finally:
-        await db.dispose()
     stats["agent_view"] = view
     if args.json:
         print_json(stats, sys.stdout)
@@ -91,12 +83,8 @@ async def db_backup(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm db backup FILE`: a consistent copy of the farm database (gzip when FILE ends in .gz)."""
     from app.operations.backup import backup
 
-    db = create_database(_admin_url(settings), create=False)
-    try:
-        await db.ping()
+    async with farm_database(_admin_url(settings), require="reachable") as db:
         result = await backup(db, Path(args.file))
-    finally:
-        await db.dispose()
     outcome = BackupOutcome(database=db.display_url, path=str(result["path"]), bytes=int(result["bytes"]),
                             compressed=bool(result["compressed"]))
     report(args, outcome, f"backed up {db.display_url} to {result['path']} ({result['bytes']} bytes"
@@ -108,11 +96,8 @@ async def db_restore(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm db restore FILE [--force]`: replace the farm database's content with a backup."""
     from app.operations.backup import restore
 
-    db = create_database(_admin_url(settings))
-    try:
+    async with farm_database(_admin_url(settings), require="any") as db:
         result = await restore(db, Path(args.file), bool(args.force))
-    finally:
-        await db.dispose()
     replaced = f", replacing {result['replaced_rows']} rows" if result["replaced_rows"] else ""
     lines = [f"restored {result['path']} into {db.display_url}{replaced}; schema revision {result['revision']}"]
     if not result["current"]:
@@ -144,11 +129,8 @@ async def db_create_agent_user(args: argparse.Namespace, settings: Settings) -> 
             print(statement + ";")
         print(f"-- then give the agents this URL (keep it secret): {url}")
         return 0
-    db = create_database(admin_text)
-    try:
+    async with farm_database(admin_text, require="any") as db:
         await apply(db, statements)
-    finally:
-        await db.dispose()
     print(f"account '{args.name}'@'{host}' may now SELECT, INSERT, UPDATE and DELETE in {admin.database} "
           "(an existing account's password was reset)")
     print(f"agents use: {url}")
