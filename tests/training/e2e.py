@@ -201,12 +201,25 @@ def pin_threads(pid: int, cpu: int) -> None:
 
 
 def renice_threads(pid: int, value: int) -> None:
-    """Set the nice value of every thread of a process (on Linux nice is per thread)."""
+    """Set the nice value of every thread of a process (on Linux nice is per thread), and of its autogroup when it
+    has one of its own (a session apart from ours)."""
     for tid in thread_ids(pid):
         try:
             os.setpriority(os.PRIO_PROCESS, tid, value)
         except ProcessLookupError:
             continue
+    group = Path(f"/proc/{pid}/autogroup")
+    if group.exists() and group.read_text().split()[0] != Path("/proc/self/autogroup").read_text().split()[0]:
+        group.write_text(f"{value}\n")
+
+
+def autogroup_of(pid: int) -> tuple[str, int] | None:
+    """A process's autogroup and its nice value (Linux with autogroup scheduling), else None."""
+    group = Path(f"/proc/{pid}/autogroup")
+    if not group.exists():
+        return None
+    name, _, nice = group.read_text().split()
+    return name, int(nice)
 
 
 def quietest_cpu() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from tests.agent.harness import AgentProcess, wait_for
 from tests.training.e2e import (
+    autogroup_of,
     foreground,
     mlp_task,
     pin_threads,
@@ -20,6 +22,9 @@ from tests.training.e2e import (
     upgraded,
     worker_pids,
 )
+
+AUTOGROUP_ON = Path("/proc/sys/kernel/sched_autogroup_enabled").exists() and \
+    Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 
@@ -52,8 +57,15 @@ async def test_training_worker_runs_at_idle_cpu_and_io_priority(tmp_path: Path, 
         nices = _thread_nices(pid)
         assert nices and set(nices) == {19}, nices
         assert psutil.Process(agent.proc.pid).nice() == psutil.Process().nice()
+        # A session (and so an autogroup) of its own, at nice 19: the desktop's session is not shared fairly with it.
+        assert os.getsid(pid) == pid and os.getsid(agent.proc.pid) != pid
+        group, agent_group = autogroup_of(pid), autogroup_of(agent.proc.pid)
+        if group is not None and agent_group is not None and AUTOGROUP_ON:
+            assert group[1] == 19 and group[0] != agent_group[0], (group, agent_group)
     finally:
         agent.stop()
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30,
+             "the worker to stop with its agent")
 
 
 @pytest.mark.timeout(60)
@@ -71,11 +83,14 @@ async def test_foreground_keeps_the_cpu_it_shares_with_a_training_worker(tmp_pat
         pin_threads(pid, cpu)
         # CPU time, not speed: the foreground's share of what it and the worker got on that CPU in the same window.
         lowered = foreground(3.0, cpu, pid)
+        # The volunteer's desktop runs in another session than the agent's: the worker must yield to it as well.
+        other_session = foreground(3.0, cpu, pid, new_session=True)
         renice_threads(pid, 0)
         control = foreground(3.0, cpu, pid)
         assert task(sqlite_url, task_id)["status"] == "running"
         assert control.other_cpu > 0.5, f"the worker did not compete at nice 0: {control}"
         assert lowered.pair_share >= 0.8, f"worker as started: {lowered}, nice 0: {control}"
+        assert other_session.pair_share >= 0.8, f"from another session: {other_session}, nice 0: {control}"
         assert control.pair_share <= 0.7, f"worker as started: {lowered}, nice 0: {control}"
     finally:
         agent.stop()
