@@ -2,7 +2,9 @@
 
 Built-in recipes are listed below; their code lives in app/training/recipes/ and is imported by workers
 only. Recipes a volunteer installs are Python entry points in the group `aifarm.recipes`, named
-`model.NAME` or `dataset.NAME`; the catalog lists them by name without importing them.
+`model.NAME` or `dataset.NAME`; the catalog lists them by name without importing them. A built-in model
+declares here the input kind it is fed and how its loss is taken; an installed model declares its input kind
+on its `build` callable (see app.training.recipes.plugins), read when a worker loads it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 ENTRY_POINT_GROUP = "aifarm.recipes"
+INPUT_KINDS = ("vector", "image", "tokens")
+DEFAULT_INPUT_KIND = "vector"  # what an installed model that declares none is fed
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Recipe:
     options: dict[str, Option] = field(default_factory=dict)
     description: str = ""
     builtin: bool = True
+    input_kind: str | None = None  # models: the data kind the model is fed (None: declared by an installed recipe)
+    per_position: bool = False  # models: one prediction per sequence position, loss taken over every position
 
 
 _SOURCE = Option("source", help="a local file path or an http(s) URL")
@@ -47,16 +53,17 @@ BUILTIN_MODELS: dict[str, Recipe] = {
     "mlp": Recipe("mlp", "model", frozenset({"vector", "image"}), {
         "hidden": Option("int_list", [128, 64], 1, 8192, help="sizes of the hidden layers"),
         "dropout": Option("float", 0.0, 0.0, 0.9, help="dropout after each hidden layer"),
-    }, "multi-layer perceptron on feature vectors (images are flattened)"),
+    }, "multi-layer perceptron on feature vectors (images are flattened)", input_kind="vector"),
     "cnn": Recipe("cnn", "model", frozenset({"image"}), {
         "channels": Option("int_list", [16, 32], 1, 512, help="channels of the two convolution blocks"),
         "hidden": Option("int", 128, 8, 8192, help="size of the dense layer"),
-    }, "small convolutional network for 28x28 single-channel images"),
+    }, "small convolutional network for 28x28 single-channel images", input_kind="image"),
     "char_lstm": Recipe("char_lstm", "model", frozenset({"tokens"}), {
         "embedding": Option("int", 64, 4, 4096, help="embedding size"),
         "hidden": Option("int", 128, 8, 8192, help="LSTM hidden size"),
         "layers": Option("int", 1, 1, 8, help="LSTM layers"),
-    }, "character-level LSTM language model (predicts the next character)"),
+    }, "character-level LSTM language model (predicts the next character)", input_kind="tokens",
+        per_position=True),
 }
 
 BUILTIN_DATASETS: dict[str, Recipe] = {
@@ -95,7 +102,7 @@ def installed_recipes() -> dict[str, Recipe]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         kind, _, name = ep.name.partition(".")
         if kind in ("model", "dataset") and name:
-            out[ep.name] = Recipe(name, kind, frozenset({"vector", "image", "tokens"}), {}, f"installed: {ep.value}",
+            out[ep.name] = Recipe(name, kind, frozenset(INPUT_KINDS), {}, f"installed: {ep.value}",
                                   builtin=False)
     return out
 

@@ -18,9 +18,10 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from app.files import publish_atomically, sha256_file
 from app.training.checkpoint_check import state_problem
@@ -40,6 +41,9 @@ from app.training.messages import (
     encode,
 )
 from app.training.sources import SourcePolicy
+
+if TYPE_CHECKING:
+    from app.training.recipes.plugins import ModelRecipe
 
 SYNC_EVERY = 10
 LOW_DISK_BYTES = 64 << 20
@@ -150,6 +154,71 @@ def load_checkpoint(path: Path, sha256: str) -> dict[str, Any]:
     return loaded
 
 
+@dataclass
+class Window:
+    """Training metrics accumulated since the last progress report."""
+
+    loss: float = 0.0
+    correct: int = 0
+    count: int = 0
+    samples: int = 0
+    start: float = field(default_factory=time.perf_counter)
+    step_time: float = 0.0
+    steps: int = 0
+
+    def add(self, loss: float, correct: int, counted: int, samples: int, seconds: float) -> None:
+        """Count one step: its mean loss over `counted` predictions, `correct` of them right, in `seconds`."""
+        self.step_time += seconds
+        self.steps += 1
+        self.loss += loss * counted
+        self.correct += correct
+        self.count += counted
+        self.samples += samples
+
+    def averages(self) -> dict[str, float]:
+        """The window's mean training loss and accuracy (nothing when no prediction was counted)."""
+        if not self.count:
+            return {}
+        return {"loss": self.loss / self.count, "accuracy": self.correct / self.count}
+
+
+@dataclass
+class Pacing:
+    """When to checkpoint and report progress: the intervals and when each was last done."""
+
+    interval: int
+    unit: str  # "steps" or "seconds"
+    report_every: float
+    last_checkpoint_time: float
+    last_checkpoint_step: int
+    last_report: float
+
+
+@dataclass
+class RunState:
+    """One rank's run between steps: model, optimizer, data, sampler position and running metrics."""
+
+    recipe: ModelRecipe
+    model: Any
+    net: Any  # the model, or its DistributedDataParallel wrapper
+    optimizer: Any
+    scheduler: Any
+    train_set: Any
+    val_set: Any
+    device: Any
+    seed: int
+    batch: int
+    epochs: int
+    steps_per_epoch: int
+    total_steps: int
+    epoch: int = 0
+    step_in_epoch: int = 0
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=dict)  # the last epoch's metrics
+    window: Window = field(default_factory=Window)
+    done: bool = False
+
+
 class Trainer:
     """One rank's training run."""
 
@@ -194,26 +263,39 @@ class Trainer:
         dist.init_process_group(backend, store=store, rank=self.rank, world_size=self.world, timeout=timeout)
 
     def _train(self) -> int:
+        """Prepare, resume, then train epoch by epoch until done or stopped; export at the end."""
+        state = self._prepare()
+        self._resume(state)
+        self.channel.send(Started(step=state.step, total_steps=state.total_steps, steps_per_epoch=state.steps_per_epoch,
+                                  samples=len(state.train_set), validation_samples=len(state.val_set)))
+        pacing = self._pacing(state)
+        train_start, start_step = time.perf_counter(), state.step
+        state.done = state.step >= state.total_steps
+        while not state.done and state.epoch < state.epochs:
+            if self._epoch(state, pacing):
+                return 0
+        self._export(state, train_start, start_step)
+        return 0
+
+    def _prepare(self) -> RunState:
+        """The model recipe, its data in the input kind it declares, the model, optimizer and schedule."""
         import torch
 
-        from app.training.recipes.models import loss_and_correct
-        from app.training.recipes.plugins import build_model, load_dataset
+        from app.training.recipes.plugins import load_dataset, model_recipe
 
         config = self.config
         seed = int(config.get("seed", 0))
+        recipe = model_recipe(config["model"])
         torch.manual_seed(seed)
         random.seed(seed)
-        model_name = config["model"]
-        want = "image" if model_name == "cnn" else ("tokens" if model_name == "char_lstm" else "vector")
         train_set, val_set, info = load_dataset(
             config["dataset"], config.get("dataset_options") or {}, cache_dir=Path(self.spec["cache_dir"]),
-            validation_split=float(config.get("validation_split", 0.1)), seed=seed, want=want,
+            validation_split=float(config.get("validation_split", 0.1)), seed=seed, want=recipe.input_kind,
             log=lambda m: self.channel.log(m), policy=source_policy(self.spec),
         )
         torch.manual_seed(seed)
         device = self._device()
-        model = build_model(model_name, config.get("model_options") or {}, info).to(device)
-        self.device = device
+        model = recipe.build(config.get("model_options") or {}, info).to(device)
         net = model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -221,125 +303,140 @@ class Trainer:
             net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         optimizer = self._optimizer(model)
         batch = int(config["batch_size"])
-        per_rank = len(train_set) // self.world
-        steps_per_epoch = max(1, per_rank // batch)
+        steps_per_epoch = max(1, len(train_set) // self.world // batch)
         epochs = int(config["epochs"])
         total_steps = epochs * steps_per_epoch
         if config.get("max_steps"):
             total_steps = min(total_steps, int(config["max_steps"]))
         scheduler = self._scheduler(optimizer, total_steps, steps_per_epoch)
+        return RunState(recipe=recipe, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
+                        train_set=train_set, val_set=val_set, device=device, seed=seed, batch=batch, epochs=epochs,
+                        steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
-        epoch, step_in_epoch, global_step = 0, 0, 0
-        best: dict[str, Any] = {}
+    def _resume(self, state: RunState) -> None:
+        """Load the checkpoint the agent handed over (and this rank's own RNG state), if any."""
         resume = self.spec.get("resume")
-        if resume:
-            state = load_checkpoint(Path(resume["path"]), resume["sha256"])
-            problem = state_problem(state, "full")
-            if problem is not None:
-                raise ValueError(f"checkpoint {Path(resume['path']).name} {problem}")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("scheduler") is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            epoch, step_in_epoch, global_step = int(state["epoch"]), int(state["step_in_epoch"]), int(state["step"])
-            best = dict(state.get("metrics") or {})
-            rank_state = self.spec.get("resume_rank_state")
-            rng = state.get("rng")
-            if rank_state:
-                rng = load_checkpoint(Path(rank_state["path"]), rank_state["sha256"]).get("rng", rng)
-            if rng is not None:
-                _set_rng_state(rng)
-            self.channel.log(f"resumed from {Path(resume['path']).name} at step {global_step} (epoch {epoch + 1})")
-        self.channel.send(Started(step=global_step, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                                  samples=len(train_set), validation_samples=len(val_set)))
+        if not resume:
+            return
+        saved = load_checkpoint(Path(resume["path"]), resume["sha256"])
+        problem = state_problem(saved, "full")
+        if problem is not None:
+            raise ValueError(f"checkpoint {Path(resume['path']).name} {problem}")
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        if saved.get("scheduler") is not None:
+            state.scheduler.load_state_dict(saved["scheduler"])
+        state.epoch, state.step_in_epoch, state.step = int(saved["epoch"]), int(saved["step_in_epoch"]), int(saved["step"])
+        state.best = dict(saved.get("metrics") or {})
+        rank_state = self.spec.get("resume_rank_state")
+        rng = saved.get("rng")
+        if rank_state:
+            rng = load_checkpoint(Path(rank_state["path"]), rank_state["sha256"]).get("rng", rng)
+        if rng is not None:
+            _set_rng_state(rng)
+        self.channel.log(f"resumed from {Path(resume['path']).name} at step {state.step} (epoch {state.epoch + 1})")
 
+    def _pacing(self, state: RunState) -> Pacing:
+        """Checkpoint and progress clocks, started now (the window of training metrics too)."""
         interval, unit = self.spec["checkpoint_every"]
-        last_ckpt_time, last_ckpt_step = time.monotonic(), global_step
-        report_every = float(self.spec.get("progress_interval", 2.0))
-        last_report = time.monotonic()
-        window_loss, window_correct, window_count, window_samples, window_start = 0.0, 0, 0, 0, time.perf_counter()
-        step_time_sum, step_time_n = 0.0, 0
-        done = global_step >= total_steps
-        train_start, start_step = time.perf_counter(), global_step
+        pacing = Pacing(interval=interval, unit=unit, report_every=float(self.spec.get("progress_interval", 2.0)),
+                        last_checkpoint_time=time.monotonic(), last_checkpoint_step=state.step,
+                        last_report=time.monotonic())
+        state.window = Window()
+        return pacing
 
-        while not done and epoch < epochs:
-            order = self._epoch_order(len(train_set), seed, epoch)
-            mine = order[self.rank::self.world][: steps_per_epoch * batch]
-            net.train()
-            while step_in_epoch < steps_per_epoch:
-                begin = time.perf_counter()
-                index = mine[step_in_epoch * batch:(step_in_epoch + 1) * batch]
-                inputs, targets = train_set[index]
-                inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                outputs = net(inputs)
-                loss, correct, counted = loss_and_correct(model_name, outputs, targets)
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-                scheduler.step()
-                step_in_epoch += 1
-                global_step += 1
-                step_time_sum += time.perf_counter() - begin
-                step_time_n += 1
-                window_loss += float(loss.detach()) * counted
-                window_correct += correct
-                window_count += counted
-                window_samples += len(index)
+    def _epoch(self, state: RunState, pacing: Pacing) -> bool:
+        """Train the rest of the current epoch, then validate; True when stopped on request."""
+        order = self._epoch_order(len(state.train_set), state.seed, state.epoch)
+        mine = order[self.rank::self.world][: state.steps_per_epoch * state.batch]
+        state.net.train()
+        while state.step_in_epoch < state.steps_per_epoch:
+            self._step(state, mine)
+            if self._after_step(state, pacing):
+                return True
+            if state.step >= state.total_steps:
+                state.done = True
+                break
+        self._end_epoch(state)
+        return False
 
-                stop, checkpoint = self._control_flags(global_step, unit, interval, last_ckpt_time, last_ckpt_step)
-                if stop:
-                    self._save("emergency", model, optimizer, scheduler, epoch, step_in_epoch, global_step, best)
-                    self.channel.send(Stopped(step=global_step))
-                    return 0
-                if checkpoint:
-                    kind: CheckpointKind = "regular" if self.rank == 0 else "distributed"
-                    self._save(kind, model, optimizer, scheduler, epoch, step_in_epoch, global_step, best)
-                    last_ckpt_time, last_ckpt_step = time.monotonic(), global_step
-                if time.monotonic() - last_report >= report_every:
-                    elapsed = time.perf_counter() - window_start
-                    self._progress(global_step, total_steps, epoch, window_loss, window_correct, window_count,
-                                   window_samples / elapsed if elapsed > 0 else 0.0, step_time_sum / step_time_n, best)
-                    window_loss, window_correct, window_count, window_samples = 0.0, 0, 0, 0
-                    window_start, step_time_sum, step_time_n = time.perf_counter(), 0.0, 0
-                    last_report = time.monotonic()
-                if global_step >= total_steps:
-                    done = True
-                    break
-            val_loss, val_acc = self._evaluate(net, val_set, model_name, batch)
-            best = {"val_loss": val_loss, "val_accuracy": val_acc}
-            if window_count:
-                best["loss"] = window_loss / window_count
-                best["accuracy"] = window_correct / window_count
-            self.channel.send(Epoch(epoch=epoch + 1, step=global_step, val_loss=val_loss, val_accuracy=val_acc,
-                                    loss=best.get("loss"), accuracy=best.get("accuracy")))
-            if step_in_epoch >= steps_per_epoch:
-                epoch += 1
-                step_in_epoch = 0
+    def _step(self, state: RunState, mine: Any) -> None:
+        """One optimizer step on this rank's next batch of the epoch."""
+        from app.training.recipes.models import loss_and_correct
 
-        metrics = dict(best)
-        if window_count:
-            metrics["loss"] = window_loss / window_count
-            metrics["accuracy"] = window_correct / window_count
-        params_hash = self._params_hash(model)
+        begin = time.perf_counter()
+        index = mine[state.step_in_epoch * state.batch:(state.step_in_epoch + 1) * state.batch]
+        inputs, targets = state.train_set[index]
+        inputs, targets = inputs.to(state.device, non_blocking=True), targets.to(state.device, non_blocking=True)
+        state.optimizer.zero_grad(set_to_none=True)
+        outputs = state.net(inputs)
+        loss, correct, counted = loss_and_correct(state.recipe.name, outputs, targets,
+                                                  per_position=state.recipe.per_position)
+        loss.backward()  # type: ignore[no-untyped-call]
+        state.optimizer.step()
+        state.scheduler.step()
+        state.step_in_epoch += 1
+        state.step += 1
+        state.window.add(float(loss.detach()), correct, counted, len(index), time.perf_counter() - begin)
+
+    def _after_step(self, state: RunState, pacing: Pacing) -> bool:
+        """Stop (emergency checkpoint), checkpoint or report as due; True when stopped."""
+        stop, checkpoint = self._control_flags(state.step, pacing.unit, pacing.interval, pacing.last_checkpoint_time,
+                                               pacing.last_checkpoint_step)
+        if stop:
+            self._save("emergency", state)
+            self.channel.send(Stopped(step=state.step))
+            return True
+        if checkpoint:
+            self._save("regular" if self.rank == 0 else "distributed", state)
+            pacing.last_checkpoint_time, pacing.last_checkpoint_step = time.monotonic(), state.step
+        if time.monotonic() - pacing.last_report >= pacing.report_every:
+            window = state.window
+            elapsed = time.perf_counter() - window.start
+            self._progress(state, window.samples / elapsed if elapsed > 0 else 0.0, window.step_time / window.steps)
+            state.window = Window()
+            pacing.last_report = time.monotonic()
+        return False
+
+    def _end_epoch(self, state: RunState) -> None:
+        """Validate, report the epoch, and move to the next one when this one is complete."""
+        val_loss, val_acc = self._evaluate(state)
+        state.best = {"val_loss": val_loss, "val_accuracy": val_acc, **state.window.averages()}
+        self.channel.send(Epoch(epoch=state.epoch + 1, step=state.step, val_loss=val_loss, val_accuracy=val_acc,
+                                loss=state.best.get("loss"), accuracy=state.best.get("accuracy")))
+        if state.step_in_epoch >= state.steps_per_epoch:
+            state.epoch += 1
+            state.step_in_epoch = 0
+
+    def _export(self, state: RunState, train_start: float, start_step: int) -> None:
+        """Rank 0 writes the final checkpoint and the model's weights; every rank reports Finished."""
+        metrics = {**state.best, **state.window.averages()}
+        params_hash = self._params_hash(state.model)
         model_path: str | None = None
         model_sha256: str | None = None
         if self.rank == 0:
-            path = self.checkpoint_dir / f"final-{global_step:09d}.pt"
-            sha = self._write(path, model, optimizer, scheduler, epoch, step_in_epoch, global_step, metrics)
-            self.channel.send(Checkpoint(kind="final", path=str(path), sha256=sha, step=global_step, epoch=epoch,
+            path = self.checkpoint_dir / f"final-{state.step:09d}.pt"
+            sha = self._write(path, state, metrics)
+            self.channel.send(Checkpoint(kind="final", path=str(path), sha256=sha, step=state.step, epoch=state.epoch,
                                          metrics=metrics))
-            weights = self.model_dir / f"{self.config['name']}-task{self.spec['task_id']}-g{self.spec['generation']}.pt"
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            tmp = weights.with_name(f".{weights.name}.tmp")
-            torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
-            publish_atomically(tmp, weights)
-            model_path, model_sha256 = str(weights), sha256_file(weights)
+            model_path, model_sha256 = self._export_weights(state)
         elapsed = time.perf_counter() - train_start
+        samples = (state.step - start_step) * state.batch * self.world
         self.channel.send(Finished(
-            step=global_step, total_steps=total_steps, epoch=min(epoch + 1, epochs), metrics=metrics,
-            samples_per_sec=(global_step - start_step) * batch * self.world / elapsed if elapsed > 0 else None,
+            step=state.step, total_steps=state.total_steps, epoch=min(state.epoch + 1, state.epochs), metrics=metrics,
+            samples_per_sec=samples / elapsed if elapsed > 0 else None,
             params_sha256=params_hash, model_path=model_path, model_sha256=model_sha256))
-        return 0
+
+    def _export_weights(self, state: RunState) -> tuple[str, str]:
+        """The model's state dict alone, published atomically under model_dir; its path and sha256."""
+        import torch
+
+        weights = self.model_dir / f"{self.config['name']}-task{self.spec['task_id']}-g{self.spec['generation']}.pt"
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_name(f".{weights.name}.tmp")
+        torch.save({k: v.detach().clone() for k, v in state.model.state_dict().items()}, tmp)
+        publish_atomically(tmp, weights)
+        return str(weights), sha256_file(weights)
 
     def _control_flags(self, step: int, unit: str, interval: int, last_time: float, last_step: int) -> tuple[bool, bool]:
         """(stop, checkpoint) agreed by every rank: rank 0's decision is broadcast every few steps."""
@@ -361,33 +458,33 @@ class Trainer:
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return bool(flags[0]), bool(flags[1])
 
-    def _progress(self, step: int, total: int, epoch: int, loss: float, correct: int, count: int,
-                  samples_per_sec: float, step_time: float, best: dict[str, Any]) -> None:
-        metrics = {"loss": loss / count if count else None, "accuracy": correct / count if count else None,
+    def _progress(self, state: RunState, samples_per_sec: float, step_time: float) -> None:
+        window, best, step, total = state.window, state.best, state.step, state.total_steps
+        metrics = {"loss": window.loss / window.count if window.count else None,
+                   "accuracy": window.correct / window.count if window.count else None,
                    "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy")}
-        self.channel.send(Progress(step=step, total_steps=total, epoch=epoch + 1,
+        self.channel.send(Progress(step=step, total_steps=total, epoch=state.epoch + 1,
                                    progress=round(100.0 * step / total, 2) if total else 100.0,
                                    samples_per_sec=samples_per_sec * self.world, rank_samples_per_sec=samples_per_sec,
                                    step_time=step_time, metrics=metrics))
 
-    def _save(self, kind: CheckpointKind, model: Any, optimizer: Any, scheduler: Any, epoch: int, step_in_epoch: int,
-              step: int, metrics: dict[str, Any]) -> None:
+    def _save(self, kind: CheckpointKind, state: RunState) -> None:
         suffix = f"-r{self.rank}" if kind == "distributed" or (kind == "emergency" and self.rank) else ""
-        path = self.checkpoint_dir / f"{kind}-{step:09d}{suffix}.pt"
+        path = self.checkpoint_dir / f"{kind}-{state.step:09d}{suffix}.pt"
         # Every rank writes the whole replica (DDP keeps them identical) plus its own RNG and sampler
         # position, so the group can resume from any survivor when rank 0's machine is gone.
-        sha = self._write(path, model, optimizer, scheduler, epoch, step_in_epoch, step, metrics)
-        self.channel.send(Checkpoint(kind=kind, path=str(path), sha256=sha, step=step, epoch=epoch, metrics=metrics))
+        sha = self._write(path, state, state.best)
+        self.channel.send(Checkpoint(kind=kind, path=str(path), sha256=sha, step=state.step, epoch=state.epoch,
+                                     metrics=state.best))
 
-    def _write(self, path: Path, model: Any, optimizer: Any, scheduler: Any, epoch: int, step_in_epoch: int,
-               step: int, metrics: dict[str, Any]) -> str:
+    def _write(self, path: Path, state: RunState, metrics: dict[str, Any]) -> str:
         payload = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "step": step,
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "epoch": state.epoch,
+            "step_in_epoch": state.step_in_epoch,
+            "step": state.step,
             "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
             "rng": _rng_state(),
             "rank": self.rank,
@@ -436,19 +533,21 @@ class Trainer:
             torch.cuda.set_per_process_memory_fraction(float(fraction), device)
         return device
 
-    def _evaluate(self, net: Any, val_set: Any, model_name: str, batch: int) -> tuple[float, float]:
+    def _evaluate(self, state: RunState) -> tuple[float, float]:
+        """Mean loss and accuracy over the validation set."""
         import torch
 
         from app.training.recipes.models import loss_and_correct
 
+        net, val_set, recipe, size = state.net, state.val_set, state.recipe, max(state.batch, 256)
         net.eval()
         total_loss, correct, counted = 0.0, 0, 0
         module = getattr(net, "module", net)
         with torch.no_grad():
-            for start in range(0, len(val_set), max(batch, 256)):
-                inputs, targets = val_set[start:start + max(batch, 256)]
-                inputs, targets = inputs.to(self.device), targets.to(self.device)
-                loss, right, n = loss_and_correct(model_name, module(inputs), targets)
+            for start in range(0, len(val_set), size):
+                inputs, targets = val_set[start:start + size]
+                inputs, targets = inputs.to(state.device), targets.to(state.device)
+                loss, right, n = loss_and_correct(recipe.name, module(inputs), targets, per_position=recipe.per_position)
                 total_loss += float(loss) * n
                 correct += right
                 counted += n

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from app.db.queries import claims as claim_queries
 from app.db.queries import dataset_hosts as dataset_host_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
+from app.training.messages import WorkerMessage, decode
 from tests.agent.harness import agent_env
 
 
@@ -120,6 +122,35 @@ def worker_pids(agent_pid: int) -> list[int]:
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue  # a worker that just exited
     return pids
+
+
+def worker_spec(root: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The spec an agent hands a single-rank worker, with its folders under root and no dataset sources allowed."""
+    return {
+        "task_id": 1, "generation": 1, "rank": 0, "world_size": 1, "backend": "gloo", "rendezvous": None,
+        "config": config, "cache_dir": str(root / "datasets"), "checkpoint_dir": str(root / "checkpoints"),
+        "model_dir": str(root / "models"), "resume": None, "resume_rank_state": None, "threads": 1,
+        "checkpoint_every": [200, "steps"], "progress_interval": 2.0, "collective_timeout": 30.0,
+        "dataset_dirs": [], "dataset_hosts": [],
+    }
+
+
+def run_worker(spec: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 120) -> list[WorkerMessage]:
+    """Run `python -m app.training.worker` on a spec until it exits (stdin stays open: no stop); its messages."""
+    proc = subprocess.Popen([sys.executable, "-m", "app.training.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    assert proc.stdin is not None and proc.stdout is not None
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    try:
+        proc.stdin.write((json.dumps(spec) + "\n").encode())
+        proc.stdin.flush()
+        out = proc.stdout.read()
+    finally:
+        killer.cancel()
+        proc.stdin.close()
+        proc.wait()
+    return [decode(line) for line in out.splitlines()]
 
 
 # A CPU-bound foreground program: pinned to one CPU, it counts loop iterations for a while and reads, at the same

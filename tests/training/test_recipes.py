@@ -17,10 +17,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from app.training.catalog import BUILTIN_MODELS
 from app.training.fetch import Network
 from app.training.recipes import DataError, RecipeError
 from app.training.recipes.datasets import DataInfo, load_dataset
 from app.training.recipes.models import build_model, loss_and_correct
+from app.training.recipes.plugins import model_recipe
 from app.training.sources import SourcePolicy
 
 DATA_HOST = "data.test"  # resolved by the tests' Network to a documentation address, dialled on loopback
@@ -483,3 +485,14 @@ def test_model_mismatches() -> None:
         build_model("mlp", {"dropout": 2.0}, vector)
     with pytest.raises(RecipeError, match="do not match"):
         loss_and_correct("mlp", torch.zeros(4, 3), torch.zeros(5, dtype=torch.int64))
+
+
+def test_builtin_models_declare_the_input_kind_they_are_fed_and_their_loss() -> None:
+    """The catalog, not the model's name, says what a built-in model is fed and whether its loss is per position."""
+    assert {name: recipe.input_kind for name, recipe in BUILTIN_MODELS.items()} == \
+        {"mlp": "vector", "cnn": "image", "char_lstm": "tokens"}
+    assert [name for name, recipe in BUILTIN_MODELS.items() if recipe.per_position] == ["char_lstm"]
+    for name, recipe in BUILTIN_MODELS.items():
+        assert recipe.input_kind in recipe.data, name
+        resolved = model_recipe(name)
+        assert (resolved.input_kind, resolved.per_position) == (recipe.input_kind, recipe.per_position)

@@ -17,20 +17,20 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from app.training.catalog import BUILTIN_DATASETS, Recipe, check_option
+from app.training.catalog import BUILTIN_DATASETS, INPUT_KINDS, Recipe, check_option
 from app.training.fetch import Network, open_checked
 from app.training.recipes import DataError, RecipeError, SourceNotAllowed
 from app.training.sources import SourcePolicy, SourceRefused, check_path, check_url, is_url
 
 local_log = logging.getLogger(__name__)
 
-KINDS = ("vector", "image", "tokens")
+KINDS = INPUT_KINDS
 DOWNLOAD_TIMEOUT_S = 30.0
 CHUNK_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -94,20 +94,18 @@ def load_dataset(name: str, options: dict[str, Any], *, cache_dir: Path, validat
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RecipeError(f"seed must be a whole number, got {seed!r}")
     opts = resolved_options(recipe, options)
-    fetch = _Fetch(Path(cache_dir), policy, network, log)
-    if name == "synthetic":
-        inputs, targets, info = _synthetic(opts)
-    elif name == "mnist":
-        inputs, targets, info = _mnist(opts, fetch)
-    elif name == "csv":
-        inputs, targets, info = _csv(opts, fetch)
-    else:
-        inputs, targets, info = _text(opts, fetch)
+    inputs, targets, info = _LOADERS[name](opts, _Fetch(Path(cache_dir), policy, network, log))
+    inputs, info = as_input_kind(inputs, info, want)
+    train, validation = split_dataset(inputs, targets, validation_split, seed)
+    return train, validation, info
+
+
+def as_input_kind(inputs: torch.Tensor, info: DataInfo, want: str | None) -> tuple[torch.Tensor, DataInfo]:
+    """The inputs as the kind a model is fed where a conversion exists (images flattened to vectors), else as they are."""
     if info.kind == "image" and want == "vector":
         inputs = inputs.reshape(inputs.shape[0], -1)
         info = DataInfo("vector", (int(inputs.shape[1]),), info.n_classes, info.vocab)
-    train, validation = split_dataset(inputs, targets, validation_split, seed)
-    return train, validation, info
+    return inputs, info
 
 
 def split_dataset(inputs: torch.Tensor, targets: torch.Tensor, validation_split: float,
@@ -126,7 +124,7 @@ def split_dataset(inputs: torch.Tensor, targets: torch.Tensor, validation_split:
 
 # --- synthetic -----------------------------------------------------------------------------------------------------
 
-def _synthetic(opts: dict[str, Any]) -> Loaded:
+def _synthetic(opts: dict[str, Any], fetch: _Fetch) -> Loaded:
     """Deterministic generated data: Gaussian blobs, patterned images or arithmetic token sequences."""
     gen = torch.Generator().manual_seed(int(opts["seed"]))
     samples, classes, noise = int(opts["samples"]), int(opts["classes"]), float(opts["noise"])
@@ -218,46 +216,16 @@ def _download(url: str, expected: str, cache_dir: Path, policy: SourcePolicy, ne
     except OSError as exc:
         raise DataError(f"cannot create the cache directory {cache_dir}: {exc.strerror}") from None
     target = cache_dir / expected
-    if target.is_file():
-        try:
-            if _sha256_file(target) == expected:
-                log(f"using the cached copy of {url}")
-                return target
-            target.unlink()  # a stale or damaged copy: fetch it again
-        except OSError:
-            pass
+    if _cached(target, expected):
+        log(f"using the cached copy of {url}")
+        return target
     fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=".download-", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        digest = hashlib.sha256()
-        received = 0
         with os.fdopen(fd, "wb") as out:
-            try:
-                fetched = open_checked(url, policy.hosts, timeout=DOWNLOAD_TIMEOUT_S, network=network)
-            except SourceRefused as exc:
-                raise _fetch_failed(url, f"refused: {exc}") from None
-            except (TimeoutError, http.client.HTTPException, OSError, ValueError) as exc:
-                raise _fetch_failed(url, f"{type(exc).__name__}: {exc}") from None
-            try:
-                length = fetched.response.getheader("Content-Length")
-                total = int(length) if length and length.isdigit() and int(length) > 0 else None
-                next_pct = 10
-                while chunk := fetched.response.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    if total:
-                        pct = min(100, received * 100 // total)
-                        if pct >= next_pct:
-                            local_log.info("downloading %s: %d%% of %d bytes", url, pct, total)
-                            next_pct = (pct // 10 + 1) * 10
-            except (TimeoutError, http.client.HTTPException, OSError, ValueError) as exc:
-                raise _fetch_failed(url, f"{type(exc).__name__}: {exc}") from None
-            finally:
-                fetched.close()
+            received, total, actual = _receive(url, policy, network, out)
         if total is not None and received != total:
             raise _fetch_failed(url, f"received {received} of {total} bytes")
-        actual = digest.hexdigest()
         if actual != expected:
             raise _fetch_failed(url, f"sha256 mismatch: expected {expected}, got {actual}")
         os.replace(tmp, target)
@@ -267,6 +235,49 @@ def _download(url: str, expected: str, cache_dir: Path, policy: SourcePolicy, ne
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _cached(target: Path, expected: str) -> bool:
+    """True when a verified copy is in the cache; a stale or damaged copy is removed, to be fetched again."""
+    if not target.is_file():
+        return False
+    try:
+        if _sha256_file(target) == expected:
+            return True
+        target.unlink()
+    except OSError:
+        pass
+    return False
+
+
+def _receive(url: str, policy: SourcePolicy, network: Network, out: BinaryIO) -> tuple[int, int | None, str]:
+    """Fetch url into out: (bytes received, the announced length or None, their sha256); DataError on failure."""
+    try:
+        fetched = open_checked(url, policy.hosts, timeout=DOWNLOAD_TIMEOUT_S, network=network)
+    except SourceRefused as exc:
+        raise _fetch_failed(url, f"refused: {exc}") from None
+    except (TimeoutError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise _fetch_failed(url, f"{type(exc).__name__}: {exc}") from None
+    digest = hashlib.sha256()
+    received = 0
+    try:
+        length = fetched.response.getheader("Content-Length")
+        total = int(length) if length and length.isdigit() and int(length) > 0 else None
+        next_pct = 10
+        while chunk := fetched.response.read(CHUNK_BYTES):
+            out.write(chunk)
+            digest.update(chunk)
+            received += len(chunk)
+            if total:
+                pct = min(100, received * 100 // total)
+                if pct >= next_pct:
+                    local_log.info("downloading %s: %d%% of %d bytes", url, pct, total)
+                    next_pct = (pct // 10 + 1) * 10
+    except (TimeoutError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise _fetch_failed(url, f"{type(exc).__name__}: {exc}") from None
+    finally:
+        fetched.close()
+    return received, total, digest.hexdigest()
 
 
 def _read_bytes(path: Path, what: str, name: str) -> bytes:
@@ -436,3 +447,8 @@ def _text(opts: dict[str, Any], fetch: _Fetch) -> Loaded:
     seqs = torch.from_numpy(ids[: windows * (seq_len + 1)].astype(np.int64).reshape(windows, seq_len + 1))
     return (seqs[:, :-1].contiguous(), seqs[:, 1:].contiguous(),
             DataInfo("tokens", (seq_len,), len(vocab), vocab))
+
+
+_LOADERS: dict[str, Callable[[dict[str, Any], _Fetch], Loaded]] = {
+    "synthetic": _synthetic, "mnist": _mnist, "csv": _csv, "text": _text,
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,31 +48,26 @@ def build_model(name: str, options: dict[str, Any], info: DataInfo) -> nn.Module
         raise RecipeError(f"model {name!r}: the dataset has an invalid number of classes {info.n_classes!r}")
     if not info.input_shape or any(not isinstance(d, int) or d < 1 for d in info.input_shape):
         raise RecipeError(f"model {name!r}: invalid input shape {info.input_shape!r}")
-    opts = resolved_options(recipe, options)
-    if name == "mlp":
-        return _mlp(opts["hidden"], float(opts["dropout"]), math.prod(info.input_shape), info.n_classes)
-    if name == "cnn":
-        return _cnn(opts["channels"], int(opts["hidden"]), info)
-    if len(info.input_shape) != 1:
-        raise RecipeError(f"model 'char_lstm' needs (seq_len,) token inputs, got per-sample shape {info.input_shape}")
-    return CharLSTM(info.n_classes, int(opts["embedding"]), int(opts["hidden"]), int(opts["layers"]))
+    return _BUILDERS[name](resolved_options(recipe, options), info)
 
 
-def _mlp(hidden: list[int], dropout: float, in_features: int, n_classes: int) -> nn.Module:
+def _mlp(opts: dict[str, Any], info: DataInfo) -> nn.Module:
     """Flatten → (Linear → ReLU [→ Dropout]) per hidden size → Linear to the classes."""
+    dropout = float(opts["dropout"])
     layers: list[nn.Module] = [nn.Flatten()]
-    width = in_features
-    for size in hidden:
+    width = math.prod(info.input_shape)
+    for size in opts["hidden"]:
         layers += [nn.Linear(width, int(size)), nn.ReLU()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = int(size)
-    layers.append(nn.Linear(width, n_classes))
+    layers.append(nn.Linear(width, info.n_classes))
     return nn.Sequential(*layers)
 
 
-def _cnn(channels: list[int], hidden: int, info: DataInfo) -> nn.Module:
+def _cnn(opts: dict[str, Any], info: DataInfo) -> nn.Module:
     """Two conv3x3+ReLU+maxpool2 blocks on (1,28,28) → dense hidden layer → classes."""
+    channels, hidden = opts["channels"], int(opts["hidden"])
     if tuple(info.input_shape) != CNN_INPUT:
         raise RecipeError(f"model 'cnn' needs (1, 28, 28) images, got per-sample shape {tuple(info.input_shape)}")
     if len(channels) != 2:
@@ -86,10 +82,29 @@ def _cnn(channels: list[int], hidden: int, info: DataInfo) -> nn.Module:
     )
 
 
-def loss_and_correct(model_name: str, outputs: Tensor, targets: Tensor) -> tuple[Tensor, int, int]:
-    """(mean cross-entropy, correct predictions, predictions counted); for char_lstm over every position."""
-    if model_name == "char_lstm" and (outputs.dim() != 3 or targets.dim() != 2):
-        raise RecipeError(f"char_lstm: expected (N, seq_len, vocab) outputs and (N, seq_len) targets, got "
+def _char_lstm(opts: dict[str, Any], info: DataInfo) -> nn.Module:
+    """A CharLSTM over the dataset's vocabulary, for (seq_len,) token inputs."""
+    if len(info.input_shape) != 1:
+        raise RecipeError(f"model 'char_lstm' needs (seq_len,) token inputs, got per-sample shape {info.input_shape}")
+    return CharLSTM(info.n_classes, int(opts["embedding"]), int(opts["hidden"]), int(opts["layers"]))
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any], DataInfo], nn.Module]] = {
+    "mlp": _mlp, "cnn": _cnn, "char_lstm": _char_lstm,
+}
+
+
+def loss_and_correct(model_name: str, outputs: Tensor, targets: Tensor, *,
+                     per_position: bool | None = None) -> tuple[Tensor, int, int]:
+    """(mean cross-entropy, correct predictions, predictions counted); over every position for a per-position model.
+
+    per_position defaults to what the catalog declares for a built-in model (False for any other).
+    """
+    if per_position is None:
+        recipe = BUILTIN_MODELS.get(model_name)
+        per_position = recipe is not None and recipe.per_position
+    if per_position and (outputs.dim() != 3 or targets.dim() != 2):
+        raise RecipeError(f"{model_name}: expected (N, seq_len, vocab) outputs and (N, seq_len) targets, got "
                           f"{tuple(outputs.shape)} and {tuple(targets.shape)}")
     if outputs.dim() < 2 or tuple(outputs.shape[:-1]) != tuple(targets.shape):
         raise RecipeError(f"{model_name}: outputs of shape {tuple(outputs.shape)} do not match targets of shape "

@@ -1,22 +1,36 @@
 """Built-in recipes, or those a volunteer installed as `aifarm.recipes` entry points (worker side only).
 
-An installed model is an entry point `model.NAME` resolving to `build(options, info) -> torch.nn.Module`;
-an installed dataset is `dataset.NAME` resolving to
-`load(options, *, cache_dir, validation_split, seed, want, log) -> (train, validation, DataInfo)`.
+An installed model is an entry point `model.NAME` resolving to `build(options, info) -> torch.nn.Module`; it may
+declare the input kind it is fed as an attribute of that callable, `build.input_kind = "image"` (one of
+vector, image, tokens; vector when it declares none). An installed dataset is `dataset.NAME` resolving to
+`load(options, *, cache_dir, validation_split, seed, want, log) -> (train, validation, DataInfo)`, where `want`
+is the input kind of the task's model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from app.training.catalog import BUILTIN_DATASETS, BUILTIN_MODELS, ENTRY_POINT_GROUP
+from app.training.catalog import BUILTIN_DATASETS, BUILTIN_MODELS, DEFAULT_INPUT_KIND, ENTRY_POINT_GROUP, INPUT_KINDS
 from app.training.recipes import RecipeError
 from app.training.recipes import datasets as builtin_datasets
 from app.training.recipes import models as builtin_models
 from app.training.sources import SourcePolicy
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """A model a worker can train: the input kind it is fed, how its loss is taken, and how it is built."""
+
+    name: str
+    input_kind: str
+    per_position: bool
+    build: Callable[[dict[str, Any], Any], Any]
 
 
 def _installed(kind: str, name: str) -> Callable[..., Any]:
@@ -30,11 +44,22 @@ def _installed(kind: str, name: str) -> Callable[..., Any]:
     raise RecipeError(f"unknown {kind} {name!r}: neither built in nor installed on this machine")
 
 
+def model_recipe(name: str) -> ModelRecipe:
+    """The built-in model as the catalog declares it, or the installed one as its build callable declares it."""
+    recipe = BUILTIN_MODELS.get(name)
+    if recipe is not None and recipe.input_kind is not None:
+        return ModelRecipe(name, recipe.input_kind, recipe.per_position, partial(builtin_models.build_model, name))
+    build = _installed("model", name)
+    declared = getattr(build, "input_kind", DEFAULT_INPUT_KIND)
+    if not isinstance(declared, str) or declared not in INPUT_KINDS:
+        raise RecipeError(f"installed model {name!r} declares input kind {declared!r}; "
+                          f"expected one of {', '.join(INPUT_KINDS)}")
+    return ModelRecipe(name, declared, False, build)
+
+
 def build_model(name: str, options: dict[str, Any], info: Any) -> Any:
     """A built-in or installed model."""
-    if name in BUILTIN_MODELS:
-        return builtin_models.build_model(name, options, info)
-    return _installed("model", name)(options, info)
+    return model_recipe(name).build(options, info)
 
 
 def load_dataset(name: str, options: dict[str, Any], *, cache_dir: Path, validation_split: float, seed: int,
