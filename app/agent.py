@@ -86,15 +86,15 @@ class Agent:
                                    session_info=self.session_info, reach=lambda: self.discovery.reach)
         self.peer_files = PeerFiles(settings.data_dir, self.client_id, self.hostname, db, self.registry,
                                     self.peer_client, self.events)
-        self.replicator = Replicator(db, self.client_id, self.registry, self.peer_client, self.events)
         self.catalog = Catalog.load()
         self.scheduler = Scheduler(db, self.client_id, self.hostname, self.donation,
                                    Recipes(frozenset(self.catalog.models), frozenset(self.catalog.datasets)),
-                                   self.peer_files, on_model_registered=self.replicator.model_registered,
-                                   on_task_ended=self._task_ended)
+                                   self.peer_files, on_task_ended=self._task_ended)
         self.failures = FailureSweep(db, lambda: self.donation.settings, self.client_id,
                                      healthy_since=lambda: self.heartbeat.database_ok_since if self.heartbeat.database_ok else None,
                                      join_timeout=self.scheduler.join_timeout)
+        self.replicator = Replicator(db, self.client_id, self.peer_files, self.events,
+                                     may_work=lambda: self.heartbeat.database_ok and not self.donation.paused)
         self.machine = MachineMetrics(db, self.client_id, self.donation, lambda: self.scheduler.current)
         self.donation.busy = lambda: self.scheduler.busy
         self.donation.release = self.scheduler.release_current
@@ -246,6 +246,7 @@ class Agent:
         self._spawn_loop(self.failures.loop, "failure-sweep")
         self._spawn_loop(self.machine.loop, "performance-metrics")
         self._spawn_loop(self.donation.rules_loop, "donation-rules")
+        self._spawn_loop(self.replicator.loop, "replicator")
 
     async def stop(self) -> None:
         """Release work (emergency checkpoint), stop loops, say goodbye, mark inactive, close everything."""
@@ -266,7 +267,6 @@ class Agent:
             await asyncio.wait_for(self._mark_inactive(), STOP_STEP_SECONDS)
         except (*DB_ERRORS, asyncio.TimeoutError) as exc:
             log.warning("could not mark this client inactive: %s", exc or "timed out")
-        await self.replicator.close()
         await self.peer_client.close()
         if self.admin_db is not None:
             await self.admin_db.dispose()

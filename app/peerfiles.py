@@ -74,7 +74,7 @@ class PeerFiles:
         if path.exists():
             if await asyncio.to_thread(sha256_file, path) == sha256:
                 return path
-            self.events("warning", f"checkpoint {relative} does not match its sha256 (file altered?); refused")
+            self.events("warning", f"{relative} does not match its sha256 (file altered?); refused")
             if owner_id == self.client_id:
                 return None
         if owner_id == self.client_id or owner_id is None:

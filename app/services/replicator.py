@@ -1,60 +1,75 @@
-"""A second copy of every model this machine registers: one verified peer is asked to fetch and keep it."""
+"""A second copy of every model: each agent looks for versions that no other client holds yet and pulls one from its
+owner (sha256-checked, through PeerFiles), so data only flows from the holder to the copier."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Callable
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.db.engine import Database
 from app.db.queries import models as model_queries
-from app.discovery.registry import PeerRegistry
-from app.peerapi.client import PeerClient, PeerError
+from app.errors import AifarmError, DatabaseUnavailable
+from app.model_store import parse_url
+from app.peerfiles import PeerFiles
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str], None]
+REPLICATE_INTERVAL = 5.0
+CLAIM_STALE_SECONDS = 600.0
+DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, OSError)
 
 
 class Replicator:
-    """Asks one verified peer to copy a new model (it pulls the file and checks its sha256), then records the replica."""
+    """Pulls a copy of a model version another client registered and nobody else holds; records the replica."""
 
-    def __init__(self, db: Database, client_id: str, registry: PeerRegistry, client: PeerClient, events: EventSink) -> None:
+    def __init__(self, db: Database, client_id: str, files: PeerFiles, events: EventSink, *,
+                 may_work: Callable[[], bool] = lambda: True) -> None:
         self.db = db
         self.client_id = client_id
-        self.registry = registry
-        self.client = client
+        self.files = files
         self.events = events
-        self._copies: set[asyncio.Task[str | None]] = set()
+        self.may_work = may_work
+        self._failed: dict[int, float] = {}  # version id -> when a copy last failed: retried after CLAIM_STALE_SECONDS
 
-    def model_registered(self, name: str, version: str, relative: str, sha256: str) -> None:
-        """Copy a new model to one other active peer, in the background."""
-        task = asyncio.create_task(self.replicate(name, version, relative, sha256), name=f"replicate-{name}-{version}")
-        self._copies.add(task)
-        task.add_done_callback(self._copies.discard)
-
-    async def replicate(self, name: str, version: str, relative: str, sha256: str) -> str | None:
-        """The first verified peer that keeps a copy (recorded in the model's replicas), or None."""
-        for state in self.registry.verified():
-            endpoint = state.peer.endpoint()
-            if endpoint is None:
+    async def loop(self) -> None:
+        """Every few seconds (jittered, so agents do not race for the same version): copy one version."""
+        while True:
+            await asyncio.sleep(REPLICATE_INTERVAL * random.uniform(0.7, 1.3))
+            if not self.may_work():
                 continue
             try:
-                await self.client.post_json(endpoint[0], endpoint[1], "/peer/v1/replicate",
-                                            {"client_id": self.client_id, "path": relative, "sha256": sha256})
-            except PeerError as exc:
-                self.events("warning", f"model {name} v{version}: copy to {state.peer.client_id} failed: {exc}")
+                await self.replicate_one()
+            except DB_ERRORS as exc:
+                log.debug("replication skipped: %s", exc)
+
+    async def replicate_one(self) -> str | None:
+        """Copy the newest version without a replica that another client owns; returns 'NAME vVERSION' or None."""
+        async with self.db.connect() as conn:
+            candidates = await model_queries.without_replica(conn)
+        for row in candidates:
+            try:
+                owner = parse_url(row["url"])
+            except AifarmError:  # a URL of another scheme: not ours to copy
+                continue
+            if owner.client_id == self.client_id or time.time() - self._failed.get(row["id"], 0.0) < CLAIM_STALE_SECONDS:
                 continue
             async with self.db.begin() as conn:
-                row = await model_queries.get_version(conn, name, version)
-                if row is not None:
-                    await model_queries.add_replica(conn, row["id"], state.peer.client_id)
-            self.events("info", f"model {name} v{version} copied to {state.peer.client_id}")
-            return state.peer.client_id
+                if not await model_queries.claim_replication(conn, row["id"], self.client_id, time.time(),
+                                                             CLAIM_STALE_SECONDS):
+                    continue
+            label = f"model {row['name']} v{row['version']}"
+            if await self.files.fetch(owner.client_id, owner.path, row["hash"]) is None:
+                self._failed[row["id"]] = time.time()
+                self.events("warning", f"{label}: copy from {owner.client_id} failed; another agent may try later")
+                continue
+            async with self.db.begin() as conn:
+                await model_queries.add_replica(conn, row["id"], self.client_id)
+            self.events("info", f"{label} copied from {owner.client_id}")
+            return label
         return None
-
-    async def close(self) -> None:
-        """Cancel copies still under way."""
-        for task in list(self._copies):
-            task.cancel()
-        await asyncio.gather(*self._copies, return_exceptions=True)

@@ -62,6 +62,29 @@ async def add_replica(conn: AsyncConnection, version_id: int, client_id: str) ->
     await conn.execute(update(model_versions).where(model_versions.c.id == version_id).values(config=config))
 
 
+async def without_replica(conn: AsyncConnection, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest versions that no other client holds a copy of yet (config.replicas empty)."""
+    rows = await conn.execute(select(model_versions).order_by(model_versions.c.id.desc()).limit(limit))
+    return [row_dict(r) for r in rows if not (r.config or {}).get("replicas")]
+
+
+async def claim_replication(conn: AsyncConnection, version_id: int, client_id: str, now: float, stale_after: float) -> bool:
+    """Take the job of copying a version (config.replicating), unless it has a replica or another client's fresh claim."""
+    row = (await conn.execute(select(model_versions.c.config).where(model_versions.c.id == version_id)
+                              .with_for_update())).first()
+    if row is None:
+        return False
+    config = dict(row.config or {})
+    found = config.get("replicating")
+    claim: dict[str, Any] = found if isinstance(found, dict) else {}
+    taken = claim.get("client_id") not in (None, client_id) and now - float(claim.get("at") or 0) < stale_after
+    if config.get("replicas") or taken:
+        return False
+    config["replicating"] = {"client_id": client_id, "at": now}
+    await conn.execute(update(model_versions).where(model_versions.c.id == version_id).values(config=config))
+    return True
+
+
 async def count_versions(conn: AsyncConnection, name: str | None = None) -> int:
     """How many versions (of one name, or all)."""
     from sqlalchemy import func
