@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app import __version__
 from app.config import Settings
 from app.db.engine import Database, create_database
-from app.db.migrate import open_current_database, upgrade
+from app.db.migrate import current_revision, head_revision, open_current_database, upgrade
 from app.db.queries import clients as client_queries
 from app.db.queries import farms as farm_queries
 from app.discovery.registry import PeerRegistry
@@ -370,9 +370,9 @@ async def run_until_stopped(settings: Settings, *, headless: bool = True,
         # The embedded database is this agent's own file: keep it at the current schema by itself.
         embedded = create_database(settings.effective_database_url)
         try:
-            before, after = await upgrade(embedded)
-            if before != after:
-                log.info("embedded database %s at schema revision %s", settings.sqlite_path, after)
+            if await current_revision(embedded) != head_revision():  # alembic is imported only to upgrade
+                before, after = await upgrade(embedded)
+                log.info("embedded database %s at schema revision %s (was %s)", settings.sqlite_path, after, before)
         finally:
             await embedded.dispose()
     db = await open_current_database(settings.effective_database_url)

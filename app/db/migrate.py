@@ -5,48 +5,30 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db.engine import Database, describe_connect_error, is_connection_error, mysql_connector, mysql_error_code
+from app.db.revisions import current_revision, head_revision, known_revisions
 from app.errors import SchemaError
 from app.paths import migrations_dir
+
+__all__ = ["current_revision", "ensure_current", "head_revision", "known_revisions", "open_current_database", "upgrade"]
 
 log = logging.getLogger(__name__)
 
 UPGRADE_HINT = "aifarm db upgrade"
 
 
-def _config(connection: Any = None) -> Config:
+def _config(connection: Any = None) -> Any:
+    from alembic.config import Config  # imported only to upgrade: checking a schema needs no alembic
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["connection"] = connection
     return config
-
-
-def head_revision() -> str:
-    """The newest schema revision this version of AI Farm knows."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None
-    return head
-
-
-def known_revisions() -> list[str]:
-    """Every revision of the migration tree, oldest first."""
-    script = ScriptDirectory.from_config(_config())
-    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
-
-
-async def current_revision(db: Database) -> str | None:
-    """The revision the database is at, or None when it has no AI Farm schema."""
-    async with db.connect() as conn:
-        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
 
 
 async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str]:
@@ -61,6 +43,8 @@ async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str
         )
 
     def run(sync_conn: Any) -> None:
+        from alembic import command
+
         command.upgrade(_config(sync_conn), revision)
 
     try:

@@ -44,6 +44,7 @@ class MdnsDiscovery:
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._registration: asyncio.Future[bool] | None = None
 
     @property
     def service_name(self) -> str:
@@ -70,8 +71,19 @@ class MdnsDiscovery:
             host_ttl=RECORD_TTL_SECONDS,
             other_ttl=RECORD_TTL_SECONDS,
         )
-        await (await self._zc.async_register_service(self._info, allow_name_change=False))
+        await self._zc.zeroconf.async_wait_for_start()
         self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_change])
+        # Registering probes the network for a name clash and announces, about 1.7 s: it goes on in the background,
+        # so the agent's start does not wait for it (peers find us once it is done, as before).
+        self._registration = asyncio.ensure_future(self._register(self._zc, self._info))
+
+    async def _register(self, zc: AsyncZeroconf, info: AsyncServiceInfo) -> bool:
+        try:
+            await (await zc.async_register_service(info, allow_name_change=False))
+        except Exception as exc:  # a name clash or a socket error: manual peers and the database still work
+            log.warning("zeroconf could not advertise this agent: %s", exc)
+            return False
+        return True
 
     async def stop(self) -> None:
         """Send our goodbye, stop browsing, close the sockets."""
@@ -80,7 +92,10 @@ class MdnsDiscovery:
         if self._browser is not None:
             await self._browser.async_cancel()
         if self._zc is not None:
-            if self._info is not None:
+            advertised = self._registration is not None and self._registration.done() and self._registration.result()
+            if self._registration is not None and not self._registration.done():
+                self._registration.cancel()
+            if self._info is not None and advertised:
                 # The first await schedules the goodbye packets; the second waits until they are sent.
                 await (await self._zc.async_unregister_service(self._info))
             await self._zc.async_close()

@@ -32,6 +32,14 @@ IntervalText = Annotated[str, Field(min_length=1, max_length=64, description="N 
 MAX_PAGE = 200
 MAX_OFFSET = 10**9
 MAX_PAUSE_SECONDS = 366 * 86400
+
+
+class Schema(BaseModel):
+    """Every schema builds its validator on first use, not at import: the agent starts faster and smaller."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -88,16 +96,16 @@ Id = Annotated[int, WholeNumber(1, MAX_ID)]
 Status = Annotated[str, OneOf(TASK_STATUSES)]
 
 
-class Query(BaseModel):
+class Query(Schema):
     """A query string: unknown parameters are ignored, as browsers and proxies add their own."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="ignore", frozen=True)
 
 
-class Body(BaseModel):
+class Body(Schema):
     """A JSON body: exact JSON types, and a field it does not know is an error."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", strict=True, frozen=True)
 
 
 # ----- query strings -----
@@ -208,18 +216,18 @@ def _config_field(name: str, spec: ConfigField) -> tuple[Any, Any]:
 
 
 TaskConfig = create_model(  # type: ignore[call-overload]
-    "TaskConfig", __config__=ConfigDict(extra="forbid"), __doc__="A task's training configuration.",
+    "TaskConfig", __config__=ConfigDict(defer_build=True, extra="forbid"), __doc__="A task's training configuration.",
     **{name: _config_field(name, spec) for name, spec in CONFIG_FIELDS.items()})
 
 TaskRequirements = create_model(  # type: ignore[call-overload]
-    "TaskRequirements", __config__=ConfigDict(extra="forbid"), __doc__="What a client needs to claim the task.",
+    "TaskRequirements", __config__=ConfigDict(defer_build=True, extra="forbid"), __doc__="What a client needs to claim the task.",
     **{key: (Annotated[int, Field(ge=0, le=REQUIREMENT_MAX)], 0) for key in REQUIREMENTS})
 
 
-class TaskSubmission(BaseModel):
+class TaskSubmission(Schema):
     """POST /api/v1/tasks: a task as `aifarm submit` reads it (documented; validate_task validates)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     type: Annotated[str, OneOf(TASK_TYPES)] = TASK_TYPES[0]
     priority: int = Field(0, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
@@ -230,7 +238,7 @@ class TaskSubmission(BaseModel):
 # ----- responses (documented; extra keys are allowed) -----
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Schema):
     """What went wrong."""
 
     code: str
@@ -238,13 +246,13 @@ class ErrorDetail(BaseModel):
     fields: dict[str, str] = Field(description="each bad field and what is wrong with it")
 
 
-class Error(BaseModel):
+class Error(Schema):
     """The body of every API error."""
 
     error: ErrorDetail
 
 
-class DonationState(BaseModel):
+class DonationState(Schema):
     """Paused or donating."""
 
     paused: bool
@@ -254,7 +262,7 @@ class DonationState(BaseModel):
     on_hold: list[str]
 
 
-class AgentStatus(BaseModel):
+class AgentStatus(Schema):
     """This agent."""
 
     client_id: str
@@ -271,7 +279,7 @@ class AgentStatus(BaseModel):
     loops: dict[str, str]
 
 
-class Task(BaseModel):
+class Task(Schema):
     """A task row."""
 
     id: int
@@ -294,7 +302,7 @@ class TaskDetail(Task):
     available_ranks: list[int]
 
 
-class TaskList(BaseModel):
+class TaskList(Schema):
     """A page of tasks."""
 
     tasks: list[Task]
@@ -303,14 +311,14 @@ class TaskList(BaseModel):
     offset: int
 
 
-class Stopping(BaseModel):
+class Stopping(Schema):
     """The agent is stopping."""
 
     stopping: bool
     pid: int
 
 
-class LoginLink(BaseModel):
+class LoginLink(Schema):
     """A one-time sign-in link."""
 
     url: str
