@@ -267,6 +267,7 @@ class Agent:
             await asyncio.wait_for(self._mark_inactive(), STOP_STEP_SECONDS)
         except (*DB_ERRORS, asyncio.TimeoutError) as exc:
             log.warning("could not mark this client inactive: %s", exc or "timed out")
+        await self.heartbeat.close()
         await self.peer_client.close()
         if self.admin_db is not None:
             await self.admin_db.dispose()

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__, inventory
+from app.db.autocommit import AutocommitConnection
 from app.db.engine import Database
 from app.db.queries import clients as client_queries
 from app.errors import DatabaseUnavailable
@@ -35,6 +36,7 @@ class Heartbeat:
         self.database_ok = True
         self.database_ok_since = time.monotonic()
         self._published_reach: dict[str, Any] = {}
+        self.pinned = AutocommitConnection(db)
 
     async def register(self) -> None:
         """Upsert this machine's clients row: inventory, session, active, seen now."""
@@ -50,18 +52,28 @@ class Heartbeat:
         """One heartbeat: touch the row (re-register when it is gone), publish a changed reach, flush events."""
         if not self.database_ok:
             await self.register()
-        else:
+        elif not await self._touch():
+            await self.register()
+        elif self.reach() != self._published_reach:
             async with self.db.begin() as conn:
-                if not await client_queries.touch_client(conn, self.client_id):
-                    await self.register()
-                elif self.reach() != self._published_reach:
-                    await client_queries.update_session_info(conn, self.client_id, self.session_info())
-                    self._published_reach = dict(self.reach())
+                await client_queries.update_session_info(conn, self.client_id, self.session_info())
+            self._published_reach = dict(self.reach())
         if not self.database_ok:
             self.database_ok = True
             self.database_ok_since = time.monotonic()
             self.events("warning", f"database reachable again; client {self.client_id} re-registered")
         await self.events.flush(self.db)
+
+    async def _touch(self) -> bool:
+        """last_seen = now: one autocommitted statement on MySQL/MariaDB; a short transaction on SQLite."""
+        if self.db.dialect == "mysql":
+            return await self.pinned.run(lambda conn: client_queries.touch_client(conn, self.client_id))
+        async with self.db.begin() as conn:
+            return await client_queries.touch_client(conn, self.client_id)
+
+    async def close(self) -> None:
+        """Give back the heartbeat's own connection."""
+        await self.pinned.close()
 
     async def loop(self) -> None:
         """Beat every heartbeat_interval; back off while the database is away."""
