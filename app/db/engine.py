@@ -104,7 +104,11 @@ def _mysql_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping at checkout and no ROLLBACK at return (a round trip each): a connection found dead on use is
+        # invalidated with the rest of the pool and the caller's operation fails once, like any outage; every
+        # SQLAlchemy connection already ends its own transaction when it closes.
+        pool_pre_ping=False,
+        pool_reset_on_return=None,
         pool_recycle=1800,
         pool_timeout=10,
         async_creator=mysql_connector(url),

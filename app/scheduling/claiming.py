@@ -96,6 +96,8 @@ async def claim_next(conn: AsyncConnection, client_id: str, capacity: Capacity, 
     if found is None:
         return None
     task_id, n_clients = found
+    if n_clients == 1:
+        return await _claim_single(conn, task_id, client_id)
     holders = await claim_queries.rank_holders(conn, task_id)
     if client_id in holders:
         return None  # one rank per client per task: the schema allows several, the election does not
@@ -108,6 +110,14 @@ async def claim_next(conn: AsyncConnection, client_id: str, capacity: Capacity, 
         return Claim(task_id, rank, n_clients, None)
     formation = await form_group(conn, task_id)
     return Claim(task_id, formation.ranks[client_id], n_clients, formation)
+
+
+async def _claim_single(conn: AsyncConnection, task_id: int, client_id: str) -> Claim:
+    """A task for one machine: rank 0, the group formed at once, no election (the unique key refuses a second taker)."""
+    await claim_queries.add_rank(conn, task_id, client_id, 0, touch=False)
+    generation = await claim_queries.start_generation(conn, task_id, client_id)
+    me = GroupMember(client_id, 0, "", ())  # a group of one meets no one: its addresses are not needed
+    return Claim(task_id, 0, 1, Formation(task_id, generation, client_id, 1, (me,), False))
 
 
 async def form_group(conn: AsyncConnection, task_id: int) -> Formation:

@@ -143,6 +143,12 @@ async def _bump_generation(conn: AsyncConnection, task_id: int, *, coordinator_i
         "updated_at": now,
     }
     insert_values = {**values, "task_id": task_id, "generation": 1, "failures": add_failure}
+    if dialect.is_mysql(conn):
+        # LAST_INSERT_ID(expr) puts the new generation in the statement's own reply: no SELECT round trip.
+        insert_values["generation"] = func.last_insert_id(1)
+        values["generation"] = func.last_insert_id(task_runs.c.generation + 1)
+        result = await conn.execute(dialect.upsert(conn, task_runs, insert_values, values))
+        return int(result.lastrowid)
     await conn.execute(dialect.upsert(conn, task_runs, insert_values, values))
     return int((await conn.execute(select(task_runs.c.generation).where(task_runs.c.task_id == task_id))).scalar_one())
 
