@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 # `--version` and shell completion must not load SQLAlchemy, alembic or aiohttp.
 
 
+PAUSE_TIMEOUT_S = 90.0
+
+
 async def run_agent(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm run`: the agent, until Ctrl-C or SIGTERM."""
     from app.agent import run_until_stopped
@@ -396,7 +399,8 @@ async def pause_agent(args: argparse.Namespace, settings: Settings) -> int:
             body["seconds"] = parse_duration(args.duration)
         except ValueError as exc:
             raise ValidationError(f"--for {args.duration!r}: {exc}", {"for": str(exc)}) from None
-    state = await request_running_agent(settings, "POST", "/api/v1/pause", body)
+    # Pausing waits for the current task's emergency checkpoint (the agent gives it up to a minute).
+    state = await request_running_agent(settings, "POST", "/api/v1/pause", body, timeout=PAUSE_TIMEOUT_S)
     report(args, donation_outcome(state), state.get("summary", "paused"))
     return 0
 
