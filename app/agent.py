@@ -36,6 +36,7 @@ from app.peerfiles import PeerFiles
 from app.runtime_files import load_or_create_api_token, remove_agent_file, write_agent_file
 from app.scheduling.decide import Recipes
 from app.scheduling.failures import FailureSweep
+from app.bundles.service import BundleService
 from app.scheduling.scheduler import Scheduler
 from app.services.donation import Donation
 from app.services.events import EventLog
@@ -88,10 +89,14 @@ class Agent:
                                     self.peer_client, self.events)
         self.replicator = Replicator(db, self.client_id, self.registry, self.peer_client, self.events)
         self.catalog = Catalog.load()
+        self.bundles = BundleService(
+            db, settings.data_dir, self.client_id,
+            lambda owners, m, dest: self.peer_files.fetch_bundle(owners, m.name, m.version, m.sha256, dest),
+            allow_unsandboxed=lambda: self.donation.settings.allow_unsandboxed_bundles)
         self.scheduler = Scheduler(db, self.client_id, self.hostname, self.donation,
                                    Recipes(frozenset(self.catalog.models), frozenset(self.catalog.datasets)),
                                    self.peer_files, on_model_registered=self.replicator.model_registered,
-                                   on_task_ended=self._task_ended)
+                                   on_task_ended=self._task_ended, bundles=self.bundles)
         self.failures = FailureSweep(db, lambda: self.donation.settings, self.client_id,
                                      healthy_since=lambda: self.heartbeat.database_ok_since if self.heartbeat.database_ok else None,
                                      join_timeout=self.scheduler.join_timeout)
