@@ -46,7 +46,7 @@ def bundles_root(data_dir: Path) -> Path:
 
 def wheel_path(data_dir: Path, manifest: Manifest) -> Path:
     """Where this machine keeps (and serves) a bundle's wheel."""
-    return bundles_root(data_dir) / "wheels" / f"{manifest.dir_name}.whl"
+    return bundles_root(data_dir) / "wheels" / manifest.dir_name / manifest.wheel
 
 
 def verify_signature(manifest_text: str, signature: str, trusted_public_key: str) -> None:
@@ -134,10 +134,10 @@ def remove(data_dir: Path, name: str, version_: str) -> bool:
     """Delete a bundle's environment and wheel; True when there was something to delete."""
     root = bundles_root(data_dir)
     env = root / f"{name}-{version_}"
-    wheel = root / "wheels" / f"{name}-{version_}.whl"
-    found = env.exists() or wheel.exists()
+    wheels = root / "wheels" / f"{name}-{version_}"
+    found = env.exists() or wheels.exists()
     shutil.rmtree(env, ignore_errors=True)
-    wheel.unlink(missing_ok=True)
+    shutil.rmtree(wheels, ignore_errors=True)
     return found
 
 

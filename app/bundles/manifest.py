@@ -16,6 +16,7 @@ from app.training.catalog import ENTRY_POINT_GROUP
 FORMAT = 1
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_!-]{0,63}$")
+WHEEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}\.whl$")
 MAX_WHEEL_BYTES = 512 << 20
 
 
@@ -92,7 +93,8 @@ def parse_manifest(text: str) -> Manifest:
                             str(data["publisher"]), str(data["key"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"the bundle manifest is malformed: {exc}") from None
-    if data.get("format") != FORMAT or not NAME.match(manifest.name) or not VERSION.match(manifest.version):
+    if data.get("format") != FORMAT or not NAME.match(manifest.name) or not VERSION.match(manifest.version) \
+            or not WHEEL.match(manifest.wheel):
         raise BundleError("the bundle manifest is malformed: unknown format or bad name/version")
     return manifest
 
@@ -109,7 +111,7 @@ class WheelInfo:
 
 def read_wheel(path: Path) -> WheelInfo:
     """Name, version, `aifarm.recipes` entry points and requirements of a wheel, read as data; raises BundleError."""
-    if path.suffix != ".whl":
+    if not WHEEL.match(path.name):
         raise BundleError(f"{path.name} is not a wheel (.whl); bundles are wheels only, never source packages")
     try:
         if path.stat().st_size > MAX_WHEEL_BYTES:

@@ -116,8 +116,9 @@ async def get_bundle(request: web.Request) -> web.StreamResponse:
     name, version = request.match_info["name"], request.match_info["version"]
     if not BUNDLE_PART.match(name) or not BUNDLE_PART.match(version):
         raise web.HTTPBadRequest(reason="invalid bundle name or version")
-    folder = deps.data_dir / "bundles" / "wheels"
-    path = folder / f"{name}-{version}.whl"
+    folder = deps.data_dir / "bundles" / "wheels" / f"{name}-{version}"
+    found = sorted(folder.glob("*.whl")) if folder.is_dir() else []
+    path = found[0] if len(found) == 1 else folder / "none.whl"
     if not inside(path, folder) or not path.is_file():
         raise web.HTTPNotFound(reason="no such bundle here")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
