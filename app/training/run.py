@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, assert_never
 
+import app
 from app.bundles import sandbox
 from app.errors import Fenced
 from app.netinfo import local_addresses, same_subnet
@@ -137,8 +139,12 @@ class TaskRun:
             command = tuple(sandbox.command(self._sandbox_plan(resume, rank_state), command))
         self.worker = WorkerHandle(self.ctx.data_dir / "logs" / f"task-{self.task_id}-g{self.generation}-r{self.rank}.log",
                                    command)
-        await self.worker.start(spec, threads=self.ctx.threads, extra_env=self._gloo_env(rendezvous),
-                                confined=self.ctx.sandboxed or self.ctx.bundle is not None)
+        extra_env = self._gloo_env(rendezvous)
+        if self.ctx.sandboxed and self.ctx.python is None:  # the worker starts in its task folder, not the agent's
+            extra_env["PYTHONPATH"] = os.pathsep.join([str(Path(app.__file__).resolve().parent.parent),
+                                                       *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+        await self.worker.start(spec, threads=self.ctx.threads, extra_env=extra_env,
+                                confined=self.ctx.bundle is not None)
         self.recorder.log("info", f"rank {self.rank} of {self.n_clients} started (generation {self.generation}, "
                                   f"pid {self.worker.pid})")
         ended: Outcome | None = None
@@ -363,6 +369,8 @@ class TaskRun:
         readable = [*ctx.dataset_dirs, *(Path(r["path"]) for r in (resume, rank_state) if r)]
         if ctx.python is not None:
             readable.append(ctx.python.parent.parent)
+        else:  # a built-in recipe's worker keeps the agent's PYTHONPATH (recipes the volunteer installed there)
+            readable += [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         if not downloads:
             readable.append(datasets)
         return sandbox.SandboxPlan(
