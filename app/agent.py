@@ -18,6 +18,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
+from app.bundles.service import BundleService
 from app.config import Settings
 from app.db.engine import Database, create_database
 from app.db.migrate import open_current_database, upgrade
@@ -36,7 +37,6 @@ from app.peerfiles import PeerFiles
 from app.runtime_files import load_or_create_api_token, remove_agent_file, write_agent_file
 from app.scheduling.decide import Recipes
 from app.scheduling.failures import FailureSweep
-from app.bundles.service import BundleService
 from app.scheduling.scheduler import Scheduler
 from app.services.donation import Donation
 from app.services.events import EventLog

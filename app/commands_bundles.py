@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from app.cli_db import farm_database
 from app.config import Settings
@@ -14,6 +14,20 @@ from app.textui import print_json
 
 if TYPE_CHECKING:
     from app.db.queries.bundles import BundleRow
+
+
+class BundleInfo(TypedDict):
+    """One bundle version as `bundles list` and `show` print it."""
+
+    bundle: str
+    sha256: str
+    key: str
+    publisher: str
+    recipes: list[str]
+    requires: list[str]
+    trusted: bool
+    published_at: str
+    revoked: str | None
 
 
 async def bundles_keygen(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,7 +123,7 @@ async def bundles_list(args: argparse.Namespace, settings: Settings) -> int:
     trusted = TrustStore(settings.data_dir).keys()
     items = [_describe(r, r.key_fingerprint in trusted) for r in rows]
     if args.json:
-        print_json({"bundles": items})
+        print_json({"bundles": [dict(i) for i in items]})
         return 0
     for item in items:
         state = "revoked" if item["revoked"] else ("trusted" if item["trusted"] else "not trusted")
@@ -136,7 +150,7 @@ async def bundles_show(args: argparse.Namespace, settings: Settings) -> int:
     trusted = TrustStore(settings.data_dir).keys()
     items = [_describe(r, r.key_fingerprint in trusted) for r in rows]
     if args.json:
-        print_json({"bundles": items})
+        print_json({"bundles": [dict(i) for i in items]})
         return 0
     for item in items:
         print(f"{item['bundle']}\n  recipes:   {', '.join(item['recipes'])}\n  requires:  {', '.join(item['requires']) or '-'}"
@@ -191,7 +205,7 @@ def _publisher(row: BundleRow) -> str:
         return "?"
 
 
-def _describe(row: BundleRow, trusted: bool) -> dict[str, object]:
+def _describe(row: BundleRow, trusted: bool) -> BundleInfo:
     from app.bundles.manifest import BundleError, parse_manifest
 
     try:
@@ -199,6 +213,6 @@ def _describe(row: BundleRow, trusted: bool) -> dict[str, object]:
         recipes, requires, publisher = list(manifest.recipes), list(manifest.requires), manifest.publisher
     except BundleError:
         recipes, requires, publisher = [], [], "?"
-    return {"bundle": row.ref, "sha256": row.sha256, "key": row.key_fingerprint, "publisher": publisher,
-            "recipes": recipes, "requires": requires, "trusted": trusted,
-            "published_at": str(row.published_at), "revoked": str(row.revoked_at) if row.revoked_at else None}
+    return BundleInfo(bundle=row.ref, sha256=row.sha256, key=row.key_fingerprint, publisher=publisher, recipes=recipes,
+                      requires=requires, trusted=trusted, published_at=str(row.published_at),
+                      revoked=str(row.revoked_at) if row.revoked_at else None)

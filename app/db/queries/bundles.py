@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,7 +35,7 @@ class BundleRow:
         return f"{self.name}=={self.version}"
 
 
-def _row(row: Row[tuple[object, ...]]) -> BundleRow:
+def _row(row: Any) -> BundleRow:
     return BundleRow(row.name, row.version, row.sha256, row.key_fingerprint, row.public_key, row.signature,
                      row.manifest, row.publisher_id, row.published_at, row.revoked_at)
 
