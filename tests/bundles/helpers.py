@@ -108,7 +108,8 @@ def publish(tmp_path: Path, url: str, data_dir: Path, wheel: Path, key: Path) ->
     """`aifarm bundles publish` from a data dir (its agent serves the wheel)."""
     done = aifarm(tmp_path, "bundles", "publish", str(wheel), "--key", str(key), "--publisher", "Test Lab",
                   "--database-url", url, "--data-dir", str(data_dir), "--json")
-    return json.loads(done.stdout)
+    published: dict[str, Any] = json.loads(done.stdout)
+    return published
 
 
 def bundle_task(name: str, bundle: str, *, n_clients: int = 1, probe: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -4,7 +4,9 @@ an untrusted key, a wheel changed after signing, a manifest signed by another ke
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+import urllib.parse
 from pathlib import Path
 
 from tests.agent.harness import AgentProcess, wait_for
@@ -65,8 +67,10 @@ async def test_untrusted_altered_forged_and_revoked_bundles_are_refused(tmp_path
             "revoked": "is revoked",
         }
         for name, text in expected.items():
-            wait_for(lambda name=name, text=text: any(text in line for line in task_logs(url, tasks[name])), 60,
-                     f"the {name} bundle's refusal in its task log")
+            def refused(name: str = name, text: str = text) -> bool:
+                return any(text in line for line in task_logs(url, tasks[name]))
+
+            wait_for(refused, 60, f"the {name} bundle's refusal in its task log")
         log = agent.log()
         assert "bundle altered-recipes==1.0 refused: its wheel does not match the signed sha256" in log
         assert "bundle forged-recipes==1.0 refused: its manifest's signature does not verify" in log
@@ -77,5 +81,20 @@ async def test_untrusted_altered_forged_and_revoked_bundles_are_refused(tmp_path
             assert task(url, task_id)["status"] == "pending"
         installed = [p.name for p in (data_dir / "bundles").iterdir() if p.name != "wheels"]
         assert installed == []
+
+        # The volunteer trusts the stranger's key on the Settings page: its task is claimed and trains.
+        status, settings = agent.page("/settings")
+        row = settings.split(f'data-bundle-key="{stranger}"', 1)[1].split("</tr>", 1)[0]
+        assert status == 200 and "Test Lab" in row and "stranger-recipes==1.0" in row and "model.probe_linear" in row
+        assert "Trust this key" in row
+        token = re.search(r'name="csrf_token" value="([^"]+)"', settings)
+        assert token is not None
+        form = urllib.parse.urlencode({"csrf_token": token.group(1), "fingerprint": stranger}).encode()
+        agent._browser.open(agent.url.rstrip("/") + "/settings/bundles/trust", data=form, timeout=10).close()
+        wait_for(lambda: task(url, tasks["stranger"])["status"] in ("completed", "failed", "error"), 120,
+                 "the stranger's task after its key was trusted")
+        assert task(url, tasks["stranger"])["status"] == "completed"
+        for name in ("altered", "forged", "revoked"):
+            assert task(url, tasks[name])["status"] == "pending"
     finally:
         agent.stop()
