@@ -136,7 +136,11 @@ class TaskRun:
         spec = await self._spec(resume, rank_state, rendezvous)
         command = worker_command(self.ctx.python)
         if self.ctx.sandboxed:
-            command = tuple(sandbox.command(self._sandbox_plan(resume, rank_state), command))
+            plan = self._sandbox_plan(resume, rank_state)
+            command = tuple(sandbox.command(plan, command))
+            if plan.network:
+                log.warning("task %s: the sandbox cannot limit this worker's network to its peers (bubblewrap has no "
+                            "such filter); it shares this machine's network", self.task_id)
         self.worker = WorkerHandle(self.ctx.data_dir / "logs" / f"task-{self.task_id}-g{self.generation}-r{self.rank}.log",
                                    command)
         extra_env = self._gloo_env(rendezvous)
