@@ -37,7 +37,7 @@ def test_bundle_wheel_is_served_only_with_a_signature(farm: Farm) -> None:  # no
         assert reply.status == 401 and content[:64] not in reply.body
 
 
-@pytest.mark.parametrize("target", [
+TARGETS = [
     "/peer/v1/bundles/../../api_token",
     "/peer/v1/bundles/probe-recipes/..%2f..%2f..%2fapi_token",
     "/peer/v1/bundles/%2e%2e/%2e%2e",
@@ -47,10 +47,14 @@ def test_bundle_wheel_is_served_only_with_a_signature(farm: Farm) -> None:  # no
     "/peer/v1/bundles/wheels/probe-recipes-1.0",
     "/peer/v1/bundles/probe-recipes/2.0",
     "/peer/v1/bundles/-rf/1.0",
-])
+]
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_bundle_route_refuses_other_names_with_a_valid_signature(farm: Farm, target: str) -> None:  # noqa: F811
-    """Each validly signed: 400/404 and no file's content."""
+    """Each validly signed: 400/404 and no file's content (while the held wheel itself is served)."""
     content = _plant(farm)
+    assert peer(farm, "/peer/v1/bundles/probe-recipes/1.0", secret=farm.secret).body == content
     statuses = []
     for view in _server_views(target):
         reply = peer(farm, target, secret=farm.secret, signed_path=view)
