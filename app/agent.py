@@ -18,6 +18,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
+from app.bundles.service import BundleService
 from app.config import Settings
 from app.db.engine import Database, create_database
 from app.db.migrate import current_revision, head_revision, open_current_database, upgrade
@@ -87,9 +88,13 @@ class Agent:
         self.peer_files = PeerFiles(settings.data_dir, self.client_id, self.hostname, db, self.registry,
                                     self.peer_client, self.events)
         self.catalog = Catalog.load()
+        self.bundles = BundleService(
+            db, settings.data_dir, self.client_id,
+            lambda owners, m, dest: self.peer_files.fetch_bundle(owners, m.name, m.version, m.sha256, dest),
+            allow_unsandboxed=lambda: self.donation.settings.allow_unsandboxed_bundles)
         self.scheduler = Scheduler(db, self.client_id, self.hostname, self.donation,
                                    Recipes(frozenset(self.catalog.models), frozenset(self.catalog.datasets)),
-                                   self.peer_files, on_task_ended=self._task_ended)
+                                   self.peer_files, on_task_ended=self._task_ended, bundles=self.bundles)
         self.failures = FailureSweep(db, lambda: self.donation.settings, self.client_id,
                                      healthy_since=lambda: self.heartbeat.database_ok_since if self.heartbeat.database_ok else None,
                                      join_timeout=self.scheduler.join_timeout)

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from app import __version__, commands, commands_farm, commands_ops
+from app import __version__, commands, commands_bundles, commands_farm, commands_ops
 from app.config import SPEC_BY_NAME, Settings
 from app.ids import MAX_ID, parse_int
 from app.statuses import TASK_STATUSES
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_running_agent(sub)
     _add_farm(sub)
+    _add_bundles(sub)
     _add_this_machine(sub)
     return parser
 
@@ -226,6 +227,32 @@ def _add_farm(sub: SubParsers) -> None:
         host_action.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
         if action != "list":
             host_action.add_argument("host", metavar="HOST")
+
+
+def _add_bundles(sub: SubParsers) -> None:
+    bundles = sub.add_parser("bundles", help="Signed recipe bundles: keys, publish, trust, revoke.")
+    bsub = bundles.add_subparsers(dest="bundles_command", metavar="BUNDLES_COMMAND", required=True)
+    keygen = _command(bsub, "keygen", "Make an Ed25519 signing key (organiser; mode 0600).",
+                      commands_bundles.bundles_keygen, outcome=True)
+    keygen.add_argument("keyfile", metavar="KEYFILE")
+    publish = _command(bsub, "publish", "Sign a wheel's manifest and register it in the farm database.",
+                       commands_bundles.bundles_publish, outcome=True)
+    publish.add_argument("wheel", metavar="WHEEL")
+    publish.add_argument("--key", required=True, metavar="KEYFILE", help="the signing key (bundles keygen)")
+    publish.add_argument("--publisher", metavar="NAME", help="who publishes it, as volunteers will see it")
+    for name, text, handler in (("trust", "Install and run bundles signed by this key on this machine.",
+                                 commands_bundles.bundles_trust),
+                                ("untrust", "Stop trusting this key.", commands_bundles.bundles_untrust)):
+        _command(bsub, name, text, handler).add_argument("fingerprint", metavar="FINGERPRINT")
+    _command(bsub, "list", "List published bundles and whether their keys are trusted here.",
+             commands_bundles.bundles_list, json_output=True)
+    show = _command(bsub, "show", "Show a bundle's recipes, requirements, key and state.",
+                    commands_bundles.bundles_show, json_output=True)
+    show.add_argument("ref", metavar="NAME[==VERSION]")
+    revoke = _command(bsub, "revoke", "Revoke a bundle version: agents stop its tasks and delete it.",
+                      commands_bundles.bundles_revoke)
+    revoke.add_argument("ref", metavar="NAME==VERSION")
+    revoke.add_argument("--key", required=True, metavar="KEYFILE", help="the key that signed it")
 
 
 def _add_this_machine(sub: SubParsers) -> None:

@@ -297,6 +297,10 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("retention_days", _int_in(1, 36500), 30, "Completed and failed tasks older than this are deleted."),
     SettingSpec("dataset_dirs", _dir_list, (),
                 "Folders whose files tasks may read as dataset sources (symlinks resolved first); empty: none."),
+    SettingSpec("sandbox_builtin", _bool, True,
+                "Run built-in recipes in the worker sandbox too, where bubblewrap works (bundle code always is)."),
+    SettingSpec("allow_unsandboxed_bundles", _bool, False,
+                "Run trusted bundles' code unconfined where no sandbox works (macOS, Windows, no bubblewrap)."),
     SettingSpec("log_level", _log_level, "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
     SettingSpec("orphan_after", DurationRange(60.0, 365 * 86400.0), 3600.0,
                 "Assignments still 'assigned' and not updated for this long are deleted by maintenance (1m to 365d)."),
@@ -345,6 +349,8 @@ class Settings:
     log_retention_days: int
     metrics_retention_days: int
     admin_database_url: str | None
+    sandbox_builtin: bool = True
+    allow_unsandboxed_bundles: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -170,7 +170,8 @@ def check_tray() -> Finding:
 def check_sandbox() -> Finding:
     """Whether bubblewrap can confine workers here."""
     if platform.system() != "Linux":
-        return Finding("sandbox", "warning", f"no sandbox on {platform.system()}: recipe code runs unconfined")
+        return Finding("sandbox", "warning", f"no sandbox on {platform.system()}: recipe code runs unconfined; "
+                                             "bundle tasks run only with allow_unsandboxed_bundles = true")
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return Finding("sandbox", "warning", "bubblewrap is not installed", "sudo apt-get install -y bubblewrap")
@@ -183,7 +184,8 @@ def check_sandbox() -> Finding:
         reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
         return Finding("sandbox", "problem", f"bubblewrap cannot create a sandbox here: {reason}",
                        "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)")
-    return Finding("sandbox", "ok", f"bubblewrap ({bwrap}) can confine workers")
+    return Finding("sandbox", "ok", f"bubblewrap ({bwrap}) can confine workers; single-machine tasks get no network, "
+                                    "multi-machine tasks share the host's network (not limited to their peers)")
 
 
 def check_disk(data_dir: Path) -> Finding:

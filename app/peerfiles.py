@@ -88,3 +88,18 @@ class PeerFiles:
             self.events("warning", f"cannot fetch {relative} from {owner_id}: {exc}")
             return None
         return path
+
+    async def fetch_bundle(self, owners: list[str], name: str, version: str, sha256: str, dest: Path) -> str | None:
+        """A bundle's wheel from the first of `owners` that holds it, saved to dest when its sha256 matches;
+        returns that owner, or None."""
+        for owner in owners:
+            endpoint = await self.endpoint(owner)
+            if endpoint is None:
+                continue
+            try:
+                await self.client.download(endpoint[0], endpoint[1], f"/peer/v1/bundles/{name}/{version}", dest, sha256)
+            except PeerError as exc:
+                self.events("warning", f"cannot fetch bundle {name}=={version} from {owner}: {exc}")
+                continue
+            return owner
+        return None

@@ -129,6 +129,7 @@ if [ "$os" = linux ]; then
     installed python3-gi || tray_packages+=(python3-gi)
     installed gir1.2-ayatanaappindicator3-0.1 || installed gir1.2-appindicator3-0.1 \
       || tray_packages+=(gir1.2-ayatanaappindicator3-0.1)
+    command -v bwrap >/dev/null || tray_packages+=(bubblewrap)  # the worker sandbox of recipe bundles
   fi
   if [ ${#tray_packages[@]} -gt 0 ]; then
     apt_command=()
@@ -136,11 +137,11 @@ if [ "$os" = linux ]; then
       apt_command=(env DEBIAN_FRONTEND=noninteractive)
     elif [ -t 0 ] && command -v sudo >/dev/null; then
       answer=y
-      [ "$assume_yes" = yes ] || read -r -p "The tray's menu needs ${tray_packages[*]}; install them with sudo apt-get? [Y/n] " answer
+      [ "$assume_yes" = yes ] || read -r -p "The tray's menu and the worker sandbox need ${tray_packages[*]}; install them with sudo apt-get? [Y/n] " answer
       case "$answer" in [nN]*) ;; *) apt_command=(sudo env DEBIAN_FRONTEND=noninteractive) ;; esac
     fi
     if [ ${#apt_command[@]} -gt 0 ]; then
-      say "Installing ${tray_packages[*]} with apt-get (for the tray's menu)."
+      say "Installing ${tray_packages[*]} with apt-get (for the tray's menu and the worker sandbox)."
       "${apt_command[@]}" apt-get update -qq >/dev/null 2>&1 || true
       "${apt_command[@]}" apt-get install -y -qq "${tray_packages[@]}" >/dev/null \
         || say "apt-get could not install ${tray_packages[*]}; the tray will have no menu."

@@ -307,3 +307,22 @@ farm_dataset_hosts = Table(
     info=_addition(),
     **_MYSQL_TABLE,
 )
+
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("key_fingerprint", String(32), nullable=False),
+    Column("public_key", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+    Column("manifest", Text, nullable=False),
+    Column("publisher_id", String(255)),
+    Column("published_at", _datetime(), nullable=False),
+    Column("revoked_at", _datetime()),
+    Index("uq_bundle_name_version", "name", "version", unique=True),
+    info=_addition(),
+    **_MYSQL_TABLE,
+)

@@ -106,6 +106,24 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
+BUNDLE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_!-]{0,99}$")
+
+
+async def get_bundle(request: web.Request) -> web.StreamResponse:
+    """The wheel of a bundle this agent holds (published here, or fetched and verified); the caller checks its sha256
+    against the signed manifest."""
+    deps = request.app[PEER_DEPS_KEY]
+    name, version = request.match_info["name"], request.match_info["version"]
+    if not BUNDLE_PART.match(name) or not BUNDLE_PART.match(version):
+        raise web.HTTPBadRequest(reason="invalid bundle name or version")
+    folder = deps.data_dir / "bundles" / "wheels" / f"{name}-{version}"
+    found = sorted(folder.glob("*.whl")) if folder.is_dir() else []
+    path = found[0] if len(found) == 1 else folder / "none.whl"
+    if not inside(path, folder) or not path.is_file():
+        raise web.HTTPNotFound(reason="no such bundle here")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
 async def replicate(request: web.Request) -> web.Response:
     """Fetch a model file from the peer that asks, verify its sha256, and keep a copy."""
     deps = request.app[PEER_DEPS_KEY]
@@ -167,4 +185,5 @@ def create_peer_app(deps: PeerDeps, members: Membership) -> web.Application:
     app.router.add_get("/peer/v1/status", status)
     app.router.add_get("/peer/v1/files/{path:.+}", get_file)
     app.router.add_post("/peer/v1/replicate", replicate)
+    app.router.add_get("/peer/v1/bundles/{name}/{version}", get_bundle)
     return app

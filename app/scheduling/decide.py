@@ -25,6 +25,7 @@ class Recipes:
 
     models: frozenset[str]
     datasets: frozenset[str]
+    bundles: frozenset[str] = frozenset()  # NAME==VERSION of the bundles installed and runnable here
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from app.bundles.service import BundleService
 from app.db.engine import Database
 from app.db.queries import claims as claim_queries
 from app.db.queries import logs as log_queries
@@ -50,7 +51,7 @@ class Scheduler:
 
     def __init__(self, db: Database, client_id: str, hostname: str, donation: Donation, recipes: Recipes,
                  peer_files: PeerFiles, *, on_model_registered: ModelRegistered | None = None,
-                 on_task_ended: TaskEnded | None = None) -> None:
+                 on_task_ended: TaskEnded | None = None, bundles: BundleService | None = None) -> None:
         self.db = db
         self.client_id = client_id
         self.hostname = hostname
@@ -59,6 +60,8 @@ class Scheduler:
         self.peer_files = peer_files
         self.on_model_registered = on_model_registered
         self.on_task_ended = on_task_ended
+        self.bundles = bundles
+        self._revocation_checked = 0.0
         self.joined: Joined | None = None
         self.current: TaskRun | None = None
         self._current_task: asyncio.Task[Any] | None = None
@@ -104,6 +107,7 @@ class Scheduler:
     async def step(self) -> None:
         """One scheduling decision."""
         if self._current_task is not None:
+            await self._check_revoked()
             return
         if self.joined is not None:
             await self._check_joined()
@@ -113,9 +117,13 @@ class Scheduler:
         await self._claim()
 
     async def _claim(self) -> None:
+        recipes = self.recipes
+        if self.bundles is not None:
+            await self.bundles.refresh()
+            recipes = replace(recipes, bundles=self.bundles.ready())
         try:
             async with self.db.begin() as conn:
-                claim = await claiming.claim_next(conn, self.client_id, self.donation.capacity(), recipes=self.recipes)
+                claim = await claiming.claim_next(conn, self.client_id, self.donation.capacity(), recipes=recipes)
         except IntegrityError:
             return  # another client took the same rank first; the unique key said no
         if claim is None:
@@ -137,6 +145,17 @@ class Scheduler:
                 self.skipped.add(task_id)
                 await log_queries.add_task_log(conn, task_id, self.client_id, "info",
                                                f"skipped: recipe {model}/{dataset} is not installed on {self.client_id}")
+
+    async def _check_revoked(self) -> None:
+        """Stop the current run at its next step when the bundle it runs was revoked; forget the bundle."""
+        run = self.current
+        if run is None or run.ctx.bundle is None or self.bundles is None or run.revoked:
+            return
+        if time.monotonic() - self._revocation_checked < SKIP_CHECK_SECONDS / 2:
+            return
+        self._revocation_checked = time.monotonic()
+        if await self.bundles.is_revoked(run.ctx.bundle):
+            await run.revoke(f"bundle {run.ctx.bundle} was revoked by its publisher; task stopped")
 
     async def _check_joined(self) -> None:
         assert self.joined is not None
@@ -169,6 +188,12 @@ class Scheduler:
         assert task is not None
         settings, donation = self.donation.settings, self.donation
         every_gpu = formation.every_member_has_a_gpu and bool(donation.allowed_gpus())
+        config = task["config"] or {}
+        bundle = config.get("bundle") if isinstance(config.get("bundle"), str) else None
+        env = self.bundles.env(bundle) if bundle and self.bundles is not None else None
+        if bundle and env is None:
+            raise RuntimeError(f"bundle {bundle} is not installed here")
+        can_confine = self.bundles is not None and self.bundles.sandbox_problem is None
         return RunContext(
             task_id=formation.task_id, config=task["config"] or {}, formation=formation,
             rank=formation.ranks[self.client_id], client_id=self.client_id, hostname=self.hostname,
@@ -176,7 +201,8 @@ class Scheduler:
             backend=choose_backend(every_gpu) if formation.n_clients > 1 else "gloo",
             threads=donation.training_threads(), dataset_dirs=tuple(settings.dataset_dirs),
             limits=Limits(settings.heartbeat_interval, settings.failure_timeout, settings.max_attempts),
-            peer_files=self.peer_files)
+            peer_files=self.peer_files, bundle=bundle, python=env.python if env else None,
+            sandboxed=can_confine and (bundle is not None or settings.sandbox_builtin))
 
     async def _run(self, formation: Formation) -> None:
         try:
@@ -184,6 +210,8 @@ class Scheduler:
             run = TaskRun(ctx, RunRecorder(self.db, ctx), self.on_model_registered)
             self.current = run
             outcome = await run.run()
+            if run.revoked and self.bundles is not None and ctx.bundle:
+                self.bundles.forget(ctx.bundle)
             self.last_outcome = {"task_id": run.task_id, "outcome": outcome.kind, "reason": outcome.reason}
             if self.on_task_ended is not None:
                 self.on_task_ended(run, outcome)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app.bundles.manifest import BundleError, parse_manifest, parse_ref
 from app.db.engine import Database
+from app.db.queries import bundles as bundle_queries
 from app.db.queries import claims as claim_queries
 from app.db.queries import dataset_hosts as host_queries
 from app.db.queries import logs as log_queries
@@ -13,7 +15,7 @@ from app.db.queries import tasks as task_queries
 from app.errors import NotFound
 from app.scheduling import claiming
 from app.scheduling.decide import explain_pending
-from app.scheduling.validation import validate_task
+from app.scheduling.validation import BundleChoice, BundleLookup, validate_task
 from app.training.catalog import Catalog
 from app.training.sources import SourcePolicy
 
@@ -28,7 +30,7 @@ async def source_policy(db: Database, farm_name: str, dataset_dirs: tuple[Path, 
 async def submit(db: Database, data: Any, catalog: Catalog, client_id: str | None = None, *,
                  farm_name: str, dataset_dirs: tuple[Path, ...]) -> dict[str, Any]:
     """Validate and insert a task as pending; returns the new row. Nothing is written when it is invalid."""
-    spec = validate_task(data, catalog, await source_policy(db, farm_name, dataset_dirs))
+    spec = validate_task(data, catalog, await source_policy(db, farm_name, dataset_dirs), await _bundles_named(db, data))
     async with db.begin() as conn:
         task_id = await task_queries.insert_task(
             conn, type=spec.type, requirements=spec.requirements, config=spec.config, priority=spec.priority
@@ -39,6 +41,29 @@ async def submit(db: Database, data: Any, catalog: Catalog, client_id: str | Non
         row = await task_queries.get_task(conn, task_id)
     assert row is not None
     return row
+
+
+async def _bundles_named(db: Database, data: Any) -> BundleLookup:
+    """The bundle a submitted task names, resolved: NAME is its newest version that is not revoked."""
+    config = data.get("config") if isinstance(data, dict) else None
+    given = config.get("bundle") if isinstance(config, dict) else None
+    if not isinstance(given, str):
+        return {}
+    try:
+        ref = parse_ref(given)
+    except ValueError as exc:
+        return {given: str(exc)}
+    async with db.connect() as conn:
+        rows = await bundle_queries.versions(conn, ref.name)
+    rows = [r for r in rows if ref.version in (None, r.version)]
+    live = [r for r in rows if r.revoked_at is None]
+    if not live:
+        return {given: f"bundle {given} is revoked" if rows else f"no bundle {given} is published in this farm"}
+    try:
+        manifest = parse_manifest(live[0].manifest)
+    except BundleError as exc:
+        return {given: str(exc)}
+    return {given: BundleChoice(live[0].ref, frozenset(manifest.models()), frozenset(manifest.datasets()))}
 
 
 async def get(db: Database, task_id: int) -> dict[str, Any]:

@@ -13,7 +13,14 @@ from typing import Any
 
 from app.config import parse_duration
 from app.errors import ValidationError
-from app.training.catalog import Catalog, check_option
+from app.training.catalog import (
+    BUILTIN_DATASETS,
+    BUILTIN_MODELS,
+    INPUT_KINDS,
+    Catalog,
+    Recipe,
+    check_option,
+)
 from app.training.sources import SourcePolicy, source_problem
 
 TASK_TYPES = ("training",)
@@ -65,6 +72,18 @@ CONFIG_FIELDS: dict[str, ConfigField] = {
     "dataset_options": ConfigField("options", {}, help="options of the dataset recipe"),
 }
 REQUIRED_CONFIG = ("name", "model", "dataset", "batch_size", "learning_rate", "epochs", "distributed", "n_clients")
+
+
+@dataclass(frozen=True)
+class BundleChoice:
+    """A published bundle version a task may name: its NAME==VERSION and the recipes it brings."""
+
+    ref: str
+    models: frozenset[str]
+    datasets: frozenset[str]
+
+
+BundleLookup = dict[str, "BundleChoice | str"]  # the ref as given -> the version chosen, or why none
 
 
 @dataclass(frozen=True)
@@ -142,7 +161,8 @@ def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
     return None
 
 
-def validate_task(data: Any, catalog: Catalog, sources: SourcePolicy | None = None) -> TaskSpec:
+def validate_task(data: Any, catalog: Catalog, sources: SourcePolicy | None = None,
+                  bundles: BundleLookup | None = None) -> TaskSpec:
     """A normalised TaskSpec, or ValidationError naming every problem (field path -> message).
 
     Dataset sources must be allowed by `sources`: URLs on the farm's dataset hosts, local paths inside the
@@ -181,7 +201,13 @@ def validate_task(data: Any, catalog: Catalog, sources: SourcePolicy | None = No
     elif not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
         problems["priority"] = f"must be between {PRIORITY_RANGE[0]} and {PRIORITY_RANGE[1]}"
 
-    config = _validate_config(data.get("config"), catalog, problems, sources or SourcePolicy())
+    raw_config = data.get("config")
+    bundle = _bundle(raw_config, bundles or {}, problems)
+    if bundle is not None:
+        catalog = with_bundle(catalog, bundle)
+    config = _validate_config(raw_config, catalog, problems, sources or SourcePolicy())
+    if bundle is not None:
+        config["bundle"] = bundle.ref
     if problems:
         listed = "; ".join(f"{path}: {message}" for path, message in problems.items())
         count = len(problems)
@@ -189,11 +215,31 @@ def validate_task(data: Any, catalog: Catalog, sources: SourcePolicy | None = No
     return TaskSpec(task_type, requirements, config, priority)
 
 
+def _bundle(raw: Any, bundles: BundleLookup, problems: dict[str, str]) -> BundleChoice | None:
+    """The bundle a config names (None when it names none or it is refused, with the problem noted)."""
+    if not isinstance(raw, dict) or "bundle" not in raw:
+        return None
+    found = bundles.get(raw["bundle"]) if isinstance(raw["bundle"], str) else None
+    if isinstance(found, BundleChoice):
+        return found
+    problems["config.bundle"] = found or "must be a published bundle: NAME or NAME==VERSION"
+    return None
+
+
+def with_bundle(catalog: Catalog, bundle: BundleChoice) -> Catalog:
+    """The built-in recipes and those the bundle brings (a bundle task runs in the bundle's own environment)."""
+    def recipe(name: str, kind: str) -> Recipe:
+        return Recipe(name, kind, frozenset(INPUT_KINDS), {}, f"from bundle {bundle.ref}", builtin=False)
+
+    return Catalog({**BUILTIN_MODELS, **{m: recipe(m, "model") for m in bundle.models}},
+                   {**BUILTIN_DATASETS, **{d: recipe(d, "dataset") for d in bundle.datasets}})
+
+
 def _validate_config(raw: Any, catalog: Catalog, problems: dict[str, str], sources: SourcePolicy) -> dict[str, Any]:
     if not isinstance(raw, dict):
         problems["config"] = "must be an object with name, model, dataset, batch_size, learning_rate, epochs, distributed and n_clients"
         return {}
-    for key in sorted(set(raw) - set(CONFIG_FIELDS)):
+    for key in sorted(set(raw) - set(CONFIG_FIELDS) - {"bundle"}):
         problems[f"config.{key}"] = "unknown field"
     config: dict[str, Any] = {}
     for name, spec in CONFIG_FIELDS.items():

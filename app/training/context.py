@@ -47,6 +47,9 @@ class RunContext:
     dataset_dirs: tuple[Path, ...]
     limits: Limits
     peer_files: PeerFiles
+    bundle: str | None = None  # NAME==VERSION of the bundle whose recipes the task names
+    python: Path | None = None  # the bundle environment's interpreter (None: the agent's own)
+    sandboxed: bool = False  # the worker runs confined by bubblewrap (app/bundles/sandbox.py)
 
     @property
     def generation(self) -> int:
@@ -72,6 +75,11 @@ class RunContext:
     def task_dir(self) -> Path:
         """This task's checkpoint folder."""
         return self.data_dir / "checkpoints" / f"task-{self.task_id}"
+
+    @property
+    def model_dir(self) -> Path:
+        """Where the worker writes the final model: a folder of the task's own when confined."""
+        return self.data_dir / "models" / f"task-{self.task_id}" if self.sandboxed else self.data_dir / "models"
 
     @property
     def max_attempts(self) -> int:

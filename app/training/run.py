@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, assert_never
 
+import app
+from app.bundles import sandbox
 from app.errors import Fenced
 from app.netinfo import local_addresses, same_subnet
 from app.scheduling.decide import choose_rendezvous_host
@@ -30,7 +33,7 @@ from app.training.messages import (
     WorkerMessage,
 )
 from app.training.recorder import Completion, RunRecorder
-from app.training.supervisor import WorkerHandle
+from app.training.supervisor import WorkerHandle, worker_command
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class TaskRun:
         self.metrics: dict[str, float | None] = {}
         self.stop_reason: str | None = None
         self.abort_reason: str | None = None
+        self.revoked: str | None = None
         self.started_at = time.monotonic()
         self.task_dir = ctx.task_dir
 
@@ -80,6 +84,12 @@ class TaskRun:
         self.stop_reason = reason
         if self.worker is not None:
             await self.worker.request_stop()
+
+    async def revoke(self, reason: str) -> None:
+        """The task's bundle was revoked: checkpoint and stop at the next step; the task ends in error."""
+        self.revoked = reason
+        self.recorder.log("warning", reason)
+        await self.request_stop(reason)
 
     def abort(self, reason: str) -> None:
         """End this attempt as failed at once (a member vanished): the worker is killed, no checkpoint."""
@@ -124,8 +134,21 @@ class TaskRun:
             if rendezvous is None:
                 return Outcome("failed", f"rank 0 published no rendezvous address within {RENDEZVOUS_WAIT_SECONDS:.0f} s")
         spec = await self._spec(resume, rank_state, rendezvous)
-        self.worker = WorkerHandle(self.ctx.data_dir / "logs" / f"task-{self.task_id}-g{self.generation}-r{self.rank}.log")
-        await self.worker.start(spec, threads=self.ctx.threads, extra_env=self._gloo_env(rendezvous))
+        command = worker_command(self.ctx.python)
+        if self.ctx.sandboxed:
+            plan = self._sandbox_plan(resume, rank_state)
+            command = tuple(sandbox.command(plan, command))
+            if plan.network:
+                log.warning("task %s: the sandbox cannot limit this worker's network to its peers (bubblewrap has no "
+                            "such filter); it shares this machine's network", self.task_id)
+        self.worker = WorkerHandle(self.ctx.data_dir / "logs" / f"task-{self.task_id}-g{self.generation}-r{self.rank}.log",
+                                   command)
+        extra_env = self._gloo_env(rendezvous)
+        if self.ctx.sandboxed and self.ctx.python is None:  # the worker starts in its task folder, not the agent's
+            extra_env["PYTHONPATH"] = os.pathsep.join([str(Path(app.__file__).resolve().parent.parent),
+                                                       *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+        await self.worker.start(spec, threads=self.ctx.threads, extra_env=extra_env,
+                                confined=self.ctx.bundle is not None)
         self.recorder.log("info", f"rank {self.rank} of {self.n_clients} started (generation {self.generation}, "
                                   f"pid {self.worker.pid})")
         ended: Outcome | None = None
@@ -134,6 +157,8 @@ class TaskRun:
         code = await self.worker.wait()
         if self.abort_reason:
             return Outcome("failed", self.abort_reason)
+        if self.revoked:
+            return Outcome("error", self.revoked)
         if ended is not None:
             return ended
         if self.stop_reason:
@@ -164,6 +189,8 @@ class TaskRun:
                 await self._record_checkpoint(message)
             case Finished():
                 return await self._finished(message)
+            case Stopped() if self.revoked:
+                return Outcome("error", self.revoked)
             case Stopped():
                 reason = self.stop_reason or "the group stopped (another rank's agent asked for it or went away)"
                 return Outcome("stopped" if self.stop_reason else "failed", reason)
@@ -319,7 +346,7 @@ class TaskRun:
             "task_id": self.task_id, "generation": self.generation, "rank": self.rank, "world_size": self.n_clients,
             "backend": ctx.backend, "rendezvous": rendezvous,
             "config": self.config, "cache_dir": str(ctx.data_dir / "datasets"), "checkpoint_dir": str(self.task_dir),
-            "model_dir": str(ctx.data_dir / "models"), "resume": resume, "resume_rank_state": rank_state,
+            "model_dir": str(ctx.model_dir), "resume": resume, "resume_rank_state": rank_state,
             "threads": ctx.threads, "checkpoint_every": list(every),
             "progress_interval": min(2.0, ctx.limits.heartbeat_interval),
             "collective_timeout": max(30.0, ctx.limits.failure_timeout * 3),
@@ -331,6 +358,29 @@ class TaskRun:
         spec["dataset_hosts"] = await self.recorder.dataset_hosts()
         spec.update(ctx.device)
         return spec
+
+    def _sandbox_plan(self, resume: dict[str, Any] | None, rank_state: dict[str, Any] | None) -> sandbox.SandboxPlan:
+        """What the confined worker sees: its checkpoint and model folders (read-write), its bundle, the datasets it
+        may read and the checkpoint it resumes from (read-only); the network only when it must reach peers or a
+        dataset host."""
+        ctx = self.ctx
+        for folder in (self.task_dir, ctx.model_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        downloads = ctx.bundle is None and _names_a_url(self.config.get("dataset_options"))
+        datasets = ctx.data_dir / "datasets"
+        if downloads:
+            datasets.mkdir(parents=True, exist_ok=True)
+        readable = [*ctx.dataset_dirs, *(Path(r["path"]) for r in (resume, rank_state) if r)]
+        if ctx.python is not None:
+            readable.append(ctx.python.parent.parent)
+        else:  # a built-in recipe's worker keeps the agent's PYTHONPATH (recipes the volunteer installed there)
+            readable += [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if not downloads:
+            readable.append(datasets)
+        return sandbox.SandboxPlan(
+            hidden=(ctx.data_dir,), writable=(self.task_dir, ctx.model_dir, *((datasets,) if downloads else ())),
+            readable=tuple(readable), network=self.n_clients > 1 or downloads,
+            gpu=any("cuda" in str(v) or "rocm" in str(v) for v in ctx.device.values()))
 
     async def _watch_generation(self) -> None:
         """Stop the worker when the attempt ends elsewhere (a newer generation fences this one)."""
@@ -350,3 +400,8 @@ class TaskRun:
                 log.info("task %s: progress not written: %s", self.task_id, fenced)
                 if self.worker is not None:
                     self.worker.kill()
+
+
+def _names_a_url(options: Any) -> bool:
+    """True when a dataset option is a URL (the worker then downloads into the dataset cache)."""
+    return isinstance(options, dict) and any(isinstance(v, str) and "://" in v for v in options.values())

@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 20.0
 MALFORMED_REPORT_SECONDS = 60.0
 WORKER_COMMAND = (sys.executable, "-m", "app.training.worker")
+SAFE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+            "ROCR_VISIBLE_DEVICES")  # what a confined worker inherits: no secrets, no database URL
+
+
+def worker_command(python: Path | None = None) -> tuple[str, ...]:
+    """The worker's command line with an interpreter (a bundle environment's) or the agent's own."""
+    return (str(python), "-m", "app.training.worker") if python else WORKER_COMMAND
 
 
 class WorkerHandle:
@@ -33,9 +40,12 @@ class WorkerHandle:
         self.process: asyncio.subprocess.Process | None = None
         self.stop_requested = False
 
-    async def start(self, spec: dict[str, Any], *, threads: int, extra_env: dict[str, str] | None = None) -> None:
-        """Spawn the worker and hand it its spec."""
-        env = dict(os.environ)
+    async def start(self, spec: dict[str, Any], *, threads: int, extra_env: dict[str, str] | None = None,
+                    confined: bool = False) -> None:
+        """Spawn the worker and hand it its spec; `confined`: only a few harmless variables of the agent's
+        environment are passed on (the command is then a bubblewrap sandbox, app/bundles/sandbox.py)."""
+        env = {k: v for k, v in os.environ.items() if k in SAFE_ENV} if confined else dict(os.environ)
+        env.setdefault("PATH", "/usr/bin:/bin")
         env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"})
         env.update(extra_env or {})
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

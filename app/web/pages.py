@@ -63,7 +63,7 @@ def int_or_none(text: str | None) -> int | None:
 
 def add_page_routes(app: web.Application) -> None:
     """Register every dashboard page, the template filters they use and the statuses they name."""
-    from app.web.views import about, clients, models, operations, settings, tasks
+    from app.web.views import about, bundles, clients, models, operations, settings, tasks
 
     env = aiohttp_jinja2.get_env(app)
     env.filters.update({"iso_time": iso_time, "absolute_time": absolute_time, "relative_time": relative_time,
@@ -86,4 +86,6 @@ def add_page_routes(app: web.Application) -> None:
     router.add_post("/settings/prefs", settings.save_prefs, name="settings_prefs")
     router.add_post("/settings/pause", settings.pause, name="settings_pause")
     router.add_post("/settings/resume", settings.resume, name="settings_resume")
+    router.add_post("/settings/bundles/trust", bundles.trust, name="settings_bundles_trust")
+    router.add_post("/settings/bundles/untrust", bundles.untrust, name="settings_bundles_untrust")
     router.add_get("/about", about.about_page, name="about")

@@ -117,7 +117,9 @@ def worker_pids(agent_pid: int) -> list[int]:
     pids = []
     for child in children:
         try:
-            if "app.training.worker" in " ".join(child.cmdline()):
+            command = child.cmdline()
+            # a confined worker runs under bwrap, whose own command line names the worker too
+            if "app.training.worker" in " ".join(command) and not (command and command[0].endswith("bwrap")):
                 pids.append(child.pid)
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             continue  # a worker that just exited

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import dialect
@@ -61,8 +61,11 @@ async def next_pending(conn: AsyncConnection, capacity: Capacity, *, skip_task_i
     if skip_task_ids:
         query = query.where(tasks.c.id.not_in(list(skip_task_ids)))
     if recipes is not None:
-        query = query.where(dialect.json_text(conn, tasks.c.config, "$.model").in_(sorted(recipes.models) or [""]),
-                            dialect.json_text(conn, tasks.c.config, "$.dataset").in_(sorted(recipes.datasets) or [""]))
+        bundle = dialect.json_text(conn, tasks.c.config, "$.bundle")
+        installed = and_(bundle.is_(None),
+                         dialect.json_text(conn, tasks.c.config, "$.model").in_(sorted(recipes.models) or [""]),
+                         dialect.json_text(conn, tasks.c.config, "$.dataset").in_(sorted(recipes.datasets) or [""]))
+        query = query.where(or_(installed, bundle.in_(sorted(recipes.bundles) or [""])))
     row = (await conn.execute(query)).first()
     return (int(row.id), _n_clients(row.config)) if row is not None else None
 
@@ -73,7 +76,7 @@ async def pending_for_other_recipes(conn: AsyncConnection, recipes: Recipes, *, 
     model = dialect.json_text(conn, tasks.c.config, "$.model")
     dataset = dialect.json_text(conn, tasks.c.config, "$.dataset")
     query = (select(tasks.c.id, model.label("model"), dataset.label("dataset"))
-             .where(tasks.c.status == "pending",
+             .where(tasks.c.status == "pending", dialect.json_text(conn, tasks.c.config, "$.bundle").is_(None),
                     model.not_in(sorted(recipes.models) or [""]) | dataset.not_in(sorted(recipes.datasets) or [""]))
              .order_by(tasks.c.id).limit(limit))
     if exclude:

@@ -15,6 +15,7 @@ from app.config import SPEC_BY_NAME, DurationRange, settings_as_dict
 from app.errors import ValidationError
 from app.prefs import PREFS, WHOLE, Pref, apply_prefs, describe_prefs
 from app.web.keys import DEPS_KEY
+from app.web.views.bundles import bundle_keys
 
 PAUSE_MODES = {"now": None, "hour": 3600.0, "finish": None}
 CHECKED = ("true", "on", "1", "yes")
@@ -88,7 +89,8 @@ def _page_context(request: web.Request, form: PrefsForm | None = None, message: 
 
 async def settings_page(request: web.Request) -> web.Response:
     """Donation state with its controls, the preferences form, every effective setting, and how to join or leave."""
-    return aiohttp_jinja2.render_template("settings.html", request, _page_context(request))
+    context = {**_page_context(request), "bundle_keys": await bundle_keys(request.app[DEPS_KEY])}
+    return aiohttp_jinja2.render_template("settings.html", request, context)
 
 
 async def save_prefs(request: web.Request) -> web.StreamResponse:
@@ -105,7 +107,8 @@ async def save_prefs(request: web.Request) -> web.StreamResponse:
         whole = form.errors.pop(WHOLE, [])
         count = sum(len(v) for v in form.errors.values()) + len(whole)
         message = f"The preferences were not saved: {count} problem{'s' if count != 1 else ''} to fix."
-        context = {**_page_context(request, form, message), "whole_errors": whole}
+        context = {**_page_context(request, form, message), "whole_errors": whole,
+                   "bundle_keys": await bundle_keys(deps)}
         return aiohttp_jinja2.render_template("settings.html", request, context, status=400)
     if form.changes:
         await deps.donation.reload_settings()
