@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from app.peerfiles import PeerFiles
 from app.scheduling.claiming import Formation
+from app.scheduling.decide import Link
 
 OutcomeKind = Literal["completed", "stopped", "failed", "error", "fenced"]
 
@@ -47,6 +48,7 @@ class RunContext:
     dataset_dirs: tuple[Path, ...]
     limits: Limits
     peer_files: PeerFiles
+    link: Link | None = None  # the slowest measured link among the members, when one was measured
 
     @property
     def generation(self) -> int:

@@ -57,6 +57,13 @@ class RunRecorder:
         self.ctx = ctx
         self.reports = Reports()
         self.completed = False
+        self.sync: str | None = None  # the group's sync mode and why, for the task's result
+        self.last_traffic: dict[str, float | None] = {}
+
+    def traffic(self) -> dict[str, Any]:
+        """The sync choice and the last bytes per step and utilisation, for the task's result."""
+        shown = {k: v for k, v in self.last_traffic.items() if v is not None}
+        return {**shown, "sync": self.sync} if self.sync else shown
 
     async def retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a database operation, waiting out an outage (the worker keeps training meanwhile); Fenced passes through."""
@@ -217,8 +224,11 @@ class RunRecorder:
             async with conn.begin_nested():
                 await claim_queries.set_assignment(conn, ctx.task_id, ctx.client_id, ctx.generation, metrics=rank_metrics)
                 if ctx.coordinator:
+                    self.last_traffic = {"bytes_per_step": progress.bytes_per_step,
+                                         "utilisation": progress.utilisation}
                     result = {"progress": progress.progress, "epoch": progress.epoch, "step": progress.step,
-                              "metrics": progress.metrics, "samples_per_sec": progress.samples_per_sec}
+                              "metrics": progress.metrics, "samples_per_sec": progress.samples_per_sec,
+                              **self.traffic()}
                     await claim_queries.update_task_fenced(conn, ctx.task_id, ctx.generation, ctx.client_id,
                                                            {"result": result})
         except Fenced as exc:
