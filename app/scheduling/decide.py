@@ -192,6 +192,13 @@ def _exchange_seconds(values_bytes: float, world: int, link: Link, gather: bool)
     return rounds * link.latency_s + sent * 8 / (link.mbit_per_s * 1e6)
 
 
+def slowest_link(measured: Sequence[tuple[float, float]]) -> Link | None:
+    """The slowest of the measured (Mbit/s, latency ms) links, with the longest latency among them; None if none."""
+    if not measured:
+        return None
+    return Link(min(m for m, _ in measured), max(ms for _, ms in measured) / 1000)
+
+
 def choose_sync(config: dict[str, Any], parameters: int, world: int, step_seconds: float,
                 link: Link | None) -> SyncChoice:
     """The task's sync mode; for "auto", DDP when a step's all-reduce over the slowest link takes under 20% of a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.scheduling.decide import Link, SyncChoice, choose_sync
+from app.scheduling.decide import Link, SyncChoice, choose_sync, slowest_link
 
 AUTO = {"sync": "auto", "inner_steps": 100, "compression": "fp16"}
 PARAMS = 5_000_000  # 20 MB of fp32 gradients
@@ -54,3 +54,8 @@ def test_latency_counts_for_small_models() -> None:
     # 1000 values are nothing at 1 Gbit/s, but 2 × 50 ms of round trips are not.
     assert choose_sync(AUTO, 1000, 2, 0.1, Link(1000.0, 0.0)).mode == "ddp"
     assert choose_sync(AUTO, 1000, 2, 0.1, Link(1000.0, 0.05)).mode == "diloco"
+
+
+def test_slowest_link_takes_the_lowest_throughput_and_the_longest_latency() -> None:
+    assert slowest_link([]) is None
+    assert slowest_link([(940.0, 0.4), (94.0, 1.5), (300.0, 7.0)]) == Link(94.0, 0.007)
