@@ -110,6 +110,8 @@ class Finished:
     params_sha256: str
     model_path: str | None = None
     model_sha256: str | None = None
+    bytes_per_step: float | None = field(default=None, metadata=ADDED)  # over this attempt's steps (this rank)
+    utilisation: float | None = field(default=None, metadata=ADDED)  # over this attempt
     type: Literal["finished"] = field(default="finished", init=False)
 
 

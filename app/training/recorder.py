@@ -21,7 +21,7 @@ from app.db.queries import models as model_queries
 from app.errors import DatabaseUnavailable, Fenced
 from app.scheduling import claiming
 from app.training.context import Outcome, RunContext
-from app.training.messages import Progress
+from app.training.messages import Finished, Progress
 
 log = logging.getLogger("app.training.run")
 
@@ -60,9 +60,13 @@ class RunRecorder:
         self.sync: str | None = None  # the group's sync mode and why, for the task's result
         self.last_traffic: dict[str, float | None] = {}
 
-    def traffic(self) -> dict[str, Any]:
-        """The sync choice and the last bytes per step and utilisation, for the task's result."""
-        shown = {k: v for k, v in self.last_traffic.items() if v is not None}
+    def traffic(self, finished: Finished | None = None) -> dict[str, Any]:
+        """The sync choice and the bytes per step and utilisation (the attempt's when finished, else the last
+        reported), for the task's result."""
+        figures = self.last_traffic
+        if finished is not None and finished.bytes_per_step is not None:
+            figures = {"bytes_per_step": finished.bytes_per_step, "utilisation": finished.utilisation}
+        shown = {k: v for k, v in figures.items() if v is not None}
         return {**shown, "sync": self.sync} if self.sync else shown
 
     async def retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
@@ -224,8 +228,6 @@ class RunRecorder:
             async with conn.begin_nested():
                 await claim_queries.set_assignment(conn, ctx.task_id, ctx.client_id, ctx.generation, metrics=rank_metrics)
                 if ctx.coordinator:
-                    self.last_traffic = {"bytes_per_step": progress.bytes_per_step,
-                                         "utilisation": progress.utilisation}
                     result = {"progress": progress.progress, "epoch": progress.epoch, "step": progress.step,
                               "metrics": progress.metrics, "samples_per_sec": progress.samples_per_sec,
                               **self.traffic()}

@@ -182,6 +182,8 @@ class TaskRun:
         self.progress = message.progress
         self.metrics = dict(message.metrics)
         reports.progress = message
+        if message.bytes_per_step is not None or message.utilisation is not None:
+            self.recorder.last_traffic = {"bytes_per_step": message.bytes_per_step, "utilisation": message.utilisation}
         if self.coordinator:
             point = {k: v for k, v in message.metrics.items() if v is not None}
             traffic = {k: v for k, v in (("bytes_per_step", message.bytes_per_step),
@@ -236,7 +238,7 @@ class TaskRun:
             model_config={**self.config, "final_metrics": metrics, "task_id": self.task_id,
                           "params_sha256": message.params_sha256, "replicas": []},
             result={"progress": 100.0, "epoch": message.epoch, "step": message.step,
-                    "metrics": metrics, "samples_per_sec": message.samples_per_sec, **self.recorder.traffic()})
+                    "metrics": metrics, "samples_per_sec": message.samples_per_sec, **self.recorder.traffic(message)})
         await self.recorder.flush()
         version = await self.recorder.complete(completion)
         if self.on_model_registered is not None:

@@ -232,6 +232,7 @@ class RunState:
     saved_outer: dict[str, Any] | None = None  # the outer state of the checkpoint resumed from
     step_compute: float = 0.0  # seconds of computing per step, measured before training (groups only)
     step_bytes: int = 0  # bytes a DDP step sends
+    run_traffic: Window = field(default_factory=Window)  # bytes sent and time computing over this attempt
 
 
 class Trainer:
@@ -459,19 +460,24 @@ class Trainer:
         state.step += 1
         seconds = time.perf_counter() - begin
         state.window.add(float(loss.detach()), correct, counted, len(index), seconds)
+        compute = state.step_compute if state.outer is None and self.world > 1 else seconds
+        state.window.compute += compute
+        state.run_traffic.compute += compute
+        state.run_traffic.steps += 1
         if state.outer is not None:
-            state.window.compute += seconds
             state.outer.inner_step_taken()
             if state.outer.due():
                 self._outer_step(state)
         else:
-            state.window.compute += state.step_compute if self.world > 1 else seconds
             state.window.sent += state.step_bytes
+            state.run_traffic.sent += state.step_bytes
 
     def _outer_step(self, state: RunState) -> None:
         """DiLoCo: average the pseudo-gradients and step the global model (every rank at the same step)."""
         assert state.outer is not None
-        state.window.sent += state.outer.sync()
+        sent = state.outer.sync()
+        state.window.sent += sent
+        state.run_traffic.sent += sent
 
     def _after_step(self, state: RunState, pacing: Pacing) -> bool:
         """Stop (emergency checkpoint), checkpoint or report as due; True when stopped."""
@@ -522,10 +528,12 @@ class Trainer:
             model_path, model_sha256 = self._export_weights(state)
         elapsed = time.perf_counter() - train_start
         samples = (state.step - start_step) * state.batch * self.world
+        sent, utilisation = state.run_traffic.traffic(elapsed)
         self.channel.send(Finished(
             step=state.step, total_steps=state.total_steps, epoch=min(state.epoch + 1, state.epochs), metrics=metrics,
             samples_per_sec=samples / elapsed if elapsed > 0 else None,
-            params_sha256=params_hash, model_path=model_path, model_sha256=model_sha256))
+            params_sha256=params_hash, model_path=model_path, model_sha256=model_sha256,
+            bytes_per_step=sent, utilisation=utilisation))
 
     def _export_weights(self, state: RunState) -> tuple[str, str]:
         """The model's state dict alone, published atomically under model_dir; its path and sha256."""
