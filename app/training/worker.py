@@ -506,7 +506,11 @@ class Trainer:
 
     def _end_epoch(self, state: RunState) -> None:
         """Validate, report the epoch, and move to the next one when this one is complete."""
+        begin = time.perf_counter()
         val_loss, val_acc = self._evaluate(state)
+        evaluating = time.perf_counter() - begin  # computing, not waiting on the network
+        state.window.compute += evaluating
+        state.run_traffic.compute += evaluating
         state.best = {"val_loss": val_loss, "val_accuracy": val_acc, **state.window.averages()}
         self.channel.send(Epoch(epoch=state.epoch + 1, step=state.step, val_loss=val_loss, val_accuracy=val_acc,
                                 loss=state.best.get("loss"), accuracy=state.best.get("accuracy")))
