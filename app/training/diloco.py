@@ -61,7 +61,7 @@ def average(flat: Tensor, kind: Compression, world: int) -> Tensor:
         scales = list(gathered)
     total = torch.zeros(mine.numel, dtype=torch.float32)
     # Every rank adds the same payloads in the same order, so every rank gets the same bits.
-    for value, scale in zip(values, scales):
+    for value, scale in zip(values, scales, strict=True):
         total += unpack(Packed(kind, value.cpu(), None if scale is None else scale.cpu(), mine.numel))
     return total / world
 
@@ -104,7 +104,7 @@ class DiLoCo:
         """The outer step: average the pseudo-gradients, step the global model, restart from it; bytes sent."""
         with torch.no_grad():
             pseudo = torch.cat([(g - p.detach().cpu().to(torch.float32)).reshape(-1)
-                                for g, p in zip(self.global_params, self.params)])
+                                for g, p in zip(self.global_params, self.params, strict=True)])
             mean = average(pseudo, self.settings.compression, self.world)
             offset = 0
             for g in self.global_params:
@@ -113,7 +113,7 @@ class DiLoCo:
         self.outer.step()
         self.outer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            for g, p in zip(self.global_params, self.params):
+            for g, p in zip(self.global_params, self.params, strict=True):
                 p.copy_(g.to(p.device, p.dtype))
             self._average_buffers()
         self.inner_done = 0
@@ -145,7 +145,7 @@ class DiLoCo:
         if len(saved) != len(self.global_params):
             raise ValueError(f"DiLoCo state has {len(saved)} tensors, the model {len(self.global_params)}")
         with torch.no_grad():
-            for g, value in zip(self.global_params, saved):
+            for g, value in zip(self.global_params, saved, strict=True):
                 g.copy_(value)
         self.outer.load_state_dict(state["outer"])
         self.inner_done = int(state["inner_done"])
