@@ -41,6 +41,7 @@ from app.scheduling.scheduler import Scheduler
 from app.services.donation import Donation
 from app.services.events import EventLog
 from app.services.heartbeat import Heartbeat
+from app.services.links import LinkMeter
 from app.services.machine import MachineMetrics
 from app.services.replicator import Replicator
 from app.stopsignals import install_stop_signals
@@ -87,6 +88,9 @@ class Agent:
                                    session_info=self.session_info, reach=lambda: self.discovery.reach)
         self.peer_files = PeerFiles(settings.data_dir, self.client_id, self.hostname, db, self.registry,
                                     self.peer_client, self.events)
+        self.links = LinkMeter(db, self.client_id, self.registry, self.peer_client,
+                               interval=lambda: self.donation.settings.link_probe_interval,
+                               busy=lambda: self.scheduler.current is not None)
         self.catalog = Catalog.load()
         self.bundles = BundleService(
             db, settings.data_dir, self.client_id,
@@ -185,6 +189,7 @@ class Agent:
         for peer in view["peers"]:
             state = self.registry.get(peer["client_id"])
             peer["reaches_us"] = state.extra.get("reach_back") if state else None
+        view["links"] = self.links.snapshot()
         return view
 
     def write_backlog(self) -> dict[str, int]:
@@ -252,6 +257,7 @@ class Agent:
         self._spawn_loop(self.machine.loop, "performance-metrics")
         self._spawn_loop(self.donation.rules_loop, "donation-rules")
         self._spawn_loop(self.replicator.loop, "replicator")
+        self._spawn_loop(self.links.loop, "link-probe")
 
     async def stop(self) -> None:
         """Release work (emergency checkpoint), stop loops, say goodbye, mark inactive, close everything."""

@@ -220,6 +220,12 @@ async def show_peers(args: argparse.Namespace, settings: Settings) -> int:
     for peer in view["peers"]:
         if peer.get("reach_error"):
             print(f"  {peer['client_id']}: {peer['reach_error']}")
+    links = view.get("links") or []
+    if links:
+        print("measured links from this agent:")
+        print(format_table(("TO", "MBIT/S", "LATENCY MS"),
+                           [(link["client_id"], f"{link['mbit_per_s']:.1f}", f"{link['latency_ms']:.2f}")
+                            for link in links]))
     for peer in view["other_farms"]:
         print(f"other farm on the LAN: {peer['farm_name']!r} ({peer['client_id']} at {','.join(peer['addresses'])})")
     for client in view["not_on_lan"]:

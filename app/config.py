@@ -283,6 +283,8 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("failure_timeout", DurationRange(1.0, 86400.0), 10.0,
                 "A training rank whose agent has not heartbeated for this long is considered failed (1s to 1d)."),
     SettingSpec("max_attempts", _int_in(1, 1000), 5, "Attempts of a task before it is marked failed."),
+    SettingSpec("link_probe_interval", DurationRange(1.0, 86400.0), 300.0,
+                "How often the agent measures its links to verified peers, when it trains nothing (1s to 1d)."),
     SettingSpec("paused", _bool, False, "Start with donation paused: no new tasks are claimed."),
     SettingSpec("cpu_threads", _optional_int(1, 4096), None, "CPU threads training may use (empty: all but one core)."),
     SettingSpec("ram_limit_mb", _optional_int(64, 1 << 30), None, "RAM training may use, in MB (empty: no cap)."),
@@ -332,6 +334,7 @@ class Settings:
     inactive_after: float
     failure_timeout: float
     max_attempts: int
+    link_probe_interval: float
     paused: bool
     cpu_threads: int | None
     ram_limit_mb: int | None

@@ -298,6 +298,18 @@ maintenance_runs = Table(
     **_MYSQL_TABLE,
 )
 
+peer_links = Table(
+    "peer_links",
+    metadata,
+    Column("from_client", String(255), ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True),
+    Column("to_client", String(255), ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True),
+    Column("mbit_per_s", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("measured_at", _datetime(), nullable=False),
+    info=_addition(),
+    **_MYSQL_TABLE,
+)
+
 farm_dataset_hosts = Table(
     "farm_dataset_hosts",
     metadata,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,29 @@ class PeerClient:
             raise PeerError(f"downloading {path} from {host}:{port} timed out") from None
         finally:
             tmp.unlink(missing_ok=True)
+
+    async def probe(self, host: str, port: int, size: int) -> float:
+        """Seconds to fetch `size` bytes from a peer's probe route (request, answer and every byte); raises PeerError."""
+        path = f"/peer/v1/probe/{size}"
+        headers = self._headers("GET", path)
+        shown = f"[{host}]" if ":" in host else host
+        assert self._session is not None
+        begin = time.perf_counter()
+        try:
+            async with self._session.get(f"http://{shown}:{port}{path}", headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=120, connect=5)) as response:
+                if response.status != 200:
+                    raise PeerError(f"{host}:{port} answered HTTP {response.status} for {path}")
+                received = 0
+                async for chunk in response.content.iter_chunked(1 << 20):
+                    received += len(chunk)
+        except aiohttp.ClientError as exc:
+            raise PeerError(f"probing {host}:{port} failed: {exc}") from None
+        except asyncio.TimeoutError:
+            raise PeerError(f"probing {host}:{port} timed out") from None
+        if received != size:
+            raise PeerError(f"{host}:{port} sent {received} of {size} probe bytes")
+        return time.perf_counter() - begin
 
     async def post_json(self, host: str, port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON to a peer API path and return its JSON answer; raises PeerError."""

@@ -15,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from app.files import inside, safe_relative
 from app.peerapi import auth
 from app.peerapi.members import Membership
+from app.peerapi.probe import probe
 
 log = logging.getLogger(__name__)
 
@@ -186,4 +187,5 @@ def create_peer_app(deps: PeerDeps, members: Membership) -> web.Application:
     app.router.add_get("/peer/v1/files/{path:.+}", get_file)
     app.router.add_post("/peer/v1/replicate", replicate)
     app.router.add_get("/peer/v1/bundles/{name}/{version}", get_bundle)
+    app.router.add_get("/peer/v1/probe/{size}", probe)
     return app

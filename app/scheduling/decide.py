@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -154,3 +155,70 @@ def choose_rendezvous_host(own: Sequence[dict[str, Any]], others: Sequence[Seque
 def choose_backend(every_rank_has_a_gpu: bool, platform: str = sys.platform) -> str:
     """The process group's backend: NCCL when every rank has a GPU, except on Windows (no NCCL there); gloo otherwise."""
     return "nccl" if every_rank_has_a_gpu and platform != "win32" else "gloo"
+
+
+DDP_SHARE_LIMIT = 0.20  # DDP while one step's all-reduce takes under this share of a measured step
+DILOCO_SHARE_TARGET = 0.10  # DiLoCo's H keeps one outer step's exchange under this share of H inner steps
+MAX_INNER_STEPS = 10_000
+PAYLOAD_BYTES_PER_VALUE = {"none": 4.0, "fp16": 2.0, "int8": 1.0 + 4.0 / 256}
+
+
+@dataclass(frozen=True)
+class Link:
+    """The slowest measured link among a group's members."""
+
+    mbit_per_s: float
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class SyncChoice:
+    """How a group synchronises, and why."""
+
+    mode: str  # "ddp" or "diloco"
+    inner_steps: int
+    compression: str
+    reason: str
+
+    def describe(self) -> str:
+        """One line for the task log and page: 'diloco, H=100, fp16: <reason>'."""
+        head = "ddp" if self.mode == "ddp" else f"diloco, H={self.inner_steps}, {self.compression}"
+        return f"{head}: {self.reason}"
+
+
+def _exchange_seconds(values_bytes: float, world: int, link: Link, gather: bool) -> float:
+    """Seconds to average a payload over the link: a ring all-reduce, or an all-gather of compressed payloads."""
+    rounds = world - 1 if gather else 2 * (world - 1)
+    sent = values_bytes * (world - 1) if gather else values_bytes * 2 * (world - 1) / world
+    return rounds * link.latency_s + sent * 8 / (link.mbit_per_s * 1e6)
+
+
+def slowest_link(measured: Sequence[tuple[float, float]]) -> Link | None:
+    """The slowest of the measured (Mbit/s, latency ms) links, with the longest latency among them; None if none."""
+    if not measured:
+        return None
+    return Link(min(m for m, _ in measured), max(ms for _, ms in measured) / 1000)
+
+
+def choose_sync(config: dict[str, Any], parameters: int, world: int, step_seconds: float,
+                link: Link | None) -> SyncChoice:
+    """The task's sync mode; for "auto", DDP when a step's all-reduce over the slowest link takes under 20% of a
+    measured step, DiLoCo otherwise with the smallest H that keeps its exchange under 10% of the compute."""
+    sync = str(config.get("sync") or "auto")
+    inner = int(config.get("inner_steps") or 100)
+    compression = str(config.get("compression") or "none")
+    if world <= 1:
+        return SyncChoice("ddp", inner, compression, "one member: nothing to exchange")
+    if sync in ("ddp", "diloco"):
+        return SyncChoice(sync, inner, compression, "set by the task")
+    if link is None or link.mbit_per_s <= 0:
+        return SyncChoice("ddp", inner, compression, "no measured link between the members")
+    ddp = _exchange_seconds(parameters * 4.0, world, link, gather=False)
+    share = ddp / (ddp + step_seconds) if ddp + step_seconds > 0 else 0.0
+    said = f"slowest link {link.mbit_per_s:.0f} Mbit/s, DDP would spend {share:.0%} of each step communicating"
+    if ddp < DDP_SHARE_LIMIT * step_seconds:
+        return SyncChoice("ddp", inner, compression, said)
+    outer = _exchange_seconds(parameters * PAYLOAD_BYTES_PER_VALUE.get(compression, 4.0), world, link,
+                              gather=compression != "none")
+    needed = outer / (DILOCO_SHARE_TARGET * step_seconds) if step_seconds > 0 else MAX_INNER_STEPS
+    return SyncChoice("diloco", max(1, min(MAX_INNER_STEPS, math.ceil(needed))), compression, said)

@@ -15,13 +15,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from app.bundles.service import BundleService
 from app.db.engine import Database
 from app.db.queries import claims as claim_queries
+from app.db.queries import links as link_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
 from app.errors import DatabaseUnavailable
 from app.peerfiles import PeerFiles
 from app.scheduling import claiming
 from app.scheduling.claiming import Formation
-from app.scheduling.decide import Recipes, choose_backend
+from app.scheduling.decide import Recipes, choose_backend, slowest_link
 from app.services.donation import Donation
 from app.training.context import Limits, Outcome, RunContext
 from app.training.recorder import RunRecorder
@@ -185,6 +186,7 @@ class Scheduler:
         """What this rank of the formed group is told: the task, the group, the device, the limits."""
         async with self.db.connect() as conn:
             task = await task_queries.get_task(conn, formation.task_id)
+            links = await link_queries.among(conn, [m.client_id for m in formation.members])
         assert task is not None
         settings, donation = self.donation.settings, self.donation
         every_gpu = formation.every_member_has_a_gpu and bool(donation.allowed_gpus())
@@ -202,7 +204,8 @@ class Scheduler:
             threads=donation.training_threads(), dataset_dirs=tuple(settings.dataset_dirs),
             limits=Limits(settings.heartbeat_interval, settings.failure_timeout, settings.max_attempts),
             peer_files=self.peer_files, bundle=bundle, python=env.python if env else None,
-            sandboxed=can_confine and (bundle is not None or settings.sandbox_builtin))
+            sandboxed=can_confine and (bundle is not None or settings.sandbox_builtin),
+            link=slowest_link([(row.mbit_per_s, row.latency_ms) for row in links]))
 
     async def _run(self, formation: Formation) -> None:
         try:

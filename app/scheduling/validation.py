@@ -68,6 +68,14 @@ CONFIG_FIELDS: dict[str, ConfigField] = {
     "keep_checkpoints": ConfigField("int", 3, 1, 100, help="regular checkpoints kept per task"),
     "max_steps": ConfigField("optional_int", None, 1, 10**9, help="stop after this many steps (optional)"),
     "max_attempts": ConfigField("optional_int", None, 1, 100, help="failed attempts before the task fails"),
+    "sync": ConfigField("str", "auto", choices=("auto", "ddp", "diloco"),
+                        help="gradients every step (ddp), H local steps then averaged updates (diloco), or chosen "
+                             "from the measured links when the group forms (auto)"),
+    "inner_steps": ConfigField("int", 100, 1, 100_000, help="diloco: local steps between two exchanges (H)"),
+    "outer_lr": ConfigField("float", 0.7, 0, 10, help="diloco: the outer Nesterov SGD's learning rate (> 0)"),
+    "outer_momentum": ConfigField("float", 0.9, 0, 0.999, help="diloco: the outer Nesterov SGD's momentum"),
+    "compression": ConfigField("str", "fp16", choices=("none", "fp16", "int8"),
+                               help="diloco: how the averaged updates travel (int8: per-block scales)"),
     "model_options": ConfigField("options", {}, help="options of the model recipe"),
     "dataset_options": ConfigField("options", {}, help="options of the dataset recipe"),
 }
@@ -139,7 +147,7 @@ def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
     elif spec.kind == "float":
         if not _is_number(value):
             return "must be a number"
-        if name == "learning_rate" and value <= 0:
+        if name in ("learning_rate", "outer_lr") and value <= 0:
             return "must be greater than 0"
         if spec.minimum is not None and value < spec.minimum:
             return f"must be at least {spec.minimum:g}"

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from app.peerfiles import PeerFiles
 from app.scheduling.claiming import Formation
+from app.scheduling.decide import Link
 
 OutcomeKind = Literal["completed", "stopped", "failed", "error", "fenced"]
 
@@ -50,6 +51,7 @@ class RunContext:
     bundle: str | None = None  # NAME==VERSION of the bundle whose recipes the task names
     python: Path | None = None  # the bundle environment's interpreter (None: the agent's own)
     sandboxed: bool = False  # the worker runs confined by bubblewrap (app/bundles/sandbox.py)
+    link: Link | None = None  # the slowest measured link among the members, when one was measured
 
     @property
     def generation(self) -> int:

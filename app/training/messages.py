@@ -1,7 +1,8 @@
 """The typed messages a worker sends its agent, one JSON object per line tagged by "type".
 
 Decoding is strict: every field of the message's type must be present with its type (an optional field
-may be null), and a field the type does not have is refused. The worker and its agent are the same
+may be null; a field added later, marked ADDED, may be left out, so lines written before it existed still decode), and a
+field the type does not have is refused. The worker and its agent are the same
 version of the product (the agent spawns the worker from its own interpreter), so a difference is a bug
 or garbage, never an older sender.
 """
@@ -9,10 +10,11 @@ or garbage, never an older sender.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 MAX_LINE = 1 << 20
+ADDED = {"added": True}  # field metadata: the field may be absent from a line (it takes its default)
 
 Metrics = dict[str, float | None]
 LogLevel = Literal["info", "warning", "error"]
@@ -40,6 +42,7 @@ class Started:
     steps_per_epoch: int
     samples: int
     validation_samples: int
+    sync: str | None = field(default=None, metadata=ADDED)  # how the group synchronises, and why
     type: Literal["started"] = field(default="started", init=False)
 
 
@@ -55,6 +58,8 @@ class Progress:
     rank_samples_per_sec: float
     step_time: float
     metrics: Metrics
+    bytes_per_step: float | None = field(default=None, metadata=ADDED)  # bytes sent per optimizer step (this rank)
+    utilisation: float | None = field(default=None, metadata=ADDED)  # time computing ÷ wall time since the last report
     type: Literal["progress"] = field(default="progress", init=False)
 
 
@@ -105,6 +110,8 @@ class Finished:
     params_sha256: str
     model_path: str | None = None
     model_sha256: str | None = None
+    bytes_per_step: float | None = field(default=None, metadata=ADDED)  # over this attempt's steps (this rank)
+    utilisation: float | None = field(default=None, metadata=ADDED)  # over this attempt
     type: Literal["finished"] = field(default="finished", init=False)
 
 
@@ -135,6 +142,9 @@ KINDS: dict[str, type[WorkerMessage]] = {
 # What the decoder checks each field against, read from the dataclasses themselves.
 _FIELDS: dict[str, dict[str, Any]] = {
     kind: {name: hint for name, hint in get_type_hints(cls).items() if name != "type"} for kind, cls in KINDS.items()
+}
+_OPTIONAL: dict[str, frozenset[str]] = {
+    kind: frozenset(f.name for f in fields(cls) if f.metadata.get("added") and f.default is not MISSING) for kind, cls in KINDS.items()
 }
 _WANTED: dict[Any, str] = {
     int: "an integer", float: "a number", float | None: "a number or null", str: "a string",
@@ -167,6 +177,8 @@ def decode(line: bytes | str) -> WorkerMessage:
     values: dict[str, Any] = {}
     for name, expected in schema.items():
         if name not in data:
+            if name in _OPTIONAL[kind]:
+                continue
             raise BadMessage(f"{kind}: missing field {name!r}")
         values[name] = _check(kind, name, expected, data[name])
     return KINDS[kind](**values)

@@ -21,7 +21,7 @@ from app.db.queries import models as model_queries
 from app.errors import DatabaseUnavailable, Fenced
 from app.scheduling import claiming
 from app.training.context import Outcome, RunContext
-from app.training.messages import Progress
+from app.training.messages import Finished, Progress
 
 log = logging.getLogger("app.training.run")
 
@@ -57,6 +57,17 @@ class RunRecorder:
         self.ctx = ctx
         self.reports = Reports()
         self.completed = False
+        self.sync: str | None = None  # the group's sync mode and why, for the task's result
+        self.last_traffic: dict[str, float | None] = {}
+
+    def traffic(self, finished: Finished | None = None) -> dict[str, Any]:
+        """The sync choice and the bytes per step and utilisation (the attempt's when finished, else the last
+        reported), for the task's result."""
+        figures = self.last_traffic
+        if finished is not None and finished.bytes_per_step is not None:
+            figures = {"bytes_per_step": finished.bytes_per_step, "utilisation": finished.utilisation}
+        shown = {k: v for k, v in figures.items() if v is not None}
+        return {**shown, "sync": self.sync} if self.sync else shown
 
     async def retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a database operation, waiting out an outage (the worker keeps training meanwhile); Fenced passes through."""
@@ -218,7 +229,8 @@ class RunRecorder:
                 await claim_queries.set_assignment(conn, ctx.task_id, ctx.client_id, ctx.generation, metrics=rank_metrics)
                 if ctx.coordinator:
                     result = {"progress": progress.progress, "epoch": progress.epoch, "step": progress.step,
-                              "metrics": progress.metrics, "samples_per_sec": progress.samples_per_sec}
+                              "metrics": progress.metrics, "samples_per_sec": progress.samples_per_sec,
+                              **self.traffic()}
                     await claim_queries.update_task_fenced(conn, ctx.task_id, ctx.generation, ctx.client_id,
                                                            {"result": result})
         except Fenced as exc:

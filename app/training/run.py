@@ -174,6 +174,9 @@ class TaskRun:
                     self.recorder.log("info", f"rendezvous published at {host}:{port}")
             case Started():
                 await self.recorder.set_rank("marking the rank as training", status="training")
+                if self.coordinator and message.sync:
+                    self.recorder.sync = message.sync
+                    self.recorder.log("info", f"sync: {message.sync}")
                 if self.coordinator:
                     self.recorder.log("info", f"training: {message.total_steps} steps of {message.steps_per_epoch} per "
                                               f"epoch, {message.samples} training and {message.validation_samples} "
@@ -206,9 +209,13 @@ class TaskRun:
         self.progress = message.progress
         self.metrics = dict(message.metrics)
         reports.progress = message
+        if message.bytes_per_step is not None or message.utilisation is not None:
+            self.recorder.last_traffic = {"bytes_per_step": message.bytes_per_step, "utilisation": message.utilisation}
         if self.coordinator:
             point = {k: v for k, v in message.metrics.items() if v is not None}
-            reports.curve.append((message.step, {**point, "samples_per_sec": message.samples_per_sec}))
+            traffic = {k: v for k, v in (("bytes_per_step", message.bytes_per_step),
+                                         ("utilisation", message.utilisation)) if v is not None}
+            reports.curve.append((message.step, {**point, "samples_per_sec": message.samples_per_sec, **traffic}))
         reports.perf += [("samples_per_sec", message.rank_samples_per_sec), ("step_time_ms", message.step_time * 1000)]
 
     def _epoch(self, message: Epoch) -> None:
@@ -258,7 +265,7 @@ class TaskRun:
             model_config={**self.config, "final_metrics": metrics, "task_id": self.task_id,
                           "params_sha256": message.params_sha256, "replicas": []},
             result={"progress": 100.0, "epoch": message.epoch, "step": message.step,
-                    "metrics": metrics, "samples_per_sec": message.samples_per_sec})
+                    "metrics": metrics, "samples_per_sec": message.samples_per_sec, **self.recorder.traffic(message)})
         await self.recorder.flush()
         version = await self.recorder.complete(completion)
         if self.on_model_registered is not None:
@@ -350,6 +357,7 @@ class TaskRun:
             "threads": ctx.threads, "checkpoint_every": list(every),
             "progress_interval": min(2.0, ctx.limits.heartbeat_interval),
             "collective_timeout": max(30.0, ctx.limits.failure_timeout * 3),
+            "link": {"mbit_per_s": ctx.link.mbit_per_s, "latency_s": ctx.link.latency_s} if ctx.link else None,
         }
         if self.n_clients > 1 and self.coordinator:
             spec["bind_host"] = "0.0.0.0"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from app.files import publish_atomically, sha256_file
+from app.scheduling.decide import Link, SyncChoice, choose_sync
 from app.training.checkpoint_check import state_problem
 from app.training.messages import (
     Checkpoint,
@@ -43,6 +44,7 @@ from app.training.messages import (
 from app.training.sources import SourcePolicy
 
 if TYPE_CHECKING:
+    from app.training.diloco import DiLoCo
     from app.training.recipes.plugins import ModelRecipe
 
 SYNC_EVERY = 10
@@ -165,6 +167,8 @@ class Window:
     start: float = field(default_factory=time.perf_counter)
     step_time: float = 0.0
     steps: int = 0
+    compute: float = 0.0  # seconds spent computing (DDP: the calibrated step time per step)
+    sent: int = 0  # bytes this rank sent
 
     def add(self, loss: float, correct: int, counted: int, samples: int, seconds: float) -> None:
         """Count one step: its mean loss over `counted` predictions, `correct` of them right, in `seconds`."""
@@ -174,6 +178,12 @@ class Window:
         self.correct += correct
         self.count += counted
         self.samples += samples
+
+    def traffic(self, elapsed: float) -> tuple[float | None, float | None]:
+        """(bytes sent per step, time computing ÷ wall time) over the window."""
+        if not self.steps or elapsed <= 0:
+            return None, None
+        return self.sent / self.steps, min(1.0, self.compute / elapsed)
 
     def averages(self) -> dict[str, float]:
         """The window's mean training loss and accuracy (nothing when no prediction was counted)."""
@@ -217,6 +227,12 @@ class RunState:
     best: dict[str, Any] = field(default_factory=dict)  # the last epoch's metrics
     window: Window = field(default_factory=Window)
     done: bool = False
+    sync: SyncChoice | None = None
+    outer: DiLoCo | None = None  # the DiLoCo global model and outer optimizer (diloco mode)
+    saved_outer: dict[str, Any] | None = None  # the outer state of the checkpoint resumed from
+    step_compute: float = 0.0  # seconds of computing per step, measured before training (groups only)
+    step_bytes: int = 0  # bytes a DDP step sends
+    run_traffic: Window = field(default_factory=Window)  # bytes sent and time computing over this attempt
 
 
 class Trainer:
@@ -266,8 +282,10 @@ class Trainer:
         """Prepare, resume, then train epoch by epoch until done or stopped; export at the end."""
         state = self._prepare()
         self._resume(state)
+        self._choose_sync(state)
         self.channel.send(Started(step=state.step, total_steps=state.total_steps, steps_per_epoch=state.steps_per_epoch,
-                                  samples=len(state.train_set), validation_samples=len(state.val_set)))
+                                  samples=len(state.train_set), validation_samples=len(state.val_set),
+                                  sync=state.sync.describe() if state.sync and self.world > 1 else None))
         pacing = self._pacing(state)
         train_start, start_step = time.perf_counter(), state.step
         state.done = state.step >= state.total_steps
@@ -297,10 +315,6 @@ class Trainer:
         device = self._device()
         model = recipe.build(config.get("model_options") or {}, info).to(device)
         net = model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         optimizer = self._optimizer(model)
         batch = int(config["batch_size"])
         steps_per_epoch = max(1, len(train_set) // self.world // batch)
@@ -328,13 +342,78 @@ class Trainer:
             state.scheduler.load_state_dict(saved["scheduler"])
         state.epoch, state.step_in_epoch, state.step = int(saved["epoch"]), int(saved["step_in_epoch"]), int(saved["step"])
         state.best = dict(saved.get("metrics") or {})
+        state.saved_outer = saved.get("diloco")
         rank_state = self.spec.get("resume_rank_state")
         rng = saved.get("rng")
         if rank_state:
-            rng = load_checkpoint(Path(rank_state["path"]), rank_state["sha256"]).get("rng", rng)
+            own = load_checkpoint(Path(rank_state["path"]), rank_state["sha256"])
+            rng = own.get("rng", rng)
+            if state.saved_outer is not None and isinstance(own.get("optimizer"), dict):
+                state.optimizer.load_state_dict(own["optimizer"])  # DiLoCo: each rank's own inner optimizer
         if rng is not None:
             _set_rng_state(rng)
         self.channel.log(f"resumed from {Path(resume['path']).name} at step {state.step} (epoch {state.epoch + 1})")
+
+    def _choose_sync(self, state: RunState) -> None:
+        """Measure a step, agree on it and on the slowest link, decide the sync mode; wrap for DDP or set up DiLoCo."""
+        from app.training.diloco import DiLoCo, OuterSettings, ring_allreduce_bytes
+
+        parameters = sum(p.numel() for p in state.model.parameters() if p.requires_grad)
+        if self.world == 1:
+            state.sync = choose_sync(self.config, parameters, 1, 0.0, None)
+            return
+        import torch
+        import torch.distributed as dist
+
+        link = self.spec.get("link") or {}
+        figures = torch.tensor([self._calibrate(state), float(link.get("mbit_per_s") or 0.0),
+                                float(link.get("latency_s") or 0.0)], dtype=torch.float64)
+        step = figures[:1].clone()
+        dist.all_reduce(step, op=dist.ReduceOp.MAX)  # the slowest member paces the group
+        dist.broadcast(figures, src=0)  # rank 0's view of the links, so every rank decides alike
+        state.step_compute = float(step[0])
+        measured = Link(float(figures[1]), float(figures[2])) if float(figures[1]) > 0 else None
+        state.sync = choose_sync(self.config, parameters, self.world, state.step_compute, measured)
+        if state.sync.mode == "diloco":
+            settings = OuterSettings(state.sync.inner_steps, float(self.config.get("outer_lr", 0.7)),
+                                     float(self.config.get("outer_momentum", 0.9)),
+                                     state.sync.compression)  # type: ignore[arg-type]
+            state.outer = DiLoCo(state.model, settings, self.world)
+            if state.saved_outer is not None:
+                state.outer.load_state_dict(state.saved_outer)
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = state.device
+        state.net = DistributedDataParallel(state.model, device_ids=[device.index] if device.type == "cuda" else None)
+        state.step_bytes = ring_allreduce_bytes(parameters, self.world)
+
+    def _calibrate(self, state: RunState) -> float:
+        """Seconds of one forward and backward pass on a batch, alone (no exchange); leaves no trace in the run."""
+        import torch
+
+        from app.training.recipes.models import loss_and_correct
+
+        rng = torch.get_rng_state()
+        buffers = {name: b.detach().clone() for name, b in state.model.named_buffers()}
+        index = torch.arange(min(state.batch, len(state.train_set)))
+        inputs, targets = state.train_set[index]
+        inputs, targets = inputs.to(state.device), targets.to(state.device)
+        times = []
+        for _ in range(4):
+            begin = time.perf_counter()
+            loss, _, _ = loss_and_correct(state.recipe.name, state.model(inputs), targets,
+                                          per_position=state.recipe.per_position)
+            loss.backward()  # type: ignore[no-untyped-call]
+            if state.device.type == "cuda":
+                torch.cuda.synchronize(state.device)
+            times.append(time.perf_counter() - begin)
+        state.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, buffer in state.model.named_buffers():
+                buffer.copy_(buffers[name])
+        torch.set_rng_state(rng)
+        return sorted(times[1:])[1]
 
     def _pacing(self, state: RunState) -> Pacing:
         """Checkpoint and progress clocks, started now (the window of training metrics too)."""
@@ -357,6 +436,8 @@ class Trainer:
             if state.step >= state.total_steps:
                 state.done = True
                 break
+        if state.done and state.outer is not None and state.outer.inner_done:
+            self._outer_step(state)  # the model exported is the global one
         self._end_epoch(state)
         return False
 
@@ -377,13 +458,37 @@ class Trainer:
         state.scheduler.step()
         state.step_in_epoch += 1
         state.step += 1
-        state.window.add(float(loss.detach()), correct, counted, len(index), time.perf_counter() - begin)
+        seconds = time.perf_counter() - begin
+        state.window.add(float(loss.detach()), correct, counted, len(index), seconds)
+        compute = state.step_compute if state.outer is None and self.world > 1 else seconds
+        state.window.compute += compute
+        state.run_traffic.compute += compute
+        state.run_traffic.steps += 1
+        if state.outer is not None:
+            state.outer.inner_step_taken()
+            if state.outer.due():
+                self._outer_step(state)
+        else:
+            state.window.sent += state.step_bytes
+            state.run_traffic.sent += state.step_bytes
+
+    def _outer_step(self, state: RunState) -> None:
+        """DiLoCo: average the pseudo-gradients and step the global model (every rank at the same step)."""
+        assert state.outer is not None
+        sent = state.outer.sync()
+        state.window.sent += sent
+        state.run_traffic.sent += sent
 
     def _after_step(self, state: RunState, pacing: Pacing) -> bool:
         """Stop (emergency checkpoint), checkpoint or report as due; True when stopped."""
+        # DiLoCo checkpoints at outer steps, where every rank holds the global model; a stop takes one early.
+        boundary = state.outer is None or state.outer.inner_done == 0
         stop, checkpoint = self._control_flags(state.step, pacing.unit, pacing.interval, pacing.last_checkpoint_time,
-                                               pacing.last_checkpoint_step)
+                                               pacing.last_checkpoint_step, force=state.outer is not None and boundary,
+                                               may_checkpoint=boundary)
         if stop:
+            if not boundary:
+                self._outer_step(state)
             self._save("emergency", state)
             self.channel.send(Stopped(step=state.step))
             return True
@@ -393,14 +498,19 @@ class Trainer:
         if time.monotonic() - pacing.last_report >= pacing.report_every:
             window = state.window
             elapsed = time.perf_counter() - window.start
-            self._progress(state, window.samples / elapsed if elapsed > 0 else 0.0, window.step_time / window.steps)
+            self._progress(state, window.samples / elapsed if elapsed > 0 else 0.0, window.step_time / window.steps,
+                           elapsed)
             state.window = Window()
             pacing.last_report = time.monotonic()
         return False
 
     def _end_epoch(self, state: RunState) -> None:
         """Validate, report the epoch, and move to the next one when this one is complete."""
+        begin = time.perf_counter()
         val_loss, val_acc = self._evaluate(state)
+        evaluating = time.perf_counter() - begin  # computing, not waiting on the network
+        state.window.compute += evaluating
+        state.run_traffic.compute += evaluating
         state.best = {"val_loss": val_loss, "val_accuracy": val_acc, **state.window.averages()}
         self.channel.send(Epoch(epoch=state.epoch + 1, step=state.step, val_loss=val_loss, val_accuracy=val_acc,
                                 loss=state.best.get("loss"), accuracy=state.best.get("accuracy")))
@@ -422,10 +532,12 @@ class Trainer:
             model_path, model_sha256 = self._export_weights(state)
         elapsed = time.perf_counter() - train_start
         samples = (state.step - start_step) * state.batch * self.world
+        sent, utilisation = state.run_traffic.traffic(elapsed)
         self.channel.send(Finished(
             step=state.step, total_steps=state.total_steps, epoch=min(state.epoch + 1, state.epochs), metrics=metrics,
             samples_per_sec=samples / elapsed if elapsed > 0 else None,
-            params_sha256=params_hash, model_path=model_path, model_sha256=model_sha256))
+            params_sha256=params_hash, model_path=model_path, model_sha256=model_sha256,
+            bytes_per_step=sent, utilisation=utilisation))
 
     def _export_weights(self, state: RunState) -> tuple[str, str]:
         """The model's state dict alone, published atomically under model_dir; its path and sha256."""
@@ -438,18 +550,20 @@ class Trainer:
         publish_atomically(tmp, weights)
         return str(weights), sha256_file(weights)
 
-    def _control_flags(self, step: int, unit: str, interval: int, last_time: float, last_step: int) -> tuple[bool, bool]:
+    def _control_flags(self, step: int, unit: str, interval: int, last_time: float, last_step: int,
+                       force: bool = False, may_checkpoint: bool = True) -> tuple[bool, bool]:
         """(stop, checkpoint) agreed by every rank: rank 0's decision is broadcast every few steps."""
         stop = self.control.stop_requested.is_set()
         if unit == "steps":
             checkpoint = step - last_step >= interval
         else:
             checkpoint = time.monotonic() - last_time >= interval
+        checkpoint = checkpoint and may_checkpoint
         if self.world == 1:
             return stop, checkpoint
         # Collectives must be called by every rank at the same step: sync every SYNC_EVERY steps, and at
         # step-based checkpoints (the same step on every rank); a stop waits for the next sync point.
-        if step % SYNC_EVERY != 0 and not (unit == "steps" and checkpoint):
+        if step % SYNC_EVERY != 0 and not (unit == "steps" and checkpoint) and not force:
             return False, False
         import torch
         import torch.distributed as dist
@@ -458,15 +572,17 @@ class Trainer:
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return bool(flags[0]), bool(flags[1])
 
-    def _progress(self, state: RunState, samples_per_sec: float, step_time: float) -> None:
+    def _progress(self, state: RunState, samples_per_sec: float, step_time: float, elapsed: float) -> None:
         window, best, step, total = state.window, state.best, state.step, state.total_steps
+        sent, utilisation = window.traffic(elapsed)
         metrics = {"loss": window.loss / window.count if window.count else None,
                    "accuracy": window.correct / window.count if window.count else None,
                    "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy")}
         self.channel.send(Progress(step=step, total_steps=total, epoch=state.epoch + 1,
                                    progress=round(100.0 * step / total, 2) if total else 100.0,
                                    samples_per_sec=samples_per_sec * self.world, rank_samples_per_sec=samples_per_sec,
-                                   step_time=step_time, metrics=metrics))
+                                   step_time=step_time, metrics=metrics, bytes_per_step=sent,
+                                   utilisation=utilisation))
 
     def _save(self, kind: CheckpointKind, state: RunState) -> None:
         suffix = f"-r{self.rank}" if kind == "distributed" or (kind == "emergency" and self.rank) else ""
@@ -489,6 +605,8 @@ class Trainer:
             "rng": _rng_state(),
             "rank": self.rank,
         }
+        if state.outer is not None:
+            payload["diloco"] = state.outer.state_dict()
         return save_checkpoint(path, payload)
 
     def _optimizer(self, model: Any) -> Any:

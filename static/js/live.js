@@ -358,10 +358,12 @@
       });
       var result = task.result || {};
       setProgress($(".progress-big .progress-wrap"), result.progress);
-      ["epoch", "step", "samples_per_sec"].forEach(function (key) {
+      ["epoch", "step", "samples_per_sec", "bytes_per_step", "utilisation"].forEach(function (key) {
         var v = result[key];
         setText($('[data-result="' + key + '"]'), v === undefined || v === null ? "—" : fmt(v));
       });
+      var sync = $('[data-result-text="sync"]');
+      if (sync && result.sync) { setText(sync, "Sync: " + result.sync); sync.hidden = false; }
       var metrics = result.metrics || {};
       $all("[data-metric]").forEach(function (node) {
         var v = metrics[node.getAttribute("data-metric")];

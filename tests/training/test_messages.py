@@ -42,6 +42,10 @@ EXAMPLES: list[WorkerMessage] = [
              samples_per_sec=None, params_sha256="cd" * 32, model_path="/data/models/m.pt", model_sha256="ef" * 32),
     Finished(step=300, total_steps=300, epoch=3, metrics={}, samples_per_sec=700.0, params_sha256="cd" * 32),
     Stopped(step=77),
+    Started(step=0, total_steps=300, steps_per_epoch=100, samples=3200, validation_samples=400,
+            sync="diloco, H=100, fp16: slowest link 94 Mbit/s, DDP would spend 78% of each step communicating"),
+    Progress(step=40, total_steps=300, epoch=1, progress=13.33, samples_per_sec=812.5, rank_samples_per_sec=406.25,
+             step_time=0.0123, metrics={}, bytes_per_step=20480.0, utilisation=0.93),
     Failed(error="RecipeError: unknown model 'x'", traceback="", permanent=True),
 ]
 
@@ -53,6 +57,17 @@ def test_every_message_type_survives_a_round_trip(message: WorkerMessage) -> Non
     assert json.loads(line)["type"] == message.type
     assert decode(line) == message
     assert decode(line.encode()) == message
+
+
+def test_lines_written_before_the_sync_figures_existed_still_decode() -> None:
+    progress = ('{"type":"progress","step":40,"total_steps":300,"epoch":1,"progress":13.33,"samples_per_sec":812.5,'
+                '"rank_samples_per_sec":406.25,"step_time":0.0123,"metrics":{"loss":1.2}}')
+    decoded = decode(progress)
+    assert isinstance(decoded, Progress) and decoded.bytes_per_step is None and decoded.utilisation is None
+    started = decode('{"type":"started","step":0,"total_steps":3,"steps_per_epoch":1,"samples":3,"validation_samples":1}')
+    assert isinstance(started, Started) and started.sync is None
+    with pytest.raises(BadMessage, match="progress: field 'utilisation' is \"high\", not a number or null"):
+        decode(progress[:-1] + ',"utilisation":"high"}')
 
 
 def test_the_examples_cover_every_type() -> None:

@@ -19,7 +19,9 @@ from app.db.queries import clients as client_queries
 from app.peerapi import auth
 from app.peerapi.client import PeerClient, PeerError
 from app.peerapi.members import FarmMembers
+from app.peerapi.probe import MAX_PROBE_BYTES
 from app.peerapi.server import PeerDeps, create_peer_app
+from app.services.links import link_figures
 
 SECRET = "farm-secret-for-tests-0123456789"
 STATUS_PATH = "/peer/v1/status"
@@ -249,3 +251,32 @@ async def test_client_not_active_in_this_farm_is_401(aiohttp_client: ClientFacto
     assert agent.status_calls == 0
     await _add_client(farm_db, "newcomer-0000000000")
     assert (await client.get(STATUS_PATH, headers=_signed(caller="newcomer-0000000000"))).status == 200
+
+
+# ----- the probe route, timed to measure links -----
+async def test_a_signed_probe_returns_exactly_the_bytes_asked_for(aiohttp_server: ServerFactory,
+                                                                  peer_client: PeerClient, members: FarmMembers) -> None:
+    server = await aiohttp_server(create_peer_app(StubAgent(SECRET), members))
+    for size in (0, 1, 65_537, 4 << 20):
+        seconds = await peer_client.probe("127.0.0.1", server.port, size)
+        assert seconds > 0
+
+
+async def test_a_probe_too_large_or_malformed_is_refused(aiohttp_server: ServerFactory, peer_client: PeerClient,
+                                                         members: FarmMembers) -> None:
+    server = await aiohttp_server(create_peer_app(StubAgent(SECRET), members))
+    with pytest.raises(PeerError, match="HTTP 400"):
+        await peer_client.probe("127.0.0.1", server.port, MAX_PROBE_BYTES + 1)
+
+
+async def test_an_unsigned_probe_is_401(aiohttp_client: ClientFactory, members: FarmMembers) -> None:
+    client = await aiohttp_client(create_peer_app(StubAgent(SECRET), members))
+    assert (await client.get("/peer/v1/probe/1024")).status == 401
+    assert (await client.get("/peer/v1/probe/1024", headers=_signed(path="/peer/v1/probe/1024"))).status == 200
+    assert (await client.get("/peer/v1/probe/-5", headers=_signed(path="/peer/v1/probe/-5"))).status == 400
+
+
+def test_link_figures_take_the_fastest_round_trip_off_the_transfer() -> None:
+    # 4 MiB in 0.5 s + 0.01 s of round trip: 33554432 bits / 0.5 s = 67.1 Mbit/s, 10 ms.
+    mbit, latency_ms = link_figures([0.02, 0.01, 0.03], 0.51, 4 << 20)
+    assert mbit == pytest.approx(67.108864) and latency_ms == pytest.approx(10.0)

@@ -153,11 +153,13 @@ async def _seed(conn: Any) -> dict[str, int]:
               "batch_size": 32, "epochs": 2, "checkpoint_interval": "50 steps"}
     ids["done"] = await task_queries.insert_task(conn, type="training", requirements=NEVER, config=config,
                                                  status="completed")
-    result = {"progress": 100.0, "epoch": 2, "step": 250, "samples_per_sec": 1800.0,
+    result = {"progress": 100.0, "epoch": 2, "step": 250, "samples_per_sec": 1800.0, "bytes_per_step": 20480.0,
+              "utilisation": 0.93, "sync": "diloco, H=100, fp16: slowest link 94 Mbit/s, DDP would spend 78% of each step communicating",
               "metrics": {"loss": 0.31, "accuracy": 0.91, "val_loss": 0.35, "val_accuracy": 0.89}}
     await conn.execute(update(tasks).where(tasks.c.id == ids["done"]).values(result=result))
     for step in (50, 100, 150):
-        await metric_queries.record_curve(conn, ids["done"], step, {"loss": 1.0 / step, "accuracy": step / 200})
+        await metric_queries.record_curve(conn, ids["done"], step, {"loss": 1.0 / step, "accuracy": step / 200,
+                                                                    "utilisation": 0.9})
     for rank, who in enumerate((OTHER_CLIENT, OTHER_CLIENT)):
         await conn.execute(insert(task_assignments).values(
             task_id=ids["done"], client_id=who, rank=rank, status="completed", metrics={"step": 250, "loss": 0.3},
@@ -213,10 +215,12 @@ def test_every_page_answers_with_its_content_and_security_headers(farm: Farm) ->
               "Recent activity", "<meter", "gpu-box", "joined the farm"],
         "/tasks": ["Submit a task", "digits", "Waiting:", "no active client meets", "Page 1 of 2", "<progress"],
         "/tasks?page=2": ["Page 2 of 2", "filler-"],
-        "/tasks/new": ['name="csrf_token"', 'value="mlp"', 'value="cnn"', 'value="synthetic"', 'name="model_options"',
+        "/tasks/new": ['name="sync"', 'name="inner_steps"', 'name="compression"', 'name="csrf_token"', 'value="mlp"', 'value="cnn"', 'value="synthetic"', 'name="model_options"',
                        'name="min_gpu_memory"', 'name="checkpoint_interval"'],
         f"/tasks/{farm.ids['done']}": ["digits", "status-completed", '<progress max="100" value="100.0"', "Checkpoints",
-                                        "abababababab", "Ranks", 'data-chart="loss"', 'data-task-id=', "0.89"],
+                                        "abababababab", "Ranks", 'data-chart="loss"', 'data-task-id=', "0.89",
+                                        "Sync: diloco, H=100, fp16: slowest link 94 Mbit/s, DDP would spend 78%",
+                                        "Bytes sent/step", "Compute utilisation", 'data-chart="utilisation"', "0.93"],
         "/clients": ["gpu-box", "RTX 4090", "<time datetime=", "this machine", "Compute h"],
         f"/clients/{OTHER_CLIENT}": ["Threadripper", "RTX 4090", "10.0.0.7/24", "cpu_percent", "ram_used_mb",
                                      "Performance, last hour", 'data-perf-chart="cpu_percent"'],

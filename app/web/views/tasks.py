@@ -65,7 +65,8 @@ ADVANCED_FIELDS = tuple(
                                        "interval": "interval"}[CONFIG_FIELDS[name].kind],
               {"lr_schedule": "LR schedule"}.get(name, name.replace("_", " ").capitalize()), CONFIG_FIELDS[name].help)
     for name in ("optimizer", "lr_schedule", "momentum", "weight_decay", "seed", "validation_split",
-                 "checkpoint_interval", "keep_checkpoints", "max_steps", "max_attempts")
+                 "checkpoint_interval", "keep_checkpoints", "max_steps", "max_attempts",
+                 "sync", "inner_steps", "outer_lr", "outer_momentum", "compression")
 )
 OPTION_FIELDS = (
     FormField("model_options", ("config", "model_options"), "json", "Model options (JSON)", _config_help("model_options")),
