@@ -33,9 +33,11 @@ class PeerDeps:
 PEER_DEPS_KEY: web.AppKey[PeerDeps] = web.AppKey("peer_deps")
 MEMBERS_KEY: web.AppKey[Membership] = web.AppKey("peer_members")
 NONCES_KEY: web.AppKey[auth.NonceCache] = web.AppKey("peer_nonces")
+SERVED_KEY: web.AppKey[dict[str, int]] = web.AppKey("peer_served_shards")
 MAX_REQUEST_BYTES = 1 << 20
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DATASET_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -82,8 +84,9 @@ async def require_farm_signature(request: web.Request, handler: Handler) -> web.
 
 
 async def status(request: web.Request) -> web.Response:
-    """Who this agent is and where it listens."""
-    return web.json_response(request.app[PEER_DEPS_KEY].peer_status())
+    """Who this agent is and where it listens, and how often it served each dataset shard."""
+    return web.json_response({**request.app[PEER_DEPS_KEY].peer_status(),
+                              "dataset_shards_served": dict(request.app[SERVED_KEY])})
 
 
 SERVED_ROOTS = ("checkpoints", "models", "fetched")
@@ -103,6 +106,23 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     # A symlink inside the folder may point anywhere: serve only what really lies in it.
     if not inside(path, deps.data_dir / root) or not path.is_file():
         raise web.HTTPNotFound(reason="no such file")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+async def get_dataset_shard(request: web.Request) -> web.StreamResponse:
+    """A shard of a published dataset this agent holds (DATA_DIR/datasets/published/NAME/VERSION/SHARD)."""
+    deps = request.app[PEER_DEPS_KEY]
+    name, version, shard = (request.match_info[k] for k in ("name", "version", "shard"))
+    if not DATASET_PART.match(name) or not version.isdigit() or len(version) > 9 or not DATASET_PART.match(shard):
+        raise web.HTTPBadRequest(reason="invalid dataset or shard name")
+    root = deps.data_dir / "datasets" / "published"
+    path = root / name / str(int(version)) / shard
+    if not inside(path, root) or not path.is_file():
+        raise web.HTTPNotFound(reason="no such shard")
+    key = f"{name}/{int(version)}/{shard}"
+    served = request.app[SERVED_KEY]
+    served[key] = served.get(key, 0) + 1
+    log.info("peer API: served dataset shard %s", key)
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
@@ -164,7 +184,9 @@ def create_peer_app(deps: PeerDeps, members: Membership) -> web.Application:
     app[PEER_DEPS_KEY] = deps
     app[MEMBERS_KEY] = members
     app[NONCES_KEY] = auth.NonceCache()
+    app[SERVED_KEY] = {}
     app.router.add_get("/peer/v1/status", status)
     app.router.add_get("/peer/v1/files/{path:.+}", get_file)
+    app.router.add_get("/peer/v1/datasets/{name}/{version}/{shard}", get_dataset_shard)
     app.router.add_post("/peer/v1/replicate", replicate)
     return app

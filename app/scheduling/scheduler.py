@@ -176,7 +176,7 @@ class Scheduler:
             backend=choose_backend(every_gpu) if formation.n_clients > 1 else "gloo",
             threads=donation.training_threads(), dataset_dirs=tuple(settings.dataset_dirs),
             limits=Limits(settings.heartbeat_interval, settings.failure_timeout, settings.max_attempts),
-            peer_files=self.peer_files)
+            peer_files=self.peer_files, dataset_cache_gb=settings.dataset_cache_gb)
 
     async def _run(self, formation: Formation) -> None:
         try:

@@ -47,6 +47,7 @@ class RunContext:
     dataset_dirs: tuple[Path, ...]
     limits: Limits
     peer_files: PeerFiles
+    dataset_cache_gb: float | None = None
 
     @property
     def generation(self) -> int:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, assert_never
 
+from app.datasets.swarm import DatasetUnavailable, DatasetUnusable, ShardSwarm
 from app.errors import Fenced
 from app.netinfo import local_addresses, same_subnet
 from app.scheduling.decide import choose_rendezvous_host
@@ -61,6 +62,7 @@ class TaskRun:
         self.abort_reason: str | None = None
         self.started_at = time.monotonic()
         self.task_dir = ctx.task_dir
+        self.published: Path | None = None
 
     # ----- public -----
 
@@ -329,6 +331,8 @@ class TaskRun:
         # The worker opens only files inside this machine's dataset_dirs and fetches only from the farm's hosts.
         spec["dataset_dirs"] = [str(d) for d in ctx.dataset_dirs]
         spec["dataset_hosts"] = await self.recorder.dataset_hosts()
+        if self.published is not None:
+            spec["published_dataset"] = str(self.published)
         spec.update(ctx.device)
         return spec
 
