@@ -127,6 +127,8 @@ class ShardSwarm:
         while pending:
             async with self.files.db.connect() as conn:
                 copies = await dataset_queries.copies(conn, row.id)
+            if not pending:
+                return  # the other workers took the last shards meanwhile
             shard = _pick(pending, copies, row.publisher_id, self.files.client_id)
             if shard is None:
                 await asyncio.sleep(POLL_S)  # every remaining shard is on its way to another peer: wait for it

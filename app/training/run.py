@@ -119,6 +119,13 @@ class TaskRun:
         # A worker killed mid-write leaves its hidden temporary file; nothing ever points at one.
         for stale in self.task_dir.glob(".*.tmp") if self.task_dir.is_dir() else ():
             stale.unlink(missing_ok=True)
+        try:
+            self.published = await ShardSwarm(self.ctx.peer_files, self.recorder.log,
+                                              self.ctx.dataset_cache_gb).prepare(self.config)
+        except DatasetUnusable as exc:
+            return Outcome("error", str(exc))
+        except DatasetUnavailable as exc:
+            return Outcome("failed", str(exc))
         resume, rank_state = await self._choose_resume()
         rendezvous = None
         if self.n_clients > 1 and not self.coordinator:
