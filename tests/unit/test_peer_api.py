@@ -130,7 +130,7 @@ async def test_signed_request_gets_the_status(aiohttp_client: ClientFactory, mem
     client = await aiohttp_client(create_peer_app(agent, members))
     response = await client.get(STATUS_PATH, headers=_signed())
     assert response.status == 200
-    assert await response.json() == STATUS
+    assert await response.json() == {**STATUS, "dataset_shards_served": {}}
     assert agent.status_calls == 1
 
 
@@ -158,7 +158,7 @@ async def peer_client() -> AsyncIterator[PeerClient]:
 async def test_peer_client_gets_the_status(aiohttp_server: ServerFactory, peer_client: PeerClient, members: FarmMembers) -> None:
     """PeerClient signs its request and returns the JSON status."""
     server = await aiohttp_server(create_peer_app(StubAgent(SECRET), members))
-    assert await peer_client.get_json("127.0.0.1", server.port, STATUS_PATH) == STATUS
+    assert await peer_client.get_json("127.0.0.1", server.port, STATUS_PATH) == {**STATUS, "dataset_shards_served": {}}
 
 
 async def test_peer_client_with_wrong_secret_reports_the_signature(aiohttp_server: ServerFactory, members: FarmMembers) -> None:
@@ -249,3 +249,25 @@ async def test_client_not_active_in_this_farm_is_401(aiohttp_client: ClientFacto
     assert agent.status_calls == 0
     await _add_client(farm_db, "newcomer-0000000000")
     assert (await client.get(STATUS_PATH, headers=_signed(caller="newcomer-0000000000"))).status == 200
+
+
+async def test_dataset_shards_are_served_counted_and_confined(aiohttp_client: ClientFactory, members: FarmMembers,
+                                                              tmp_path: Path) -> None:
+    """A held shard is served and counted in the status; names with traversal, and symlinks out, are refused."""
+    folder = tmp_path / "data" / "datasets" / "published" / "docs" / "1"
+    folder.mkdir(parents=True)
+    (folder / "shard-00000.bin").write_bytes(b"\x01\x00" * 8)
+    (tmp_path / "secret.txt").write_text("not a shard")
+    (folder / "link.bin").symlink_to(tmp_path / "secret.txt")
+    agent = StubAgent(SECRET)
+    object.__setattr__(agent, "data_dir", tmp_path / "data")
+    client = await aiohttp_client(create_peer_app(agent, members))
+    path = "/peer/v1/datasets/docs/1/shard-00000.bin"
+    response = await client.get(path, headers=_signed(path=path))
+    assert response.status == 200 and await response.read() == b"\x01\x00" * 8
+    for bad, status in (("/peer/v1/datasets/docs/1/link.bin", 404), ("/peer/v1/datasets/docs/1/..%2Fsecret", 400),
+                        ("/peer/v1/datasets/docs/x/shard-00000.bin", 400), ("/peer/v1/datasets/docs/2/shard-00000.bin", 404)):
+        response = await client.get(bad, headers=_signed(path=bad))
+        assert response.status == status, bad
+    response = await client.get(STATUS_PATH, headers=_signed())
+    assert (await response.json())["dataset_shards_served"] == {"docs/1/shard-00000.bin": 1}
