@@ -172,7 +172,7 @@ async def test_bad_dataset_input_is_refused_at_submit_or_ended_as_error_without_
                    await _insert(sqlite_url, lm_task("direct-tampered", 1)),
                    await _insert(sqlite_url, lm_task("direct-long", 1, seq_len=5000))]
             for task_id in ids:
-                assert wait_for(lambda: ended(sqlite_url, task_id), 120, "the task to end") == "error"
+                assert wait_for(lambda t=task_id: ended(sqlite_url, t), 120, "the task to end") == "error"
                 assert "config.dataset_options" in (task(sqlite_url, task_id)["error_log"] or "")
             assert not (b.data_dir / "datasets" / "published").exists()  # nothing downloaded
         finally:

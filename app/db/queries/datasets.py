@@ -63,7 +63,9 @@ async def register(conn: AsyncConnection, *, name: str, version: int, kind: str,
                 publisher_id=publisher_id, created_at=dialect.now(conn)))
     except IntegrityError:
         return None
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 async def get(conn: AsyncConnection, name: str, version: int | None = None) -> DatasetRow | None:

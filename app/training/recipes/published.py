@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.datasets.manifest import ManifestError, Manifest, parse_manifest
+from app.datasets.manifest import Manifest, ManifestError, parse_manifest
 from app.training.recipes import DataError, RecipeError
 from app.training.recipes.datasets import DataInfo, as_input_kind, parse_csv, split_dataset
 
@@ -42,7 +42,7 @@ class TokenWindows:
         which = np.searchsorted(self.ends, ids, side="right")
         starts = (ids - np.concatenate(([0], self.ends[:-1]))[which]) * self.seq_len
         rows = np.stack([np.asarray(self.shards[w][s:s + self.seq_len + 1], dtype=np.int64)
-                         for w, s in zip(which.tolist(), starts.tolist())])
+                         for w, s in zip(which.tolist(), starts.tolist(), strict=True)])
         tensor = torch.from_numpy(rows)
         return tensor[:, :-1].contiguous(), tensor[:, 1:].contiguous()
 
@@ -65,8 +65,8 @@ class ImageShards:
         ids = np.asarray(index, dtype=np.int64).reshape(-1) + self.first
         which = np.searchsorted(self.ends, ids, side="right")
         local = ids - np.concatenate(([0], self.ends[:-1]))[which]
-        pictures = np.stack([self.images[w][i] for w, i in zip(which.tolist(), local.tolist())])
-        labels = np.array([self.labels[w][i] for w, i in zip(which.tolist(), local.tolist())], dtype=np.int64)
+        pictures = np.stack([self.images[w][i] for w, i in zip(which.tolist(), local.tolist(), strict=True)])
+        labels = np.array([self.labels[w][i] for w, i in zip(which.tolist(), local.tolist(), strict=True)], dtype=np.int64)
         scaled = pictures.astype(np.float32) / (255.0 if pictures.dtype == np.uint8 else 1.0)
         inputs = torch.from_numpy(scaled)
         if self.flatten:

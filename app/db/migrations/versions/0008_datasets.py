@@ -34,7 +34,7 @@ CREATE TABLE datasets (
     created_at DATETIME NOT NULL,
     {unique}FOREIGN KEY (publisher_id) REFERENCES clients(id) ON DELETE SET NULL{check}
 )""" + (MYSQL_SUFFIX if mysql else ""))
-    op.execute(f"""
+    op.execute("""
 CREATE TABLE dataset_shard_copies (
     dataset_id INT NOT NULL,
     shard VARCHAR(255) NOT NULL,
