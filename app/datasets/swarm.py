@@ -2,8 +2,9 @@
 
 Every shard comes through the signed peer API and is kept only when its sha256 matches the manifest. Several
 shards are fetched at once; a shard some other client is already fetching from the publisher is waited for and
-taken from that client, so that the publisher serves each shard about once. Finished shards survive an
-interruption; copies are recorded in the farm database so other agents can fetch from this one.
+taken from that client, so that the publisher serves each shard about once. After an interruption, finished
+shards are kept and a shard cut off half-way continues where it stopped (HTTP Range); copies are recorded in the
+farm database so other agents can fetch from this one.
 """
 
 from __future__ import annotations
@@ -108,8 +109,6 @@ class ShardSwarm:
         tally = _Tally(total_bytes=sum(s.bytes for s in missing))
         self.log("info", f"dataset {manifest.name} v{manifest.version}: fetching {len(missing)} of "
                          f"{len(manifest.shards)} shards ({_mb(tally.total_bytes)})")
-        for stale in folder.glob(".*.download") if folder.is_dir() else ():
-            stale.unlink(missing_ok=True)
         pending = {s.name: s for s in missing}
         workers = [asyncio.create_task(self._worker(row, folder, pending, tally), name=f"shards-{row.id}-{i}")
                    for i in range(min(PARALLEL, len(missing)))]
@@ -181,7 +180,7 @@ class ShardSwarm:
 
         try:
             await self.files.client.download(endpoint[0], endpoint[1], path, folder / shard.name, shard.sha256,
-                                             max_bytes=shard.bytes, progress=progress)
+                                             max_bytes=shard.bytes, progress=progress, resume=True)
         except ChecksumMismatch:
             mismatched.add(holder)
             tally.received = before

@@ -271,3 +271,46 @@ async def test_dataset_shards_are_served_counted_and_confined(aiohttp_client: Cl
         assert response.status == status, bad
     response = await client.get(STATUS_PATH, headers=_signed())
     assert (await response.json())["dataset_shards_served"] == {"docs/1/shard-00000.bin": 1}
+
+
+async def test_interrupted_download_resumes_with_a_range_and_a_bad_part_is_discarded(
+        aiohttp_server: ServerFactory, peer_client: PeerClient, members: FarmMembers, tmp_path: Path) -> None:
+    """A part left by a cut-off download is continued (Range), checked whole; a part that does not add up to the
+    sha256 is discarded, and the next try fetches the whole file."""
+    import hashlib
+
+    folder = tmp_path / "data" / "datasets" / "published" / "docs" / "1"
+    folder.mkdir(parents=True)
+    content = bytes(range(256)) * 400
+    (folder / "shard-00000.bin").write_bytes(content)
+    agent = StubAgent(SECRET)
+    object.__setattr__(agent, "data_dir", tmp_path / "data")
+    ranges: list[str | None] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        ranges.append(request.headers.get("Range"))
+        return await handler(request)
+
+    app = create_peer_app(agent, members)
+    app.middlewares.insert(0, record)
+    server = await aiohttp_server(app)
+    dest = tmp_path / "got" / "shard-00000.bin"
+    part = dest.with_name(f".{dest.name}.download")
+    dest.parent.mkdir()
+    part.write_bytes(content[:40_000])
+    sha = hashlib.sha256(content).hexdigest()
+    seen: list[int] = []
+    await peer_client.download("127.0.0.1", server.port, "/peer/v1/datasets/docs/1/shard-00000.bin", dest, sha,
+                               max_bytes=len(content), progress=lambda size, _total: seen.append(size), resume=True)
+    assert dest.read_bytes() == content and not part.exists()
+    assert ranges == ["bytes=40000-"] and seen[0] > 40_000
+    dest.unlink()
+    part.write_bytes(b"x" * 1000)
+    with pytest.raises(PeerError, match="does not match its sha256"):
+        await peer_client.download("127.0.0.1", server.port, "/peer/v1/datasets/docs/1/shard-00000.bin", dest, sha,
+                                   max_bytes=len(content), resume=True)
+    assert not part.exists() and not dest.exists()
+    await peer_client.download("127.0.0.1", server.port, "/peer/v1/datasets/docs/1/shard-00000.bin", dest, sha,
+                               max_bytes=len(content), resume=True)
+    assert dest.read_bytes() == content and ranges[-1] is None
