@@ -71,9 +71,10 @@ def ended(url: str, task_id: int) -> str | None:
     return status if status in ("completed", "failed", "error") else None
 
 
-async def test_three_agents_share_shards_and_a_corrupted_copy_is_refused(tmp_path: Path, sqlite_url: str) -> None:
+async def test_three_agents_share_shards_and_a_corrupted_copy_is_refused(tmp_path: Path, database_url: str) -> None:
     """The publisher serves each shard at most twice, every agent ends with the manifest's shards, and a shard
-    altered on one peer is refused and fetched from another holder."""
+    altered on one peer is refused and fetched from another holder (SQLite and MariaDB)."""
+    sqlite_url = database_url
     await upgraded(sqlite_url)
     agents = [AgentProcess(tmp_path, name, "--database-url", sqlite_url, *FAST) for name in ("a", "b", "c")]
     a, b, c = agents

@@ -1,4 +1,4 @@
-"""A published token dataset larger than the worker's memory limit trains, read from its memory-mapped shards."""
+"""Published datasets in a worker: larger than its memory limit, read memory-mapped; images and CSV shards."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from app.datasets.publish import build
 from app.training.messages import Finished, decode
-from tests.training.e2e import worker_spec
+from tests.training.e2e import run_worker, worker_spec
 
 CGROUPS = Path("/sys/fs/cgroup/memory")
 LIMIT = 450 << 20
@@ -84,3 +84,34 @@ def test_dataset_larger_than_the_memory_limit_trains(tmp_path: Path, memory_cgro
     peak = int((memory_cgroup / "memory.max_usage_in_bytes").read_text())
     assert any(isinstance(m, Finished) for m in messages), (proc.returncode, messages[-3:], err[-2000:])
     assert peak <= LIMIT < manifest.total_bytes
+
+
+@pytest.mark.parametrize("kind", ["images", "csv"])
+def test_published_images_and_csv_train_in_a_worker(tmp_path: Path, kind: str) -> None:
+    """Image .npy shard pairs and CSV shards, built by publish, are read by the worker and a model learns them."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(600) % 4
+    if kind == "images":
+        images = (rng.random((600, 12, 12)) * 30 + labels[:, None, None] * 60).astype(np.uint8)
+        source = tmp_path / "shapes.npz"
+        np.savez(source, images=images, labels=labels)
+    else:
+        source = tmp_path / "table.csv"
+        rows = [f"{x:.3f},{y:.3f},{label}" for x, y, label in
+                zip(rng.normal(labels * 3.0), rng.normal(-labels * 3.0), labels, strict=True)]
+        source.write_text("x,y,label\n" + "\n".join(rows) + "\n")
+    folder = tmp_path / "data" / "datasets" / "published" / kind / "1"
+    built = build(source, folder, shard_bytes=4 << 10)
+    manifest = built.manifest(kind, 1)
+    assert len(manifest.data_shards) > 1
+    (folder / "manifest.json").write_text(json.dumps(manifest.to_json()))
+    config = {"name": kind, "model": "mlp", "dataset": "published", "batch_size": 32, "learning_rate": 0.01,
+              "epochs": 10, "distributed": False, "n_clients": 1, "validation_split": 0.2,
+              "dataset_options": {"name": kind}}
+    spec = {**worker_spec(tmp_path, config), "published_dataset": str(folder)}
+    messages = run_worker(spec, env={"OMP_NUM_THREADS": "1"})
+    finished = [m for m in messages if isinstance(m, Finished)]
+    assert finished, messages[-3:]
+    assert finished[0].metrics["val_accuracy"] >= 0.9
