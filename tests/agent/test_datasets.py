@@ -74,20 +74,19 @@ def ended(url: str, task_id: int) -> str | None:
 async def test_three_agents_share_shards_and_a_corrupted_copy_is_refused(tmp_path: Path, database_url: str) -> None:
     """The publisher serves each shard at most twice, every agent ends with the manifest's shards, and a shard
     altered on one peer is refused and fetched from another holder (SQLite and MariaDB)."""
-    sqlite_url = database_url
-    await upgraded(sqlite_url)
-    agents = [AgentProcess(tmp_path, name, "--database-url", sqlite_url, *FAST) for name in ("a", "b", "c")]
+    await upgraded(database_url)
+    agents = [AgentProcess(tmp_path, name, "--database-url", database_url, *FAST) for name in ("a", "b", "c")]
     a, b, c = agents
     try:
-        done = aifarm(tmp_path, sqlite_url, a, "datasets", "publish", str(docs_folder(tmp_path)), "--name", "docs",
+        done = aifarm(tmp_path, database_url, a, "datasets", "publish", str(docs_folder(tmp_path)), "--name", "docs",
                       "--shard-size", "4k")
         assert done.returncode == 0, done.stderr
-        manifest = manifest_of(sqlite_url)
+        manifest = manifest_of(database_url)
         shards = [s["name"] for s in manifest["shards"]]
         assert len(shards) >= 12
-        task_id = submit(tmp_path, sqlite_url, lm_task("swarm", 3))
-        assert wait_for(lambda: ended(sqlite_url, task_id), 300, "the 3-agent task to end") == "completed", \
-            "\n".join(task_logs(sqlite_url, task_id))
+        task_id = submit(tmp_path, database_url, lm_task("swarm", 3))
+        assert wait_for(lambda: ended(database_url, task_id), 300, "the 3-agent task to end") == "completed", \
+            "\n".join(task_logs(database_url, task_id))
         folder = "datasets/published/docs/1"
         for agent in agents:
             assert shards_match(agent.data_dir / folder, manifest), agent.client_id
@@ -95,7 +94,9 @@ async def test_three_agents_share_shards_and_a_corrupted_copy_is_refused(tmp_pat
         assert served and max(served.values()) <= 2, served
         by_peers = len(SERVED.findall(b.log())) + len(SERVED.findall(c.log()))
         assert by_peers >= 1  # the other agents served each other too
-        listed = aifarm(tmp_path, sqlite_url, None, "datasets", "list", "--json")
+        status, page = b.page(f"/tasks/{task_id}")  # the fetch's progress is on the task page
+        assert status == 200 and "dataset docs v1: 25% fetched" in page and "fetched and verified" in page
+        listed = aifarm(tmp_path, database_url, None, "datasets", "list", "--json")
         assert json.loads(listed.stdout)[0]["holders"] == 3
 
         # b's copy of one shard is altered; c forgets its copy; only c may claim the next task
@@ -104,15 +105,15 @@ async def test_three_agents_share_shards_and_a_corrupted_copy_is_refused(tmp_pat
         for shard in shards:
             (c.data_dir / folder / shard).unlink()
         for agent in (a, b):
-            assert aifarm(tmp_path, sqlite_url, agent, "pause").returncode == 0
-        second = submit(tmp_path, sqlite_url, lm_task("again", 1))
+            assert aifarm(tmp_path, database_url, agent, "pause").returncode == 0
+        second = submit(tmp_path, database_url, lm_task("again", 1))
         try:
-            status = wait_for(lambda: ended(sqlite_url, second), 90, "the task on c to end")
+            status = wait_for(lambda: ended(database_url, second), 90, "the task on c to end")
         except AssertionError:
             status = None
-        assert status == "completed", "\n".join(task_logs(sqlite_url, second)) + c.log()[-3000:]
+        assert status == "completed", "\n".join(task_logs(database_url, second)) + c.log()[-3000:]
         assert shards_match(c.data_dir / folder, manifest)
-        logs = "\n".join(task_logs(sqlite_url, second))
+        logs = "\n".join(task_logs(database_url, second))
         assert f"shard {shards[0]} from {b.client_id} does not match its sha256; refused" in logs, logs
     finally:
         for agent in agents:
