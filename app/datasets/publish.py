@@ -186,6 +186,8 @@ def _load_arrays(source: Path) -> tuple[Any, Any]:
                 if "images" not in archive or "labels" not in archive:
                     raise PublishError(f"{source}: an image archive must hold the arrays `images` and `labels`")
                 images, labels = archive["images"], archive["labels"]
+    except PublishError:
+        raise
     except FileNotFoundError as exc:
         raise PublishError(f"{source}: {Path(exc.filename or 'labels.npy').name} is missing") from None
     except (ValueError, OSError) as exc:

@@ -179,6 +179,14 @@ async def test_bad_dataset_input_is_refused_at_submit_or_ended_as_error_without_
             assert not (b.data_dir / "datasets" / "published").exists()  # nothing downloaded
         finally:
             b.stop()
+        shown = json.loads(aifarm(tmp_path, sqlite_url, None, "datasets", "show", "docs:1", "--json").stdout)
+        assert shown["publisher_id"] == a.client_id and set(shown["holders"]["shard-00000.bin"]) == {a.client_id}
+        missing = aifarm(tmp_path, sqlite_url, a, "datasets", "remove", "docs:2")
+        assert missing.returncode == 2 and missing.stderr.startswith("aifarm: error: no published dataset 'docs:2'")
+        removed = aifarm(tmp_path, sqlite_url, a, "datasets", "remove", "docs")
+        assert removed.returncode == 0 and "removed dataset docs version 1" in removed.stdout, removed.stderr
+        assert json.loads(aifarm(tmp_path, sqlite_url, None, "datasets", "list", "--json").stdout) == []
+        assert not (a.data_dir / "datasets" / "published" / "docs" / "1").exists()
     finally:
         a.stop()
 
