@@ -92,6 +92,9 @@ async def test_three_agents_share_shards_and_a_corrupted_copy_is_refused(tmp_pat
             assert shards_match(agent.data_dir / folder, manifest), agent.client_id
         served = Counter(SERVED.findall(a.log()))
         assert served and max(served.values()) <= 2, served
+        sizes = {f"docs/1/{s['name']}": s["bytes"] for s in manifest["shards"]}
+        share = sum(sizes[k] * n for k, n in served.items()) / (2 * sum(sizes.values()))
+        print(f"publisher served {share:.2f} of the bytes the two other agents received")
         by_peers = len(SERVED.findall(b.log())) + len(SERVED.findall(c.log()))
         assert by_peers >= 1  # the other agents served each other too
         status, page = b.page(f"/tasks/{task_id}")  # the fetch's progress is on the task page
