@@ -126,6 +126,9 @@ class TaskRun:
             return Outcome("error", str(exc))
         except DatasetUnavailable as exc:
             return Outcome("failed", str(exc))
+        asked = self._asked_to_end()  # while the shards were being fetched
+        if asked is not None:
+            return asked
         resume, rank_state = await self._choose_resume()
         rendezvous = None
         if self.n_clients > 1 and not self.coordinator:
@@ -148,6 +151,14 @@ class TaskRun:
         if self.stop_reason:
             return Outcome("stopped", self.stop_reason)
         return Outcome("failed", f"rank {self.rank}'s worker exited with code {code} without reporting an end")
+
+    def _asked_to_end(self) -> Outcome | None:
+        """The outcome when this rank was aborted or asked to stop before its worker started."""
+        if self.abort_reason:
+            return Outcome("failed", self.abort_reason)
+        if self.stop_reason:
+            return Outcome("stopped", self.stop_reason)
+        return None
 
     async def _handle(self, message: WorkerMessage) -> Outcome | None:
         match message:
