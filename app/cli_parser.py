@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from app import __version__, commands, commands_bundles, commands_farm, commands_ops
+from app import __version__, commands, commands_bundles, commands_datasets, commands_farm, commands_ops
 from app.config import SPEC_BY_NAME, Settings
 from app.ids import MAX_ID, parse_int
 from app.statuses import TASK_STATUSES
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tasks(sub)
     _add_donation(sub)
     _add_models(sub)
+    _add_datasets(sub)
     _add_running_agent(sub)
     _add_farm(sub)
     _add_bundles(sub)
@@ -186,6 +187,28 @@ def _add_models(sub: SubParsers) -> None:
     pull.add_argument("-o", "--output", metavar="FILE", help="where to save it (default: NAME-vVERSION.pt)")
     pull.add_argument("--quiet", action="store_true", help="no progress bar")
     pull.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
+
+
+def _add_datasets(sub: SubParsers) -> None:
+    datasets = sub.add_parser("datasets", help="Publish datasets to the farm as verified shards; list, show, remove.")
+    datasets_sub = datasets.add_subparsers(dest="datasets_command", metavar="DATASETS_COMMAND", required=True)
+    publish = _command(datasets_sub, "publish", "Shard a file or folder in this data dir and register it in the farm.",
+                       commands_datasets.publish_dataset, outcome=True)
+    publish.add_argument("path", metavar="PATH", help="text file or folder (tokens), .npz or folder of images.npy and "
+                                                      "labels.npy (images), or .csv")
+    publish.add_argument("--name", required=True, metavar="NAME", help="the dataset's name (a new version each time)")
+    publish.add_argument("--tokenizer", default="byte", metavar="byte|FILE.json",
+                         help="how text becomes token ids (default: byte)")
+    publish.add_argument("--shard-size", metavar="SIZE", help="bytes per shard, e.g. 64MB (default), 512k, 1G")
+    listing = _command(datasets_sub, "list", "List published datasets.", commands_datasets.list_datasets,
+                       json_output=True)
+    listing.add_argument("--name", metavar="NAME", help="only versions of this name")
+    show = _command(datasets_sub, "show", "Show a dataset's manifest and who holds its shards.",
+                    commands_datasets.show_dataset, json_output=True)
+    show.add_argument("ref", metavar="NAME[:VERSION]")
+    remove = _command(datasets_sub, "remove", "Unregister a dataset version (all versions without one).",
+                      commands_datasets.remove_dataset, outcome=True)
+    remove.add_argument("ref", metavar="NAME[:VERSION]")
 
 
 def _add_running_agent(sub: SubParsers) -> None:

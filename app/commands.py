@@ -311,7 +311,7 @@ async def submit_task(args: argparse.Namespace, settings: Settings) -> int:
     data = _read_task_file(args.file)
     async with farm_database(settings.effective_database_url) as db:
         row = await service.submit(db, data, Catalog.load(), farm_name=settings.farm_name,
-                                   dataset_dirs=settings.dataset_dirs)
+                                   dataset_dirs=settings.dataset_dirs, data_dir=settings.data_dir)
         if args.json:
             print_json(row)
         else:

@@ -125,6 +125,23 @@ def _optional_int(low: int, high: int) -> Callable[[Any], int | None]:
     return parse
 
 
+def _optional_float(low: float, high: float) -> Callable[[Any], float | None]:
+    def parse(value: Any) -> float | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "unlimited")):
+            return None
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        try:
+            number = float(str(value).strip()) if not isinstance(value, (int, float)) else float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return number
+
+    return parse
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -303,6 +320,9 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Run built-in recipes in the worker sandbox too, where bubblewrap works (bundle code always is)."),
     SettingSpec("allow_unsandboxed_bundles", _bool, False,
                 "Run trusted bundles' code unconfined where no sandbox works (macOS, Windows, no bubblewrap)."),
+    SettingSpec("dataset_cache_gb", _optional_float(0.0, 1 << 20), None,
+                "Disk for fetched dataset shards, in GB; least recently used datasets no task needs are evicted "
+                "beyond it (empty: no limit)."),
     SettingSpec("log_level", _log_level, "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR."),
     SettingSpec("orphan_after", DurationRange(60.0, 365 * 86400.0), 3600.0,
                 "Assignments still 'assigned' and not updated for this long are deleted by maintenance (1m to 365d)."),
@@ -347,6 +367,7 @@ class Settings:
     max_gpu_temperature: int | None
     retention_days: int
     dataset_dirs: tuple[Path, ...]
+    dataset_cache_gb: float | None
     log_level: str
     orphan_after: float
     log_retention_days: int

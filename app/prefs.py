@@ -20,7 +20,8 @@ from app.runtime_files import write_private
 from app.settings_file import read_local, update_local
 
 PREFS: tuple[str, ...] = ("paused", "cpu_threads", "ram_limit_mb", "gpu_memory_limit_mb", "gpus", "idle_only",
-                          "idle_minutes", "schedule", "pause_on_battery", "max_gpu_temperature", "dataset_dirs", "sandbox_builtin")
+                          "idle_minutes", "schedule", "pause_on_battery", "max_gpu_temperature", "dataset_dirs",
+                          "sandbox_builtin", "dataset_cache_gb")
 
 WHOLE = ""  # the key of a problem that belongs to no single preference (the merged settings do not load)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -335,6 +336,35 @@ bundles = Table(
     Column("published_at", _datetime(), nullable=False),
     Column("revoked_at", _datetime()),
     Index("uq_bundle_name_version", "name", "version", unique=True),
+    info=_addition(),
+    **_MYSQL_TABLE,
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("manifest", _json(), nullable=False),
+    Column("total_bytes", BigInteger, nullable=False),
+    Column("publisher_id", String(255), ForeignKey("clients.id", ondelete="SET NULL")),
+    Column("created_at", _datetime(), nullable=False),
+    Index("unique_name_version", "name", "version", unique=True),
+    _json_valid("datasets", "manifest"),
+    info=_addition(),
+    **_MYSQL_TABLE,
+)
+
+dataset_shard_copies = Table(
+    "dataset_shard_copies",
+    metadata,
+    Column("dataset_id", Integer, ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("shard", String(255), primary_key=True),
+    Column("client_id", String(255), ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("updated_at", _datetime(), nullable=False),
     info=_addition(),
     **_MYSQL_TABLE,
 )

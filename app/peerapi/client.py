@@ -30,6 +30,16 @@ class ChecksumMismatch(PeerError):
     """A downloaded file did not match the sha256 it was asked for; it was discarded."""
 
 
+def _hash_into(path: Path, digest: Any) -> int:
+    """Feed a file's bytes to digest; returns its size."""
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size
+
+
 class PeerClient:
     """A small signed HTTP client for the peer API (one aiohttp session, owned by the agent)."""
 
@@ -55,37 +65,52 @@ class PeerClient:
         return {"Authorization": auth.sign(secret, method, path, self.own_client_id, body)}
 
     async def download(self, host: str, port: int, path: str, dest: Path, sha256: str,
-                       max_bytes: int = MAX_DOWNLOAD_BYTES, progress: Progress | None = None) -> None:
-        """Stream a peer's file to dest through a temporary file; kept only when its sha256 matches."""
+                       max_bytes: int = MAX_DOWNLOAD_BYTES, progress: Progress | None = None,
+                       resume: bool = False) -> None:
+        """Stream a peer's file to dest through a temporary file; kept only when its sha256 matches.
+
+        With resume, the bytes a previous interrupted download left are kept and only the rest is asked for
+        (HTTP Range); the whole file is still checked against sha256, and a network failure keeps the part."""
         headers = self._headers("GET", path)
         shown = f"[{host}]" if ":" in host else host
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.download")
         digest, size = hashlib.sha256(), 0
+        keep_part = False
+        if resume and tmp.is_file() and 0 < tmp.stat().st_size < max_bytes:
+            size = await asyncio.to_thread(_hash_into, tmp, digest)
+            headers["Range"] = f"bytes={size}-"
         assert self._session is not None
         try:
             async with self._session.get(f"http://{shown}:{port}{path}", headers=headers,
                                          timeout=aiohttp.ClientTimeout(total=None, sock_read=60, connect=5)) as response:
-                if response.status != 200:
+                if response.status == 200 and size:
+                    digest, size = hashlib.sha256(), 0  # the peer sent the whole file: start over
+                elif response.status != 200 and not (response.status == 206 and size):
                     raise PeerError(f"{host}:{port} answered HTTP {response.status} for {path}")
-                with tmp.open("wb") as handle:
+                keep_part = resume
+                with tmp.open("ab" if size else "wb") as handle:
                     async for chunk in response.content.iter_chunked(1 << 20):
                         size += len(chunk)
                         if size > max_bytes:
+                            keep_part = False
                             raise PeerError(f"{path} from {host}:{port} is larger than {max_bytes} bytes")
                         digest.update(chunk)
                         handle.write(chunk)
                         if progress is not None:
                             progress(size, response.content_length)
             if digest.hexdigest() != sha256:
+                keep_part = False
                 raise ChecksumMismatch(f"{path} from {host}:{port} does not match its sha256; discarded")
+            keep_part = False
             publish_atomically(tmp, dest)
         except aiohttp.ClientError as exc:
             raise PeerError(f"downloading {path} from {host}:{port} failed: {exc}") from None
         except asyncio.TimeoutError:
             raise PeerError(f"downloading {path} from {host}:{port} timed out") from None
         finally:
-            tmp.unlink(missing_ok=True)
+            if not keep_part:
+                tmp.unlink(missing_ok=True)
 
     async def probe(self, host: str, port: int, size: int) -> float:
         """Seconds to fetch `size` bytes from a peer's probe route (request, answer and every byte); raises PeerError."""

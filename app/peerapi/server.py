@@ -34,9 +34,24 @@ class PeerDeps:
 PEER_DEPS_KEY: web.AppKey[PeerDeps] = web.AppKey("peer_deps")
 MEMBERS_KEY: web.AppKey[Membership] = web.AppKey("peer_members")
 NONCES_KEY: web.AppKey[auth.NonceCache] = web.AppKey("peer_nonces")
+
+
+class ServedShards:
+    """How many times this agent's peer API served each dataset shard ('NAME/VERSION/SHARD')."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, key: str) -> None:
+        """Count one response."""
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+SERVED_KEY: web.AppKey[ServedShards] = web.AppKey("peer_served_shards")
 MAX_REQUEST_BYTES = 1 << 20
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DATASET_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,8 +98,9 @@ async def require_farm_signature(request: web.Request, handler: Handler) -> web.
 
 
 async def status(request: web.Request) -> web.Response:
-    """Who this agent is and where it listens."""
-    return web.json_response(request.app[PEER_DEPS_KEY].peer_status())
+    """Who this agent is and where it listens, and how often it served each dataset shard."""
+    return web.json_response({**request.app[PEER_DEPS_KEY].peer_status(),
+                              "dataset_shards_served": dict(request.app[SERVED_KEY].counts)})
 
 
 SERVED_ROOTS = ("checkpoints", "models", "fetched")
@@ -122,6 +138,22 @@ async def get_bundle(request: web.Request) -> web.StreamResponse:
     path = found[0] if len(found) == 1 else folder / "none.whl"
     if not inside(path, folder) or not path.is_file():
         raise web.HTTPNotFound(reason="no such bundle here")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+async def get_dataset_shard(request: web.Request) -> web.StreamResponse:
+    """A shard of a published dataset this agent holds (DATA_DIR/datasets/published/NAME/VERSION/SHARD)."""
+    deps = request.app[PEER_DEPS_KEY]
+    name, version, shard = (request.match_info[k] for k in ("name", "version", "shard"))
+    if not DATASET_PART.match(name) or not version.isdigit() or len(version) > 9 or not DATASET_PART.match(shard):
+        raise web.HTTPBadRequest(reason="invalid dataset or shard name")
+    root = deps.data_dir / "datasets" / "published"
+    path = root / name / str(int(version)) / shard
+    if not inside(path, root) or not path.is_file():
+        raise web.HTTPNotFound(reason="no such shard")
+    key = f"{name}/{int(version)}/{shard}"
+    request.app[SERVED_KEY].add(key)
+    log.info("peer API: served dataset shard %s", key)
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
@@ -183,8 +215,10 @@ def create_peer_app(deps: PeerDeps, members: Membership) -> web.Application:
     app[PEER_DEPS_KEY] = deps
     app[MEMBERS_KEY] = members
     app[NONCES_KEY] = auth.NonceCache()
+    app[SERVED_KEY] = ServedShards()
     app.router.add_get("/peer/v1/status", status)
     app.router.add_get("/peer/v1/files/{path:.+}", get_file)
+    app.router.add_get("/peer/v1/datasets/{name}/{version}/{shard}", get_dataset_shard)
     app.router.add_post("/peer/v1/replicate", replicate)
     app.router.add_get("/peer/v1/bundles/{name}/{version}", get_bundle)
     app.router.add_get("/peer/v1/probe/{size}", probe)

@@ -205,7 +205,8 @@ class Scheduler:
             limits=Limits(settings.heartbeat_interval, settings.failure_timeout, settings.max_attempts),
             peer_files=self.peer_files, bundle=bundle, python=env.python if env else None,
             sandboxed=can_confine and (bundle is not None or settings.sandbox_builtin),
-            link=slowest_link([(row.mbit_per_s, row.latency_ms) for row in links]))
+            link=slowest_link([(row.mbit_per_s, row.latency_ms) for row in links]),
+            dataset_cache_gb=settings.dataset_cache_gb)
 
     async def _run(self, formation: Formation) -> None:
         try:

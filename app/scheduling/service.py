@@ -10,12 +10,13 @@ from app.db.engine import Database
 from app.db.queries import bundles as bundle_queries
 from app.db.queries import claims as claim_queries
 from app.db.queries import dataset_hosts as host_queries
+from app.db.queries import datasets as dataset_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
-from app.errors import NotFound
+from app.errors import NotFound, ValidationError
 from app.scheduling import claiming
 from app.scheduling.decide import explain_pending
-from app.scheduling.validation import BundleChoice, BundleLookup, validate_task
+from app.scheduling.validation import BundleChoice, BundleLookup, TaskSpec, published_problems, validate_task
 from app.training.catalog import Catalog
 from app.training.sources import SourcePolicy
 
@@ -27,10 +28,29 @@ async def source_policy(db: Database, farm_name: str, dataset_dirs: tuple[Path, 
     return SourcePolicy(dirs=tuple(dataset_dirs), hosts=tuple(hosts))
 
 
+async def check_published(db: Database, spec: TaskSpec, catalog: Catalog, data_dir: Path | None) -> None:
+    """ValidationError naming the field when the task's published dataset is unknown, broken or does not fit."""
+    from app.datasets.manifest import dataset_folder
+    from app.datasets.options import wanted
+
+    want = wanted(spec.config)
+    if want is None:
+        return
+    async with db.connect() as conn:
+        row = await dataset_queries.get(conn, want.name, want.version) if want.name else None
+    local = dataset_folder(data_dir, row.name, row.version) if row is not None and data_dir is not None else None
+    problems = published_problems(spec.config, row.manifest if row is not None else None, catalog, local)
+    if problems:
+        listed = "; ".join(f"{path}: {message}" for path, message in problems.items())
+        raise ValidationError(f"invalid task ({len(problems)} problem{'s' if len(problems) > 1 else ''}): {listed}",
+                              problems)
+
+
 async def submit(db: Database, data: Any, catalog: Catalog, client_id: str | None = None, *,
-                 farm_name: str, dataset_dirs: tuple[Path, ...]) -> dict[str, Any]:
+                 farm_name: str, dataset_dirs: tuple[Path, ...], data_dir: Path | None = None) -> dict[str, Any]:
     """Validate and insert a task as pending; returns the new row. Nothing is written when it is invalid."""
     spec = validate_task(data, catalog, await source_policy(db, farm_name, dataset_dirs), await _bundles_named(db, data))
+    await check_published(db, spec, catalog, data_dir)
     async with db.begin() as conn:
         task_id = await task_queries.insert_task(
             conn, type=spec.type, requirements=spec.requirements, config=spec.config, priority=spec.priority

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app.config import parse_duration
@@ -35,6 +36,7 @@ TOP_LEVEL = {"type", "requirements", "config", "priority"}
 REQUIREMENTS = ("min_gpu_memory", "min_cpu_cores", "min_ram")
 REQUIREMENT_MAX = 10**9
 PRIORITY_RANGE = (-1000, 1000)
+LOCAL_HASH_LIMIT = 256 << 20  # a published dataset's shards held here are hashed at submit up to this size
 
 
 @dataclass(frozen=True)
@@ -334,3 +336,45 @@ def _check_data_fit(config: dict[str, Any], catalog: Catalog, problems: dict[str
             f"model {model.name!r} needs {' or '.join(sorted(model.data))} data; "
             f"dataset {dataset.name!r} gives {' or '.join(sorted(produced))}"
         )
+
+
+def published_problems(config: dict[str, Any], manifest: Any, catalog: Catalog,
+                       local_folder: Path | None = None) -> dict[str, str]:
+    """What keeps a task from running on its published dataset (field path -> message); {} when it fits.
+
+    `manifest` is the stored manifest of the dataset the task names (None: no such dataset); `local_folder` is
+    where this machine holds its shards, if it does (checked against the manifest).
+    """
+    from app.datasets.manifest import NAME as DATASET_NAME
+    from app.datasets.manifest import ManifestError, parse_manifest, shard_ok
+    from app.datasets.options import KIND_GIVES, fit_problem, wanted
+
+    want = wanted(config)
+    if want is None:
+        return {}
+    field = "config.dataset_options.name"
+    shown = f"{want.name!r}" + (f" version {want.version}" if want.version is not None else "")
+    if not DATASET_NAME.match(want.name):
+        return {field: "must be a published dataset's name (letters, digits, '.', '_' or '-')"}
+    if manifest is None:
+        return {field: f"no published dataset {shown} (see `aifarm datasets list`)"}
+    try:
+        parsed = parse_manifest(manifest)
+    except ManifestError as exc:
+        return {field: f"dataset {shown}: its manifest does not match its shards: {exc}"}
+    if local_folder is not None and local_folder.is_dir():
+        check_hash = parsed.total_bytes <= LOCAL_HASH_LIMIT
+        for shard in parsed.shards:
+            path = local_folder / shard.name
+            size_ok = path.is_file() and path.stat().st_size == shard.bytes
+            if not size_ok or (check_hash and not shard_ok(local_folder, shard)):
+                return {field: f"dataset {shown}: shard {shard.name} here does not match the manifest"}
+    problem = fit_problem(parsed, want)
+    if problem is not None:
+        return {f"config.dataset_options.{problem[0]}": problem[1]}
+    model = catalog.models.get(str(config.get("model")))
+    gives = KIND_GIVES.get(parsed.kind, ())
+    if model is not None and model.builtin and not set(gives) & set(model.data):
+        return {"config.dataset": f"model {model.name!r} needs {' or '.join(sorted(model.data))} data; "
+                                  f"dataset {shown} gives {' or '.join(gives)}"}
+    return {}

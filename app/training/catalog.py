@@ -93,6 +93,13 @@ BUILTIN_DATASETS: dict[str, Recipe] = {
         "sha256": _SHA,
         "seq_len": Option("int", 64, 2, 4096, help="characters per training sequence"),
     }, "plain text for character-level language models"),
+    "published": Recipe("published", "dataset", frozenset({"tokens", "image", "vector"}), {
+        "name": Option("str", required=True, help="a dataset published with `aifarm datasets publish`"),
+        "version": Option("int", None, 1, 10**9, help="its version (default: the newest)"),
+        "seq_len": Option("int", 128, 2, 65_536, help="tokens per training sequence (token datasets)"),
+        "label_column": Option("str", "label", help="the column holding the class label (CSV datasets)"),
+        "max_validation_samples": Option("int", 2048, 1, 10_000_000, help="at most this many validation samples"),
+    }, "a dataset published to the farm: shards fetched from peers, read from disk as needed"),
 }
 
 

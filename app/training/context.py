@@ -52,6 +52,7 @@ class RunContext:
     python: Path | None = None  # the bundle environment's interpreter (None: the agent's own)
     sandboxed: bool = False  # the worker runs confined by bubblewrap (app/bundles/sandbox.py)
     link: Link | None = None  # the slowest measured link among the members, when one was measured
+    dataset_cache_gb: float | None = None
 
     @property
     def generation(self) -> int:

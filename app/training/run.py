@@ -14,6 +14,7 @@ from typing import Any, assert_never
 
 import app
 from app.bundles import sandbox
+from app.datasets.swarm import DatasetUnavailable, DatasetUnusable, ShardSwarm
 from app.errors import Fenced
 from app.netinfo import local_addresses, same_subnet
 from app.scheduling.decide import choose_rendezvous_host
@@ -65,6 +66,7 @@ class TaskRun:
         self.revoked: str | None = None
         self.started_at = time.monotonic()
         self.task_dir = ctx.task_dir
+        self.published: Path | None = None
 
     # ----- public -----
 
@@ -127,6 +129,16 @@ class TaskRun:
         # A worker killed mid-write leaves its hidden temporary file; nothing ever points at one.
         for stale in self.task_dir.glob(".*.tmp") if self.task_dir.is_dir() else ():
             stale.unlink(missing_ok=True)
+        try:
+            self.published = await ShardSwarm(self.ctx.peer_files, self.recorder.log,
+                                              self.ctx.dataset_cache_gb).prepare(self.config)
+        except DatasetUnusable as exc:
+            return Outcome("error", str(exc))
+        except DatasetUnavailable as exc:
+            return Outcome("failed", str(exc))
+        asked = self._asked_to_end()  # while the shards were being fetched
+        if asked is not None:
+            return asked
         resume, rank_state = await self._choose_resume()
         rendezvous = None
         if self.n_clients > 1 and not self.coordinator:
@@ -164,6 +176,14 @@ class TaskRun:
         if self.stop_reason:
             return Outcome("stopped", self.stop_reason)
         return Outcome("failed", f"rank {self.rank}'s worker exited with code {code} without reporting an end")
+
+    def _asked_to_end(self) -> Outcome | None:
+        """The outcome when this rank was aborted or asked to stop before its worker started."""
+        if self.abort_reason:
+            return Outcome("failed", self.abort_reason)
+        if self.stop_reason:
+            return Outcome("stopped", self.stop_reason)
+        return None
 
     async def _handle(self, message: WorkerMessage) -> Outcome | None:
         match message:
@@ -364,6 +384,8 @@ class TaskRun:
         # The worker opens only files inside this machine's dataset_dirs and fetches only from the farm's hosts.
         spec["dataset_dirs"] = [str(d) for d in ctx.dataset_dirs]
         spec["dataset_hosts"] = await self.recorder.dataset_hosts()
+        if self.published is not None:
+            spec["published_dataset"] = str(self.published)
         spec.update(ctx.device)
         return spec
 

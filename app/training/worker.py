@@ -310,6 +310,7 @@ class Trainer:
             config["dataset"], config.get("dataset_options") or {}, cache_dir=Path(self.spec["cache_dir"]),
             validation_split=float(config.get("validation_split", 0.1)), seed=seed, want=recipe.input_kind,
             log=lambda m: self.channel.log(m), policy=source_policy(self.spec),
+            published=Path(self.spec["published_dataset"]) if self.spec.get("published_dataset") else None,
         )
         torch.manual_seed(seed)
         device = self._device()

@@ -132,7 +132,7 @@ async def test_signed_request_gets_the_status(aiohttp_client: ClientFactory, mem
     client = await aiohttp_client(create_peer_app(agent, members))
     response = await client.get(STATUS_PATH, headers=_signed())
     assert response.status == 200
-    assert await response.json() == STATUS
+    assert await response.json() == {**STATUS, "dataset_shards_served": {}}
     assert agent.status_calls == 1
 
 
@@ -160,7 +160,7 @@ async def peer_client() -> AsyncIterator[PeerClient]:
 async def test_peer_client_gets_the_status(aiohttp_server: ServerFactory, peer_client: PeerClient, members: FarmMembers) -> None:
     """PeerClient signs its request and returns the JSON status."""
     server = await aiohttp_server(create_peer_app(StubAgent(SECRET), members))
-    assert await peer_client.get_json("127.0.0.1", server.port, STATUS_PATH) == STATUS
+    assert await peer_client.get_json("127.0.0.1", server.port, STATUS_PATH) == {**STATUS, "dataset_shards_served": {}}
 
 
 async def test_peer_client_with_wrong_secret_reports_the_signature(aiohttp_server: ServerFactory, members: FarmMembers) -> None:
@@ -280,3 +280,68 @@ def test_link_figures_take_the_fastest_round_trip_off_the_transfer() -> None:
     # 4 MiB in 0.5 s + 0.01 s of round trip: 33554432 bits / 0.5 s = 67.1 Mbit/s, 10 ms.
     mbit, latency_ms = link_figures([0.02, 0.01, 0.03], 0.51, 4 << 20)
     assert mbit == pytest.approx(67.108864) and latency_ms == pytest.approx(10.0)
+
+
+async def test_dataset_shards_are_served_counted_and_confined(aiohttp_client: ClientFactory, members: FarmMembers,
+                                                              tmp_path: Path) -> None:
+    """A held shard is served and counted in the status; names with traversal, and symlinks out, are refused."""
+    folder = tmp_path / "data" / "datasets" / "published" / "docs" / "1"
+    folder.mkdir(parents=True)
+    (folder / "shard-00000.bin").write_bytes(b"\x01\x00" * 8)
+    (tmp_path / "secret.txt").write_text("not a shard")
+    (folder / "link.bin").symlink_to(tmp_path / "secret.txt")
+    agent = StubAgent(SECRET)
+    object.__setattr__(agent, "data_dir", tmp_path / "data")
+    client = await aiohttp_client(create_peer_app(agent, members))
+    path = "/peer/v1/datasets/docs/1/shard-00000.bin"
+    response = await client.get(path, headers=_signed(path=path))
+    assert response.status == 200 and await response.read() == b"\x01\x00" * 8
+    for bad, status in (("/peer/v1/datasets/docs/1/link.bin", 404), ("/peer/v1/datasets/docs/1/..%2Fsecret", 400),
+                        ("/peer/v1/datasets/docs/x/shard-00000.bin", 400), ("/peer/v1/datasets/docs/2/shard-00000.bin", 404)):
+        response = await client.get(bad, headers=_signed(path=bad))
+        assert response.status == status, bad
+    response = await client.get(STATUS_PATH, headers=_signed())
+    assert (await response.json())["dataset_shards_served"] == {"docs/1/shard-00000.bin": 1}
+
+
+async def test_interrupted_download_resumes_with_a_range_and_a_bad_part_is_discarded(
+        aiohttp_server: ServerFactory, peer_client: PeerClient, members: FarmMembers, tmp_path: Path) -> None:
+    """A part left by a cut-off download is continued (Range), checked whole; a part that does not add up to the
+    sha256 is discarded, and the next try fetches the whole file."""
+    import hashlib
+
+    folder = tmp_path / "data" / "datasets" / "published" / "docs" / "1"
+    folder.mkdir(parents=True)
+    content = bytes(range(256)) * 400
+    (folder / "shard-00000.bin").write_bytes(content)
+    agent = StubAgent(SECRET)
+    object.__setattr__(agent, "data_dir", tmp_path / "data")
+    ranges: list[str | None] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        ranges.append(request.headers.get("Range"))
+        return await handler(request)
+
+    app = create_peer_app(agent, members)
+    app.middlewares.insert(0, record)
+    server = await aiohttp_server(app)
+    dest = tmp_path / "got" / "shard-00000.bin"
+    part = dest.with_name(f".{dest.name}.download")
+    dest.parent.mkdir()
+    part.write_bytes(content[:40_000])
+    sha = hashlib.sha256(content).hexdigest()
+    seen: list[int] = []
+    await peer_client.download("127.0.0.1", server.port, "/peer/v1/datasets/docs/1/shard-00000.bin", dest, sha,
+                               max_bytes=len(content), progress=lambda size, _total: seen.append(size), resume=True)
+    assert dest.read_bytes() == content and not part.exists()
+    assert ranges == ["bytes=40000-"] and seen[0] > 40_000
+    dest.unlink()
+    part.write_bytes(b"x" * 1000)
+    with pytest.raises(PeerError, match="does not match its sha256"):
+        await peer_client.download("127.0.0.1", server.port, "/peer/v1/datasets/docs/1/shard-00000.bin", dest, sha,
+                                   max_bytes=len(content), resume=True)
+    assert not part.exists() and not dest.exists()
+    await peer_client.download("127.0.0.1", server.port, "/peer/v1/datasets/docs/1/shard-00000.bin", dest, sha,
+                               max_bytes=len(content), resume=True)
+    assert dest.read_bytes() == content and ranges[-1] is None

@@ -370,12 +370,13 @@ def _decode(data: bytes, name: str) -> str:
 
 
 def _csv(opts: dict[str, Any], fetch: _Fetch) -> Loaded:
-    """Numeric feature columns (standardised) and a label column mapped to sorted class indices.
-
-    Messages name rows, column numbers and counts, never a value of the file.
-    """
+    """Numeric feature columns (standardised) and a label column mapped to sorted class indices."""
     data, name = _load_source(opts, "source", "sha256", fetch, "csv")
-    label_column = opts["label_column"]
+    return parse_csv(data, name, opts["label_column"])
+
+
+def parse_csv(data: bytes, name: str, label_column: str) -> Loaded:
+    """CSV bytes as standardised features and class indices; messages name rows and columns, never a value."""
     reader = csv.reader(io.StringIO(_decode(data, name), newline=""))
     try:
         header = next(reader, None)

@@ -63,8 +63,16 @@ def build_model(name: str, options: dict[str, Any], info: Any) -> Any:
 
 
 def load_dataset(name: str, options: dict[str, Any], *, cache_dir: Path, validation_split: float, seed: int,
-                 want: str | None, log: Callable[[str], None], policy: SourcePolicy) -> Any:
-    """A built-in or installed dataset (built-in sources are checked against policy before anything is opened)."""
+                 want: str | None, log: Callable[[str], None], policy: SourcePolicy,
+                 published: Path | None = None) -> Any:
+    """A built-in or installed dataset (built-in sources are checked against policy before anything is opened);
+    a published dataset is read from the folder the agent fetched it into."""
+    if name == "published":
+        if published is None:
+            raise RecipeError("a published dataset needs the folder its shards were fetched into")
+        from app.training.recipes.published import load_published
+
+        return load_published(options, published, validation_split=validation_split, seed=seed, want=want)
     if name in BUILTIN_DATASETS:
         return builtin_datasets.load_dataset(name, options, cache_dir=cache_dir, validation_split=validation_split,
                                              seed=seed, want=want, log=log, policy=policy)
