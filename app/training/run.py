@@ -267,6 +267,8 @@ class TaskRun:
 
     async def _finished(self, message: Finished) -> Outcome:
         metrics = message.metrics
+        # A progress report not written yet would replace the rank's final metrics (its params_sha256) when flushed.
+        self.recorder.reports.progress = None
         await self.recorder.set_rank("marking the rank completed", status="completed",
                                      metrics={**metrics, "params_sha256": message.params_sha256, "step": message.step})
         if not self.coordinator:
