@@ -262,7 +262,7 @@ class Agent:
     async def stop(self) -> None:
         """Release work (emergency checkpoint), stop loops, say goodbye, mark inactive, close everything."""
         try:
-            await self.scheduler.release_current("the agent is stopping")
+            await self.scheduler.close("the agent is stopping")
         except Exception:  # stopping must go on
             log.exception("could not release the current task cleanly")
         self._stopping = True

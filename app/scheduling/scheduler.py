@@ -69,6 +69,8 @@ class Scheduler:
         self.skipped: set[int] = set()
         self._skips_checked = 0.0
         self.join_timeout = JOIN_TIMEOUT
+        self.closed = False
+        self._release_reason: str | None = None  # set when work is given back before its run exists
         self.last_outcome: dict[str, Any] | None = None
 
     @property
@@ -107,6 +109,8 @@ class Scheduler:
 
     async def step(self) -> None:
         """One scheduling decision."""
+        if self.closed:
+            return
         if self._current_task is not None:
             await self._check_revoked()
             return
@@ -213,6 +217,8 @@ class Scheduler:
             ctx = await self.context_for(formation)
             run = TaskRun(ctx, RunRecorder(self.db, ctx), self.on_model_registered)
             self.current = run
+            if self._release_reason is not None:  # given back while the run was being prepared
+                await run.request_stop(self._release_reason)
             outcome = await run.run()
             if run.revoked and self.bundles is not None and ctx.bundle:
                 self.bundles.forget(ctx.bundle)
@@ -224,6 +230,12 @@ class Scheduler:
         finally:
             self.current = None
             self._current_task = None
+            self._release_reason = None
+
+    async def close(self, reason: str) -> None:
+        """Claim nothing more and give back what is held (the agent is stopping)."""
+        self.closed = True
+        await self.release_current(reason)
 
     async def release_current(self, reason: str) -> None:
         """Give the current work back: emergency checkpoint, attempt ended, task re-queued; waits for it."""
@@ -235,8 +247,10 @@ class Scheduler:
                 pass
             self.joined = None
         run, task = self.current, self._current_task
-        if run is not None and task is not None:
-            await run.request_stop(reason)
+        if task is not None:
+            self._release_reason = reason
+            if run is not None:
+                await run.request_stop(reason)
             try:
                 await asyncio.wait_for(asyncio.shield(task), 60)
             except asyncio.TimeoutError:

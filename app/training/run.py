@@ -146,6 +146,9 @@ class TaskRun:
             if rendezvous is None:
                 return Outcome("failed", f"rank 0 published no rendezvous address within {RENDEZVOUS_WAIT_SECONDS:.0f} s")
         spec = await self._spec(resume, rank_state, rendezvous)
+        released = self._released()
+        if released is not None:  # given back while preparing: no worker is started
+            return released
         command = worker_command(self.ctx.python)
         if self.ctx.sandboxed:
             plan = self._sandbox_plan(resume, rank_state)
@@ -184,6 +187,12 @@ class TaskRun:
         if self.stop_reason:
             return Outcome("stopped", self.stop_reason)
         return None
+
+    def _released(self) -> Outcome | None:
+        """The outcome when a stop or an abort came before the worker started."""
+        if self.abort_reason:
+            return Outcome("failed", self.abort_reason)
+        return Outcome("stopped", self.stop_reason) if self.stop_reason else None
 
     async def _handle(self, message: WorkerMessage) -> Outcome | None:
         match message:
