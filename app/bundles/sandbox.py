@@ -81,7 +81,7 @@ def _system() -> list[str]:
 
 def command(plan: SandboxPlan, inner: Sequence[str], bwrap: str = "bwrap") -> list[str]:
     """The bwrap command line that runs `inner` confined as `plan` says."""
-    args = [bwrap, "--die-with-parent", "--unshare-all"]
+    args = [bwrap, "--die-with-parent", "--new-session", "--unshare-all"]
     if plan.network:
         args.append("--share-net")
     args += _system()

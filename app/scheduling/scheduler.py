@@ -197,8 +197,6 @@ class Scheduler:
         config = task["config"] or {}
         bundle = config.get("bundle") if isinstance(config.get("bundle"), str) else None
         env = self.bundles.env(bundle) if bundle and self.bundles is not None else None
-        if bundle and env is None:
-            raise RuntimeError(f"bundle {bundle} is not installed here")
         can_confine = self.bundles is not None and self.bundles.sandbox_problem is None
         return RunContext(
             task_id=formation.task_id, config=task["config"] or {}, formation=formation,
@@ -215,6 +213,10 @@ class Scheduler:
     async def _run(self, formation: Formation) -> None:
         try:
             ctx = await self.context_for(formation)
+            if ctx.bundle and ctx.python is None:  # revoked or removed since the claim: back to the queue
+                await RunRecorder(self.db, ctx).settle(Outcome("stopped", f"bundle {ctx.bundle} is no longer "
+                                                                          f"installed on {self.client_id}"))
+                return
             run = TaskRun(ctx, RunRecorder(self.db, ctx), self.on_model_registered)
             self.current = run
             if self._release_reason is not None:  # given back while the run was being prepared

@@ -146,30 +146,16 @@ class TaskRun:
             if rendezvous is None:
                 return Outcome("failed", f"rank 0 published no rendezvous address within {RENDEZVOUS_WAIT_SECONDS:.0f} s")
         spec = await self._spec(resume, rank_state, rendezvous)
-        released = self._released()
-        if released is not None:  # given back while preparing: no worker is started
-            return released
-        command = worker_command(self.ctx.python)
-        if self.ctx.sandboxed:
-            plan = self._sandbox_plan(resume, rank_state)
-            command = tuple(sandbox.command(plan, command))
-            if plan.network:
-                log.warning("task %s: the sandbox cannot limit this worker's network to its peers (bubblewrap has no "
-                            "such filter); it shares this machine's network", self.task_id)
-        self.worker = WorkerHandle(self.ctx.data_dir / "logs" / f"task-{self.task_id}-g{self.generation}-r{self.rank}.log",
-                                   command)
-        extra_env = self._gloo_env(rendezvous)
-        if self.ctx.sandboxed and self.ctx.python is None:  # the worker starts in its task folder, not the agent's
-            extra_env["PYTHONPATH"] = os.pathsep.join([str(Path(app.__file__).resolve().parent.parent),
-                                                       *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
-        await self.worker.start(spec, threads=self.ctx.threads, extra_env=extra_env,
-                                confined=self.ctx.bundle is not None)
+        asked = self._asked_to_end()  # while the run was being prepared: no worker is started
+        if asked is not None:
+            return asked
+        worker = await self._start_worker(spec, resume, rank_state, rendezvous)
         self.recorder.log("info", f"rank {self.rank} of {self.n_clients} started (generation {self.generation}, "
-                                  f"pid {self.worker.pid})")
+                                  f"pid {worker.pid})")
         ended: Outcome | None = None
-        async for message in self.worker.messages():
+        async for message in worker.messages():
             ended = await self._handle(message) or ended
-        code = await self.worker.wait()
+        code = await worker.wait()
         if self.abort_reason:
             return Outcome("failed", self.abort_reason)
         if self.revoked:
@@ -187,12 +173,6 @@ class TaskRun:
         if self.stop_reason:
             return Outcome("stopped", self.stop_reason)
         return None
-
-    def _released(self) -> Outcome | None:
-        """The outcome when a stop or an abort came before the worker started."""
-        if self.abort_reason:
-            return Outcome("failed", self.abort_reason)
-        return Outcome("stopped", self.stop_reason) if self.stop_reason else None
 
     async def _handle(self, message: WorkerMessage) -> Outcome | None:
         match message:
@@ -399,6 +379,29 @@ class TaskRun:
             spec["published_dataset"] = str(self.published)
         spec.update(ctx.device)
         return spec
+
+    async def _start_worker(self, spec: dict[str, Any], resume: dict[str, Any] | None,
+                            rank_state: dict[str, Any] | None, rendezvous: dict[str, Any] | None) -> WorkerHandle:
+        """Start the worker: the agent's interpreter or the bundle's, confined by bubblewrap when the run says so."""
+        ctx = self.ctx
+        command = worker_command(ctx.python)
+        extra_env = self._gloo_env(rendezvous)
+        if ctx.sandboxed:
+            plan = self._sandbox_plan(resume, rank_state)
+            command = tuple(sandbox.command(plan, command))
+            if plan.network:
+                log.warning("task %s: the sandbox cannot limit this worker's network to its peers (bubblewrap has no "
+                            "such filter); it shares this machine's network", self.task_id)
+            if ctx.python is None:  # it starts in its task folder, not the agent's: name the agent's code
+                extra_env["PYTHONPATH"] = os.pathsep.join(
+                    [str(Path(app.__file__).resolve().parent.parent),
+                     *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+        worker = WorkerHandle(ctx.data_dir / "logs" / f"task-{self.task_id}-g{self.generation}-r{self.rank}.log",
+                              command)
+        self.worker = worker
+        await worker.start(spec, threads=ctx.threads, extra_env=extra_env, confined=ctx.bundle is not None,
+                           own_session=ctx.sandboxed)
+        return worker
 
     def _sandbox_plan(self, resume: dict[str, Any] | None, rank_state: dict[str, Any] | None) -> sandbox.SandboxPlan:
         """What the confined worker sees: its checkpoint and model folders (read-write), its bundle, the datasets it

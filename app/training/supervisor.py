@@ -41,9 +41,10 @@ class WorkerHandle:
         self.stop_requested = False
 
     async def start(self, spec: dict[str, Any], *, threads: int, extra_env: dict[str, str] | None = None,
-                    confined: bool = False) -> None:
+                    confined: bool = False, own_session: bool = False) -> None:
         """Spawn the worker and hand it its spec; `confined`: only a few harmless variables of the agent's
-        environment are passed on (the command is then a bubblewrap sandbox, app/bundles/sandbox.py)."""
+        environment are passed on; `own_session`: the child leaves the agent's session at once (a sandbox, which
+        must not get the terminal's Ctrl-C: the agent stops its worker through stdin)."""
         env = {k: v for k, v in os.environ.items() if k in SAFE_ENV} if confined else dict(os.environ)
         env.setdefault("PATH", "/usr/bin:/bin")
         env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"})
@@ -54,7 +55,7 @@ class WorkerHandle:
             self.process = await asyncio.create_subprocess_exec(
                 *self.command,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env,
-                limit=MAX_LINE + 1,
+                limit=MAX_LINE + 1, start_new_session=own_session,
             )
         finally:
             stderr.close()
