@@ -48,6 +48,7 @@ def main() -> None:
             if outer.due():
                 outer.sync()
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, args.out)
+    dist.barrier()  # rank 0 holds the store: neither leaves while the other still talks to it
     dist.destroy_process_group()
 
 
