@@ -13,7 +13,7 @@ from typing import Any
 
 from app.config import parse_duration
 from app.errors import ValidationError
-from app.training.catalog import Catalog, check_option
+from app.training.catalog import RESNET_DEPTHS, Catalog, check_option
 from app.training.sources import SourcePolicy, source_problem
 
 TASK_TYPES = ("training",)
@@ -61,6 +61,11 @@ CONFIG_FIELDS: dict[str, ConfigField] = {
     "keep_checkpoints": ConfigField("int", 3, 1, 100, help="regular checkpoints kept per task"),
     "max_steps": ConfigField("optional_int", None, 1, 10**9, help="stop after this many steps (optional)"),
     "max_attempts": ConfigField("optional_int", None, 1, 100, help="failed attempts before the task fails"),
+    "precision": ConfigField("str", "auto", choices=("auto", "fp32", "bf16", "fp16"),
+                             help="auto: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on the CPU"),
+    "accumulate_steps": ConfigField("int", 1, 1, 1024, help="batches whose gradients are summed per optimizer step"),
+    "grad_clip": ConfigField("optional_float", None, 0, 1e6, help="clip the gradients' total norm to this (> 0)"),
+    "warmup_steps": ConfigField("int", 0, 0, 10**9, help="steps of linear learning-rate warm-up before the schedule"),
     "model_options": ConfigField("options", {}, help="options of the model recipe"),
     "dataset_options": ConfigField("options", {}, help="options of the dataset recipe"),
 }
@@ -117,10 +122,12 @@ def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
             return f"must be at least {spec.minimum:g}"
         if spec.maximum is not None and value > spec.maximum:
             return f"must be at most {spec.maximum:g}"
-    elif spec.kind == "float":
+    elif spec.kind in ("float", "optional_float"):
+        if spec.kind == "optional_float" and value is None:
+            return None
         if not _is_number(value):
             return "must be a number"
-        if name == "learning_rate" and value <= 0:
+        if name in ("learning_rate", "grad_clip") and value <= 0:
             return "must be greater than 0"
         if spec.minimum is not None and value < spec.minimum:
             return f"must be at least {spec.minimum:g}"
@@ -280,3 +287,22 @@ def _check_data_fit(config: dict[str, Any], catalog: Catalog, problems: dict[str
             f"model {model.name!r} needs {' or '.join(sorted(model.data))} data; "
             f"dataset {dataset.name!r} gives {' or '.join(sorted(produced))}"
         )
+    elif not any(key.startswith("config.model_options.") for key in problems):
+        _check_model_options_fit(model.name, config, problems)
+
+
+def _check_model_options_fit(model: str, config: dict[str, Any], problems: dict[str, str]) -> None:
+    """Model options that do not fit each other or the data: heads and embedding, context and seq_len, depth."""
+    options, data = config.get("model_options") or {}, config.get("dataset_options") or {}
+    if model == "transformer":
+        embedding, heads, context = options["embedding"], options["heads"], options["context"]
+        if embedding % heads:
+            problems["config.model_options.heads"] = f"must divide embedding ({embedding}); got {heads}"
+        seq_len = data.get("seq_len")
+        if isinstance(seq_len, int) and seq_len > context and "config.dataset_options.seq_len" not in problems:
+            problems["config.model_options.context"] = (f"is {context}, shorter than the dataset's sequences "
+                                                        f"(dataset_options.seq_len {seq_len})")
+    elif model == "resnet" and options["depth"] not in RESNET_DEPTHS:
+        problems["config.model_options.depth"] = f"must be one of {', '.join(map(str, RESNET_DEPTHS))}"
+    if config.get("dataset") == "text" and data.get("tokenizer") == "bpe" and not data.get("tokenizer_file"):
+        problems["config.dataset_options.tokenizer_file"] = "is required when tokenizer is bpe"
