@@ -8,7 +8,7 @@ import importlib
 
 from benchmarks.common import RESULTS, machine
 
-MODULES = ["startup", "claims", "heartbeats", "seed_queries", "training", "dashboard_load", "pages", "foreground"]
+MODULES = ["startup", "claims", "heartbeats", "seed_queries", "training", "dashboard_load", "pages", "foreground", "workloads"]
 
 
 def main() -> None:

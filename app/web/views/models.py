@@ -15,6 +15,7 @@ from app.db.queries import models as model_queries
 from app.errors import AifarmError, NotFound
 from app.model_store import parse_url
 from app.web.keys import DEPS_KEY
+from app.web.security import SECURITY_HEADERS
 from app.web.pages import path_id
 
 CONFIG_SHOWN = ("model", "dataset", "epochs", "batch_size", "learning_rate", "n_clients", "task_id")
@@ -125,7 +126,9 @@ async def try_model(request: web.Request) -> web.StreamResponse:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app.training.try_model", str(path), "--prompt", prompt, "--max-tokens", str(tokens),
         "--temperature", str(temperature), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"})
+    # Prepared here, before the middleware sees it: the hardening headers go on now.
+    response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/plain; charset=utf-8",
+                                           "Cache-Control": "no-store"})
     await response.prepare(request)
     try:
         await asyncio.wait_for(_relay(proc, response), TRY_TIMEOUT_S)
