@@ -466,9 +466,10 @@ async def try_model(args: argparse.Namespace, settings: Settings) -> int:
     problem = try_problem(row, path, image=args.image is not None)
     if problem:
         raise AifarmError(problem)
-    command = [sys.executable, "-m", "app.training.try_model", str(path), "--max-tokens", str(args.max_tokens),
-               "--temperature", str(args.temperature)]
-    command += ["--image", args.image] if args.image else ["--prompt", args.prompt or ""]
+    # name=value: a prompt that starts with '-' stays a prompt.
+    command = [sys.executable, "-m", "app.training.try_model", str(path), f"--max-tokens={args.max_tokens}",
+               f"--temperature={args.temperature}"]
+    command += [f"--image={args.image}"] if args.image else [f"--prompt={args.prompt or ''}"]
     return subprocess.run(command, check=False).returncode
 
 

@@ -90,9 +90,12 @@ async def pull(db: Database, ref: str, dest: Path | None, farm_name: str, client
 
 def weights_destination(output: Path | None, name: str, version: str, suffix: str) -> Path:
     """The weights file to write: `output` itself when it names a weights file, else NAME-vVERSION in that folder."""
+    suffix = suffix or ".safetensors"
     if output is not None and output.suffix in (".safetensors", ".pt"):
+        if output.suffix != suffix:
+            raise AifarmError(f"model {name} v{version} is a {suffix} file; give -o a folder or a name ending in {suffix}")
         return output
-    return (output or Path(".")) / f"{name}-v{version}{suffix or '.safetensors'}"
+    return (output or Path(".")) / f"{name}-v{version}{suffix}"
 
 
 def write_description(weights: Path) -> Path | None:

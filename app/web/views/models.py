@@ -56,8 +56,8 @@ async def model_list(request: web.Request) -> web.Response:
                                                                    "own_id": deps.client_id})
 
 
-def _filename(name: str, version: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{name}-v{version}.pt")
+def _filename(name: str, version: str, suffix: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{name}-v{version}{suffix if suffix in ('.pt', '.safetensors') else '.pt'}")
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -79,7 +79,7 @@ async def download(request: web.Request) -> web.StreamResponse:
                                               status=502)
     return web.FileResponse(path, headers={
         "Content-Type": "application/octet-stream",
-        "Content-Disposition": f'attachment; filename="{_filename(row["name"], row["version"])}"',
+        "Content-Disposition": f'attachment; filename="{_filename(row["name"], row["version"], path.suffix)}"',
         "X-Content-SHA256": sha256,
     })
 
@@ -124,8 +124,8 @@ async def try_model(request: web.Request) -> web.StreamResponse:
         return web.Response(status=502, text=f"model {row['name']} v{row['version']} cannot be tried here: no "
                                              "verified safetensors copy could be had\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.training.try_model", str(path), "--prompt", prompt, "--max-tokens", str(tokens),
-        "--temperature", str(temperature), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable, "-m", "app.training.try_model", str(path), f"--prompt={prompt}", f"--max-tokens={tokens}",
+        f"--temperature={temperature}", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     # Prepared here, before the middleware sees it: the hardening headers go on now.
     response = web.StreamResponse(headers={**SECURITY_HEADERS, "Content-Type": "text/plain; charset=utf-8",
                                            "Cache-Control": "no-store"})
