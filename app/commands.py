@@ -438,7 +438,6 @@ async def pull_model(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.identity import read_client_id
     from app.model_store import pull
-
     from app.training.model_files import meta_path
 
     async with farm_database(settings.effective_database_url) as db:

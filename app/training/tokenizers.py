@@ -26,7 +26,9 @@ class TokenizerSpec(TypedDict):
 class Tokenizer(Protocol):
     """Text to token ids and back."""
 
-    vocab_size: int
+    @property
+    def vocab_size(self) -> int:
+        """How many token ids."""
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a text."""

@@ -67,7 +67,7 @@ def classify(model: Any, meta: ModelMeta, image: Path, top: int) -> list[tuple[i
     with torch.no_grad():
         probs = torch.softmax(model(torch.from_numpy(array)[None]).float(), dim=-1)[0]
     values, indices = probs.topk(min(top, probs.numel()))
-    return [(int(i), float(v)) for v, i in zip(values, indices)]
+    return [(int(i), float(v)) for v, i in zip(values, indices, strict=True)]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ def test_model_file_is_safetensors_with_its_description_and_old_pt_still_loads(t
         load_model(old)
     hostile = tmp_path / "hostile.pt"
     torch.save({"x": io.BytesIO(b"not a tensor")}, hostile)
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):
         load_weights(hostile)
 
 

@@ -57,6 +57,7 @@ def _perplexities(url: str, task_id: int) -> list[float]:
     return [float(m) for line in task_logs(url, task_id) for m in re.findall(r"val_perplexity ([0-9.]+)", line)]
 
 
+@pytest.mark.timeout(900)
 async def test_two_agent_transformer_learns_the_readme_and_is_tried(tmp_path: Path, sqlite_url: str) -> None:
     """2 agents train a transformer on the README and docs (byte tokens): it completes, validation perplexity
     falls at least 3x from the first evaluation, the model is safetensors + JSON, and `models try` prints text."""
@@ -113,6 +114,7 @@ async def test_two_agent_transformer_learns_the_readme_and_is_tried(tmp_path: Pa
         b.stop()
 
 
+@pytest.mark.timeout(600)
 async def test_resnet_on_generated_shapes_reaches_ninety_percent(tmp_path: Path, sqlite_url: str) -> None:
     """A resnet on Pillow-drawn shapes (4 classes, .npy in dataset_dirs) reaches >= 90% validation accuracy; the
     model classifies an image file, and `models try` with a prompt says in one line that it is an image model."""

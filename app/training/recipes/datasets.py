@@ -441,6 +441,7 @@ def _text(opts: dict[str, Any], fetch: _Fetch) -> Loaded:
     text = _decode(data, name)
     seq_len = int(opts["seq_len"])
     tokenizer: Tokenizer
+    ids: np.ndarray[Any, Any]
     if opts["tokenizer"] == "byte":
         tokenizer = ByteTokenizer()
         ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)

@@ -15,8 +15,8 @@ from app.db.queries import models as model_queries
 from app.errors import AifarmError, NotFound
 from app.model_store import parse_url
 from app.web.keys import DEPS_KEY
-from app.web.security import SECURITY_HEADERS
 from app.web.pages import path_id
+from app.web.security import SECURITY_HEADERS
 
 CONFIG_SHOWN = ("model", "dataset", "epochs", "batch_size", "learning_rate", "n_clients", "task_id")
 LANGUAGE_MODELS = ("transformer", "char_lstm")
