@@ -41,9 +41,9 @@ def corpus(folder: Path) -> Path:
 def lm_task(source: Path, name: str = "readme-lm", **model_options: int) -> dict:
     """A 2-client transformer (about 1.2 M parameters, context 128) on byte-tokenized text."""
     return {"type": "training", "requirements": {}, "priority": 0, "config": {
-        "name": name, "model": "transformer", "dataset": "text", "batch_size": 16, "learning_rate": 0.001,
+        "name": name, "model": "transformer", "dataset": "text", "batch_size": 16, "learning_rate": 0.002,
         "epochs": 12, "distributed": True, "n_clients": 2, "optimizer": "adamw", "lr_schedule": "cosine",
-        "warmup_steps": 10, "grad_clip": 1.0, "precision": "auto", "checkpoint_interval": "100 steps",
+        "warmup_steps": 30, "grad_clip": 1.0, "precision": "auto", "checkpoint_interval": "100 steps",
         "model_options": {"layers": 6, "heads": 4, "embedding": 128, "context": 128, **model_options},
         "dataset_options": {"source": str(source), "tokenizer": "byte", "seq_len": 128}}}
 
