@@ -54,7 +54,9 @@ def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpr
 
 
 def _perplexities(url: str, task_id: int) -> list[float]:
-    return [float(m) for line in task_logs(url, task_id) for m in re.findall(r"val_perplexity ([0-9.]+)", line)]
+    """Validation perplexity at each evaluation (the end of each epoch), from the task log."""
+    found = (re.match(r"epoch \d+ ended at step \d+: .*val_perplexity ([0-9.]+)", line) for line in task_logs(url, task_id))
+    return [float(m.group(1)) for m in found if m]
 
 
 @pytest.mark.timeout(900)
