@@ -184,9 +184,18 @@ def _add_models(sub: SubParsers) -> None:
     models.set_defaults(handler=commands.list_models)
     pull = _command(models_sub, "pull", "Download a model version and verify its sha256.", commands.pull_model)
     pull.add_argument("ref", metavar="NAME[:VERSION]")
-    pull.add_argument("-o", "--output", metavar="FILE", help="where to save it (default: NAME-vVERSION.pt)")
+    pull.add_argument("-o", "--output", metavar="DIR", help="folder for NAME-vVERSION.safetensors and its .json "
+                                                            "(default: here), or the weights file's own name")
     pull.add_argument("--quiet", action="store_true", help="no progress bar")
     pull.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
+    tried = _command(models_sub, "try", "Run a model here: a prompt in, text out; or an image in, top classes out.",
+                     commands.try_model)
+    tried.add_argument("ref", metavar="NAME[:VERSION]")
+    tried.add_argument("--prompt", default="", help="text the language model continues")
+    tried.add_argument("--max-tokens", type=int, default=200, metavar="N", help="tokens to generate (default 200)")
+    tried.add_argument("--temperature", type=float, default=0.8, metavar="T", help="sampling temperature; 0: greedy")
+    tried.add_argument("--image", metavar="FILE", help="an image for an image classifier")
+    tried.add_argument("--farm-name", metavar="NAME", help=_help("farm_name"))
 
 
 def _add_datasets(sub: SubParsers) -> None:

@@ -448,12 +448,38 @@ async def pull_model(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.identity import read_client_id
     from app.model_store import pull
+    from app.training.model_files import meta_path
 
     async with farm_database(settings.effective_database_url) as db:
         row, path = await pull(db, args.ref, Path(args.output) if args.output else None, settings.farm_name,
                                read_client_id(settings.data_dir), progress=not args.quiet)
-    print(f"{row['name']} v{row['version']} saved to {path} (sha256 {row['hash']} verified)")
+    beside = f" and {meta_path(path)}" if meta_path(path).is_file() and path.suffix == ".safetensors" else ""
+    print(f"{row['name']} v{row['version']} saved to {path}{beside} (sha256 {row['hash']} verified)")
     return 0
+
+
+async def try_model(args: argparse.Namespace, settings: Settings) -> int:
+    """`aifarm models try NAME[:VERSION]`: a prompt in, sampled text out; or an image in, the top classes out."""
+    import subprocess
+    import sys
+
+    from app.errors import AifarmError
+    from app.identity import read_client_id
+    from app.model_store import local_model, try_problem
+
+    async with farm_database(settings.effective_database_url) as db:
+        row, path = await local_model(db, args.ref, settings.data_dir, settings.farm_name,
+                                      read_client_id(settings.data_dir))
+    if not 1 <= args.max_tokens <= 100_000 or not 0 <= args.temperature <= 100:
+        raise AifarmError("--max-tokens must be 1 to 100000 and --temperature 0 to 100")
+    problem = try_problem(row, path, image=args.image is not None)
+    if problem:
+        raise AifarmError(problem)
+    # name=value: a prompt that starts with '-' stays a prompt.
+    command = [sys.executable, "-m", "app.training.try_model", str(path), f"--max-tokens={args.max_tokens}",
+               f"--temperature={args.temperature}"]
+    command += [f"--image={args.image}"] if args.image else [f"--prompt={args.prompt or ''}"]
+    return subprocess.run(command, check=False).returncode
 
 
 async def open_dashboard(args: argparse.Namespace, settings: Settings) -> int:

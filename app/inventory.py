@@ -45,13 +45,22 @@ def ram_info() -> dict[str, Any]:
 
 
 def gpu_info(timeout: float = 5.0) -> list[dict[str, Any]]:
-    """One entry per NVIDIA GPU, read in-process through NVML, else from `nvidia-smi`; [] when there is none."""
+    """One entry per NVIDIA GPU (NVML in-process, else `nvidia-smi`), else Apple Silicon's GPU; [] when there is none."""
     nvml = _load_nvml()
     if nvml is not None:
         gpus = read_nvml(nvml)
         if gpus is not None:
             return gpus
-    return _gpu_info_from_smi(timeout)
+    return _gpu_info_from_smi(timeout) or apple_gpu(platform.system(), platform.machine())
+
+
+def apple_gpu(system: str, machine: str) -> list[dict[str, Any]]:
+    """Apple Silicon's GPU, which torch drives as `mps`; its memory is the machine's RAM, so none is counted apart."""
+    if system != "Darwin" or machine != "arm64":
+        return []
+    return [{"index": 0, "name": "Apple Silicon GPU", "backend": "mps", "memory_total_mb": None,
+             "memory_used_mb": None, "utilization_pct": None, "temperature_c": None, "driver": None,
+             "compute_capability": None}]
 
 
 def _load_nvml() -> Any:

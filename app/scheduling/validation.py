@@ -18,6 +18,7 @@ from app.training.catalog import (
     BUILTIN_DATASETS,
     BUILTIN_MODELS,
     INPUT_KINDS,
+    RESNET_DEPTHS,
     Catalog,
     Recipe,
     check_option,
@@ -78,6 +79,11 @@ CONFIG_FIELDS: dict[str, ConfigField] = {
     "outer_momentum": ConfigField("float", 0.9, 0, 0.999, help="diloco: the outer Nesterov SGD's momentum"),
     "compression": ConfigField("str", "fp16", choices=("none", "fp16", "int8"),
                                help="diloco: how the averaged updates travel (int8: per-block scales)"),
+    "precision": ConfigField("str", "auto", choices=("auto", "fp32", "bf16", "fp16"),
+                             help="auto: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on the CPU"),
+    "accumulate_steps": ConfigField("int", 1, 1, 1024, help="batches whose gradients are summed per optimizer step"),
+    "grad_clip": ConfigField("optional_float", None, 0, 1e6, help="clip the gradients' total norm to this (> 0)"),
+    "warmup_steps": ConfigField("int", 0, 0, 10**9, help="steps of linear learning-rate warm-up before the schedule"),
     "model_options": ConfigField("options", {}, help="options of the model recipe"),
     "dataset_options": ConfigField("options", {}, help="options of the dataset recipe"),
 }
@@ -146,10 +152,12 @@ def _check_field(name: str, spec: ConfigField, value: Any) -> str | None:
             return f"must be at least {spec.minimum:g}"
         if spec.maximum is not None and value > spec.maximum:
             return f"must be at most {spec.maximum:g}"
-    elif spec.kind == "float":
+    elif spec.kind in ("float", "optional_float"):
+        if spec.kind == "optional_float" and value is None:
+            return None
         if not _is_number(value):
             return "must be a number"
-        if name in ("learning_rate", "outer_lr") and value <= 0:
+        if name in ("learning_rate", "outer_lr", "grad_clip") and value <= 0:
             return "must be greater than 0"
         if spec.minimum is not None and value < spec.minimum:
             return f"must be at least {spec.minimum:g}"
@@ -336,6 +344,25 @@ def _check_data_fit(config: dict[str, Any], catalog: Catalog, problems: dict[str
             f"model {model.name!r} needs {' or '.join(sorted(model.data))} data; "
             f"dataset {dataset.name!r} gives {' or '.join(sorted(produced))}"
         )
+    elif not any(key.startswith("config.model_options.") for key in problems):
+        _check_model_options_fit(model.name, config, problems)
+
+
+def _check_model_options_fit(model: str, config: dict[str, Any], problems: dict[str, str]) -> None:
+    """Model options that do not fit each other or the data: heads and embedding, context and seq_len, depth."""
+    options, data = config.get("model_options") or {}, config.get("dataset_options") or {}
+    if model == "transformer":
+        embedding, heads, context = options["embedding"], options["heads"], options["context"]
+        if embedding % heads:
+            problems["config.model_options.heads"] = f"must divide embedding ({embedding}); got {heads}"
+        seq_len = data.get("seq_len")
+        if isinstance(seq_len, int) and seq_len > context and "config.dataset_options.seq_len" not in problems:
+            problems["config.model_options.context"] = (f"is {context}, shorter than the dataset's sequences "
+                                                        f"(dataset_options.seq_len {seq_len})")
+    elif model == "resnet" and options["depth"] not in RESNET_DEPTHS:
+        problems["config.model_options.depth"] = f"must be one of {', '.join(map(str, RESNET_DEPTHS))}"
+    if config.get("dataset") == "text" and data.get("tokenizer") == "bpe" and not data.get("tokenizer_file"):
+        problems["config.dataset_options.tokenizer_file"] = "is required when tokenizer is bpe"
 
 
 def published_problems(config: dict[str, Any], manifest: Any, catalog: Catalog,

@@ -143,6 +143,8 @@ class Donation:
         if not gpus:
             return {"device": "cpu"}
         gpu = gpus[0]
+        if gpu.get("backend") == "mps":
+            return {"device": "mps"}
         spec: dict[str, Any] = {"device": f"cuda:{gpu.get('index', 0)}"}
         total = gpu.get("memory_total_mb")
         if self.settings.gpu_memory_limit_mb and total:

@@ -44,6 +44,7 @@ class Recipe:
     builtin: bool = True
     input_kind: str | None = None  # models: the data kind the model is fed (None: declared by an installed recipe)
     per_position: bool = False  # models: one prediction per sequence position, loss taken over every position
+    metric: str = "accuracy"  # models: the evaluation metric reported besides the loss ("perplexity" for LMs)
 
 
 _SOURCE = Option("source", help="a local file path or an http(s) URL")
@@ -63,8 +64,23 @@ BUILTIN_MODELS: dict[str, Recipe] = {
         "hidden": Option("int", 128, 8, 8192, help="LSTM hidden size"),
         "layers": Option("int", 1, 1, 8, help="LSTM layers"),
     }, "character-level LSTM language model (predicts the next character)", input_kind="tokens",
-        per_position=True),
+        per_position=True, metric="perplexity"),
+    "transformer": Recipe("transformer", "model", frozenset({"tokens"}), {
+        "layers": Option("int", 4, 1, 48, help="decoder blocks"),
+        "heads": Option("int", 4, 1, 64, help="attention heads (must divide embedding)"),
+        "embedding": Option("int", 128, 8, 8192, help="embedding size"),
+        "context": Option("int", 128, 2, 8192, help="longest sequence (at least the dataset's seq_len)"),
+        "dropout": Option("float", 0.0, 0.0, 0.9, help="dropout on attention and residual paths"),
+        "tied_embeddings": Option("bool", True, help="the output layer shares the token embedding's weights"),
+    }, "GPT-style decoder-only language model (causal self-attention, predicts the next token)",
+        input_kind="tokens", per_position=True, metric="perplexity"),
+    "resnet": Recipe("resnet", "model", frozenset({"image"}), {
+        "depth": Option("int", 18, 10, 34, help="10, 18 or 34 layers (basic residual blocks)"),
+        "width": Option("int", 64, 4, 512, help="channels of the first stage (doubled at each of the 4 stages)"),
+        "channels": Option("int", None, 1, 64, help="input channels (default: what the dataset declares)"),
+    }, "ResNet-style image classifier for images of any size the dataset declares", input_kind="image"),
 }
+RESNET_DEPTHS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 BUILTIN_DATASETS: dict[str, Recipe] = {
     "synthetic": Recipe("synthetic", "dataset", frozenset({"vector", "image", "tokens"}), {
@@ -91,8 +107,12 @@ BUILTIN_DATASETS: dict[str, Recipe] = {
     "text": Recipe("text", "dataset", frozenset({"tokens"}), {
         "source": Option("source", required=True, help="UTF-8 text file (path or URL)"),
         "sha256": _SHA,
-        "seq_len": Option("int", 64, 2, 4096, help="characters per training sequence"),
-    }, "plain text for character-level language models"),
+        "seq_len": Option("int", 64, 2, 4096, help="tokens per training sequence"),
+        "tokenizer": Option("str", "chars", choices=("chars", "byte", "bpe"),
+                            help="chars (the text's own characters), byte (UTF-8 bytes) or bpe (tokenizer_file)"),
+        "tokenizer_file": Option("source", help="Hugging Face tokenizer JSON for bpe (path or URL)"),
+        "tokenizer_file_sha256": _SHA,
+    }, "plain text for language models, as characters, bytes or BPE tokens"),
     "published": Recipe("published", "dataset", frozenset({"tokens", "image", "vector"}), {
         "name": Option("str", required=True, help="a dataset published with `aifarm datasets publish`"),
         "version": Option("int", None, 1, 10**9, help="its version (default: the newest)"),
@@ -100,6 +120,12 @@ BUILTIN_DATASETS: dict[str, Recipe] = {
         "label_column": Option("str", "label", help="the column holding the class label (CSV datasets)"),
         "max_validation_samples": Option("int", 2048, 1, 10_000_000, help="at most this many validation samples"),
     }, "a dataset published to the farm: shards fetched from peers, read from disk as needed"),
+    "npy": Recipe("npy", "dataset", frozenset({"image", "vector"}), {
+        "images": Option("source", required=True, help=".npy array of images: (N, H, W) or (N, C, H, W)"),
+        "labels": Option("source", required=True, help=".npy array of N whole-number class labels"),
+        "images_sha256": _SHA,
+        "labels_sha256": _SHA,
+    }, "images of any size and labels as a pair of NumPy .npy files (uint8 images are scaled to [0, 1])"),
 }
 
 

@@ -73,6 +73,7 @@ class Epoch:
     val_accuracy: float
     loss: float | None
     accuracy: float | None
+    val_perplexity: float | None = None  # language models
     type: Literal["epoch"] = field(default="epoch", init=False)
 
 

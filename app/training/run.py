@@ -230,14 +230,16 @@ class TaskRun:
     def _epoch(self, message: Epoch) -> None:
         reports = self.recorder.reports
         reported = {"val_loss": message.val_loss, "val_accuracy": message.val_accuracy,
-                    "loss": message.loss, "accuracy": message.accuracy}
+                    "loss": message.loss, "accuracy": message.accuracy, "val_perplexity": message.val_perplexity}
         update = {k: v for k, v in reported.items() if v is not None}
         self.metrics.update(update)
         if reports.progress is not None:
             reports.progress = replace(reports.progress, metrics={**reports.progress.metrics, **update})
         if self.coordinator:
+            perplexity = "" if message.val_perplexity is None else f", val_perplexity {message.val_perplexity:.4f}"
             self.recorder.log("info", f"epoch {message.epoch} ended at step {message.step}: "
-                                      f"val_loss {message.val_loss:.4f}, val_accuracy {message.val_accuracy:.4f}")
+                                      f"val_loss {message.val_loss:.4f}, val_accuracy {message.val_accuracy:.4f}"
+                                      f"{perplexity}")
 
     async def _record_checkpoint(self, message: Checkpoint) -> None:
         path = Path(message.path)

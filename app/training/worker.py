@@ -8,6 +8,7 @@ else printed goes to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -45,6 +46,7 @@ from app.training.sources import SourcePolicy
 
 if TYPE_CHECKING:
     from app.training.diloco import DiLoCo
+    from app.training.precision import PrecisionPlan
     from app.training.recipes.plugins import ModelRecipe
 
 SYNC_EVERY = 10
@@ -158,10 +160,10 @@ def load_checkpoint(path: Path, sha256: str) -> dict[str, Any]:
 
 @dataclass
 class Window:
-    """Training metrics accumulated since the last progress report."""
+    """Training metrics accumulated since the last progress report, summed on the device until read."""
 
-    loss: float = 0.0
-    correct: int = 0
+    loss: Any = None  # a device tensor: the sum of loss x predictions
+    correct: Any = None  # a device tensor: right predictions
     count: int = 0
     samples: int = 0
     start: float = field(default_factory=time.perf_counter)
@@ -170,14 +172,18 @@ class Window:
     compute: float = 0.0  # seconds spent computing (DDP: the calibrated step time per step)
     sent: int = 0  # bytes this rank sent
 
-    def add(self, loss: float, correct: int, counted: int, samples: int, seconds: float) -> None:
-        """Count one step: its mean loss over `counted` predictions, `correct` of them right, in `seconds`."""
-        self.step_time += seconds
-        self.steps += 1
-        self.loss += loss * counted
-        self.correct += correct
+    def add(self, loss: Any, correct: Any, counted: int, samples: int) -> None:
+        """Count one batch: its mean loss over `counted` predictions, `correct` of them right (no host read)."""
+        weighted = loss.detach().float() * counted
+        self.loss = weighted if self.loss is None else self.loss + weighted
+        self.correct = correct if self.correct is None else self.correct + correct
         self.count += counted
         self.samples += samples
+
+    def tick(self, seconds: float) -> None:
+        """Count one optimizer step and its time."""
+        self.step_time += seconds
+        self.steps += 1
 
     def traffic(self, elapsed: float) -> tuple[float | None, float | None]:
         """(bytes sent per step, time computing ÷ wall time) over the window."""
@@ -185,11 +191,27 @@ class Window:
             return None, None
         return self.sent / self.steps, min(1.0, self.compute / elapsed)
 
-    def averages(self) -> dict[str, float]:
-        """The window's mean training loss and accuracy (nothing when no prediction was counted)."""
-        if not self.count:
+    def averages(self, perplexity: bool = False) -> dict[str, float]:
+        """The window's mean training loss and accuracy (and perplexity), read from the device now."""
+        if not self.count or self.loss is None:
             return {}
-        return {"loss": self.loss / self.count, "accuracy": self.correct / self.count}
+        loss, correct = (float(v) for v in _read(self.loss, self.correct))
+        out = {"loss": loss / self.count, "accuracy": correct / self.count}
+        if perplexity:
+            out["perplexity"] = _perplexity(out["loss"])
+        return out
+
+
+def _read(*tensors: Any) -> list[float]:
+    """Several device scalars in one read."""
+    import torch
+
+    return [float(v) for v in torch.stack([t.float() for t in tensors]).tolist()]
+
+
+def _perplexity(loss: float) -> float:
+    """exp(mean cross-entropy), bounded so that a diverged run still reports a number."""
+    return math.exp(min(loss, 700.0)) if math.isfinite(loss) else math.nan
 
 
 @dataclass
@@ -233,6 +255,12 @@ class RunState:
     step_compute: float = 0.0  # seconds of computing per step, measured before training (groups only)
     step_bytes: int = 0  # bytes a DDP step sends
     run_traffic: Window = field(default_factory=Window)  # bytes sent and time computing over this attempt
+    info: Any = None  # the dataset's DataInfo
+    precision: PrecisionPlan | None = None
+    scaler: Any = None
+    accumulate: int = 1
+    grad_clip: float | None = None
+    perplexity: bool = False  # a language model: perplexity is its evaluation metric
 
 
 class Trainer:
@@ -315,18 +343,38 @@ class Trainer:
         torch.manual_seed(seed)
         device = self._device()
         model = recipe.build(config.get("model_options") or {}, info).to(device)
+        self._describe(model, device)
         net = model
         optimizer = self._optimizer(model)
-        batch = int(config["batch_size"])
-        steps_per_epoch = max(1, len(train_set) // self.world // batch)
+        batch, accumulate = int(config["batch_size"]), int(config.get("accumulate_steps") or 1)
+        steps_per_epoch = max(1, len(train_set) // self.world // (batch * accumulate))
         epochs = int(config["epochs"])
         total_steps = epochs * steps_per_epoch
         if config.get("max_steps"):
             total_steps = min(total_steps, int(config["max_steps"]))
         scheduler = self._scheduler(optimizer, total_steps, steps_per_epoch)
-        return RunState(recipe=recipe, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
-                        train_set=train_set, val_set=val_set, device=device, seed=seed, batch=batch, epochs=epochs,
-                        steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+        state = RunState(recipe=recipe, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
+                         train_set=train_set, val_set=val_set, device=device, seed=seed, batch=batch, epochs=epochs,
+                         steps_per_epoch=steps_per_epoch, total_steps=total_steps, info=info, accumulate=accumulate,
+                         grad_clip=float(config["grad_clip"]) if config.get("grad_clip") else None,
+                         perplexity=metric_of(recipe) == "perplexity")
+        self._set_precision(state)
+        return state
+
+    def _set_precision(self, state: RunState) -> None:
+        """The precision plan for this device (logged by rank 0 when it differs from the request) and its scaler."""
+        from app.training.precision import grad_scaler, plan_for
+
+        state.precision = plan_for(str(self.config.get("precision") or "auto"), state.device)
+        state.scaler = grad_scaler(state.precision)
+        if state.precision.note and self.rank == 0:
+            self.channel.log(state.precision.note, "warning")
+
+    def _describe(self, model: Any, device: Any) -> None:
+        """Rank 0 logs the model's size and device."""
+        if self.rank == 0:
+            params = sum(p.numel() for p in model.parameters())
+            self.channel.log(f"model {self.config['model']}: {params:,} parameters, training on {device}")
 
     def _resume(self, state: RunState) -> None:
         """Load the checkpoint the agent handed over (and this rank's own RNG state), if any."""
@@ -341,6 +389,8 @@ class Trainer:
         state.optimizer.load_state_dict(saved["optimizer"])
         if saved.get("scheduler") is not None:
             state.scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler") and state.scaler is not None and state.scaler.is_enabled():
+            state.scaler.load_state_dict(saved["scaler"])
         state.epoch, state.step_in_epoch, state.step = int(saved["epoch"]), int(saved["step_in_epoch"]), int(saved["step"])
         state.best = dict(saved.get("metrics") or {})
         state.saved_outer = saved.get("diloco")
@@ -428,7 +478,7 @@ class Trainer:
     def _epoch(self, state: RunState, pacing: Pacing) -> bool:
         """Train the rest of the current epoch, then validate; True when stopped on request."""
         order = self._epoch_order(len(state.train_set), state.seed, state.epoch)
-        mine = order[self.rank::self.world][: state.steps_per_epoch * state.batch]
+        mine = order[self.rank::self.world][: state.steps_per_epoch * state.batch * state.accumulate]
         state.net.train()
         while state.step_in_epoch < state.steps_per_epoch:
             self._step(state, mine)
@@ -443,24 +493,30 @@ class Trainer:
         return False
 
     def _step(self, state: RunState, mine: Any) -> None:
-        """One optimizer step on this rank's next batch of the epoch."""
-        from app.training.recipes.models import loss_and_correct
+        """One optimizer step on this rank's next batch (or `accumulate` micro-batches) of the epoch; no host read."""
+        import torch
 
         begin = time.perf_counter()
-        index = mine[state.step_in_epoch * state.batch:(state.step_in_epoch + 1) * state.batch]
-        inputs, targets = state.train_set[index]
-        inputs, targets = inputs.to(state.device, non_blocking=True), targets.to(state.device, non_blocking=True)
         state.optimizer.zero_grad(set_to_none=True)
-        outputs = state.net(inputs)
-        loss, correct, counted = loss_and_correct(state.recipe.name, outputs, targets,
-                                                  per_position=state.recipe.per_position)
-        loss.backward()  # type: ignore[no-untyped-call]
-        state.optimizer.step()
+        first = state.step_in_epoch * state.batch * state.accumulate
+        for micro in range(state.accumulate):
+            index = mine[first + micro * state.batch:first + (micro + 1) * state.batch]
+            # DDP all-reduces gradients on the last micro-batch only; the others accumulate locally.
+            quiet = micro < state.accumulate - 1 and hasattr(state.net, "no_sync")  # DDP only, not DiLoCo
+            with state.net.no_sync() if quiet else contextlib.nullcontext():
+                loss, correct, counted = self._forward(state, state.net, *state.train_set[index])
+                state.scaler.scale(loss / state.accumulate).backward()
+            state.window.add(loss, correct, counted, len(index))
+        if state.grad_clip is not None:
+            state.scaler.unscale_(state.optimizer)
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
         state.scheduler.step()
         state.step_in_epoch += 1
         state.step += 1
         seconds = time.perf_counter() - begin
-        state.window.add(float(loss.detach()), correct, counted, len(index), seconds)
+        state.window.tick(seconds)
         compute = state.step_compute if state.outer is None and self.world > 1 else seconds
         state.window.compute += compute
         state.run_traffic.compute += compute
@@ -479,6 +535,17 @@ class Trainer:
         sent = state.outer.sync()
         state.window.sent += sent
         state.run_traffic.sent += sent
+
+    def _forward(self, state: RunState, net: Any, inputs: Any, targets: Any) -> tuple[Any, Any, int]:
+        """Loss (a device tensor), right predictions (a device tensor) and the count of predictions of one batch."""
+        from app.training.recipes.models import check_outputs, loss_and_counts
+
+        inputs, targets = inputs.to(state.device, non_blocking=True), targets.to(state.device, non_blocking=True)
+        assert state.precision is not None
+        with state.precision.autocast():
+            outputs = net(inputs)
+        check_outputs(state.recipe.name, outputs, targets, state.recipe.per_position)
+        return loss_and_counts(outputs, targets)
 
     def _after_step(self, state: RunState, pacing: Pacing) -> bool:
         """Stop (emergency checkpoint), checkpoint or report as due; True when stopped."""
@@ -512,16 +579,20 @@ class Trainer:
         evaluating = time.perf_counter() - begin  # computing, not waiting on the network
         state.window.compute += evaluating
         state.run_traffic.compute += evaluating
-        state.best = {"val_loss": val_loss, "val_accuracy": val_acc, **state.window.averages()}
+        val_ppl = _perplexity(val_loss) if state.perplexity else None
+        state.best = {"val_loss": val_loss, "val_accuracy": val_acc, **state.window.averages(state.perplexity)}
+        if val_ppl is not None:
+            state.best["val_perplexity"] = val_ppl
         self.channel.send(Epoch(epoch=state.epoch + 1, step=state.step, val_loss=val_loss, val_accuracy=val_acc,
-                                loss=state.best.get("loss"), accuracy=state.best.get("accuracy")))
+                                loss=state.best.get("loss"), accuracy=state.best.get("accuracy"),
+                                val_perplexity=val_ppl))
         if state.step_in_epoch >= state.steps_per_epoch:
             state.epoch += 1
             state.step_in_epoch = 0
 
     def _export(self, state: RunState, train_start: float, start_step: int) -> None:
         """Rank 0 writes the final checkpoint and the model's weights; every rank reports Finished."""
-        metrics = {**state.best, **state.window.averages()}
+        metrics = {**state.best, **state.window.averages(state.perplexity)}
         params_hash = self._params_hash(state.model)
         model_path: str | None = None
         model_sha256: str | None = None
@@ -532,7 +603,7 @@ class Trainer:
                                          metrics=metrics))
             model_path, model_sha256 = self._export_weights(state)
         elapsed = time.perf_counter() - train_start
-        samples = (state.step - start_step) * state.batch * self.world
+        samples = (state.step - start_step) * state.batch * state.accumulate * self.world
         sent, utilisation = state.run_traffic.traffic(elapsed)
         self.channel.send(Finished(
             step=state.step, total_steps=state.total_steps, epoch=min(state.epoch + 1, state.epochs), metrics=metrics,
@@ -541,15 +612,16 @@ class Trainer:
             bytes_per_step=sent, utilisation=utilisation))
 
     def _export_weights(self, state: RunState) -> tuple[str, str]:
-        """The model's state dict alone, published atomically under model_dir; its path and sha256."""
-        import torch
+        """The weights as safetensors (recipe, options and tokenizer in its header and a JSON beside); path, sha256."""
+        from app.training.model_files import ModelMeta, save_model
 
-        weights = self.model_dir / f"{self.config['name']}-task{self.spec['task_id']}-g{self.spec['generation']}.pt"
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_name(f".{weights.name}.tmp")
-        torch.save({k: v.detach().clone() for k, v in state.model.state_dict().items()}, tmp)
-        publish_atomically(tmp, weights)
-        return str(weights), sha256_file(weights)
+        weights = self.model_dir / f"{self.config['name']}-task{self.spec['task_id']}-g{self.spec['generation']}.safetensors"
+        info, recipe = state.info, state.recipe
+        meta = ModelMeta(recipe=recipe.name, options=model_options(recipe.name, self.config.get("model_options") or {}),
+                         input_kind=recipe.input_kind, input_shape=[int(d) for d in info.input_shape],
+                         n_classes=int(info.n_classes), per_position=recipe.per_position, metric=metric_of(recipe),
+                         dataset=str(self.config["dataset"]), tokenizer=getattr(info, "tokenizer", None))
+        return str(weights), save_model(state.model, meta, weights)
 
     def _control_flags(self, step: int, unit: str, interval: int, last_time: float, last_step: int,
                        force: bool = False, may_checkpoint: bool = True) -> tuple[bool, bool]:
@@ -574,11 +646,13 @@ class Trainer:
         return bool(flags[0]), bool(flags[1])
 
     def _progress(self, state: RunState, samples_per_sec: float, step_time: float, elapsed: float) -> None:
-        window, best, step, total = state.window, state.best, state.step, state.total_steps
-        sent, utilisation = window.traffic(elapsed)
-        metrics = {"loss": window.loss / window.count if window.count else None,
-                   "accuracy": window.correct / window.count if window.count else None,
-                   "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy")}
+        best, step, total = state.best, state.step, state.total_steps
+        sent, utilisation = state.window.traffic(elapsed)
+        averages = state.window.averages(state.perplexity)
+        metrics: dict[str, float | None] = {"loss": averages.get("loss"), "accuracy": averages.get("accuracy"),
+                                            "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy")}
+        if state.perplexity:
+            metrics |= {"perplexity": averages.get("perplexity"), "val_perplexity": best.get("val_perplexity")}
         self.channel.send(Progress(step=step, total_steps=total, epoch=state.epoch + 1,
                                    progress=round(100.0 * step / total, 2) if total else 100.0,
                                    samples_per_sec=samples_per_sec * self.world, rank_samples_per_sec=samples_per_sec,
@@ -599,6 +673,7 @@ class Trainer:
             "model": state.model.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(),
+            "scaler": state.scaler.state_dict() if state.scaler is not None and state.scaler.is_enabled() else None,
             "epoch": state.epoch,
             "step_in_epoch": state.step_in_epoch,
             "step": state.step,
@@ -626,6 +701,9 @@ class Trainer:
         import torch
 
         kind = self.config.get("lr_schedule", "constant")
+        warmup = int(self.config.get("warmup_steps") or 0)
+        if warmup:
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, partial_lr(kind, warmup, total_steps, steps_per_epoch))
         if kind == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
         if kind == "step":
@@ -643,6 +721,12 @@ class Trainer:
         import torch
 
         name = str(self.spec.get("device", "cpu"))
+        if name == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is not None and mps.is_available():
+                return torch.device("mps")
+            self.channel.log("this machine's torch has no usable mps device: training on the CPU", "warning")
+            return torch.device("cpu")
         if not name.startswith("cuda") or not torch.cuda.is_available():
             return torch.device("cpu")
         device = torch.device(name)
@@ -653,25 +737,22 @@ class Trainer:
         return device
 
     def _evaluate(self, state: RunState) -> tuple[float, float]:
-        """Mean loss and accuracy over the validation set."""
+        """Mean loss and accuracy over the validation set, summed on the device and read once."""
         import torch
 
-        from app.training.recipes.models import loss_and_correct
-
-        net, val_set, recipe, size = state.net, state.val_set, state.recipe, max(state.batch, 256)
+        net, val_set, size = state.net, state.val_set, max(state.batch, 256)
         net.eval()
-        total_loss, correct, counted = 0.0, 0, 0
+        total, correct, counted = torch.zeros((), device=state.device), torch.zeros((), device=state.device), 0
         module = getattr(net, "module", net)
         with torch.no_grad():
             for start in range(0, len(val_set), size):
-                inputs, targets = val_set[start:start + size]
-                inputs, targets = inputs.to(state.device), targets.to(state.device)
-                loss, right, n = loss_and_correct(recipe.name, module(inputs), targets, per_position=recipe.per_position)
-                total_loss += float(loss) * n
+                loss, right, n = self._forward(state, module, *val_set[start:start + size])
+                total += loss.float() * n
                 correct += right
                 counted += n
         net.train()
-        return (total_loss / counted if counted else math.nan), (correct / counted if counted else 0.0)
+        total_loss, right_count = _read(total, correct)
+        return (total_loss / counted if counted else math.nan), (right_count / counted if counted else 0.0)
 
     @staticmethod
     def _params_hash(model: Any) -> str:
@@ -682,6 +763,41 @@ class Trainer:
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
+
+
+def metric_of(recipe: ModelRecipe) -> str:
+    """The recipe's evaluation metric: perplexity for a language model, top-1 accuracy for a classifier."""
+    from app.training.catalog import BUILTIN_MODELS
+
+    builtin = BUILTIN_MODELS.get(recipe.name)
+    if builtin is not None:
+        return builtin.metric
+    return "perplexity" if recipe.per_position else "accuracy"
+
+
+def model_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A built-in model's options with the catalog's defaults filled in (an installed model's as given)."""
+    from app.training.catalog import BUILTIN_MODELS
+    from app.training.recipes.datasets import resolved_options
+
+    recipe = BUILTIN_MODELS.get(name)
+    return resolved_options(recipe, options) if recipe is not None else dict(options)
+
+
+def partial_lr(kind: str, warmup: int, total_steps: int, steps_per_epoch: int) -> Any:
+    """The LR factor of step s: a linear warm-up over `warmup` steps, then the schedule (cosine decays to 0)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        after = step - warmup
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, after / max(1, total_steps - warmup))))
+        if kind == "step":
+            return 0.5 ** (after // max(1, steps_per_epoch))
+        return 1.0
+
+    return factor
 
 
 def source_policy(spec: dict[str, Any]) -> SourcePolicy:

@@ -81,6 +81,7 @@ def add_page_routes(app: web.Application) -> None:
     router.add_get("/clients/{client_id}", clients.client_detail, name="client")
     router.add_get("/models", models.model_list, name="models")
     router.add_get(r"/models/{model_id:[0-9]+}/download", models.download, name="model_download")
+    router.add_post(r"/models/{model_id:[0-9]+}/try", models.try_model, name="model_try")
     router.add_get("/operations", operations.operations_page, name="operations")
     router.add_get("/settings", settings.settings_page, name="settings")
     router.add_post("/settings/prefs", settings.save_prefs, name="settings_prefs")

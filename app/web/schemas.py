@@ -198,6 +198,8 @@ def _config_annotation(spec: ConfigField) -> Any:
         return Annotated[int, bounds] | None
     if spec.kind == "float":
         return Annotated[float, bounds]
+    if spec.kind == "optional_float":
+        return Annotated[float, bounds] | None
     if spec.kind == "bool":
         return bool
     if spec.kind == "str":

@@ -168,7 +168,7 @@ INVALID = [
     case("many-problems-at-once", {
         "type": "training",
         "requirements": {"min_ram": -5, "gpus": 1},
-        "config": {"name": "a b", "model": "resnet", "batch_size": "32", "learning_rate": 0, "epochs": 1.5,
+        "config": {"name": "a b", "model": "vit", "batch_size": "32", "learning_rate": 0, "epochs": 1.5,
                    "distributed": "yes", "n_clients": 65, "colour": "red"},
         "priority": True,
         "extra": 1,
@@ -179,7 +179,7 @@ INVALID = [
         "priority": "must be a whole number",
         "config.colour": "unknown field",
         "config.name": "must be 1-64 letters",
-        "config.model": "unknown model 'resnet'",
+        "config.model": "unknown model 'vit'",
         "config.dataset": "is required",
         "config.batch_size": "must be a whole number",
         "config.learning_rate": "must be greater than 0",
@@ -239,6 +239,10 @@ def test_valid_task_is_normalised_with_every_default() -> None:
             "outer_lr": 0.7,
             "outer_momentum": 0.9,
             "compression": "fp16",
+            "precision": "auto",
+            "accumulate_steps": 1,
+            "grad_clip": None,
+            "warmup_steps": 0,
             "model_options": {"hidden": [128, 64], "dropout": 0.0},
             "dataset_options": {"kind": "vector", "samples": 2048, "features": 32, "classes": 4, "seq_len": 32,
                                 "vocab": 32, "noise": 0.5, "seed": 0},
@@ -452,7 +456,7 @@ async def test_cli_submit_reads_standard_input(tmp_path: Path, cli_db: str) -> N
 async def test_cli_invalid_file_is_one_error_line_naming_every_field(tmp_path: Path, cli_db: str) -> None:
     """Exit 2, one `aifarm: error:` line naming each bad field, no traceback, nothing written."""
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(task({"batch_size": "32", "model": "resnet"}, requirements={"min_ram": -1})))
+    path.write_text(json.dumps(task({"batch_size": "32", "model": "vit"}, requirements={"min_ram": -1})))
     result = aifarm(tmp_path, "submit", str(path), "--database-url", cli_db)
     line = assert_one_error_line(result, "config.batch_size", "config.model", "requirements.min_ram",
                                  "3 problems")

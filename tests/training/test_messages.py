@@ -75,7 +75,8 @@ def test_the_examples_cover_every_type() -> None:
 
 
 def test_integers_given_for_numbers_become_floats_and_optional_fields_take_null() -> None:
-    decoded = decode('{"type":"epoch","epoch":1,"step":5,"val_loss":2,"val_accuracy":0,"loss":null,"accuracy":1}')
+    decoded = decode('{"type":"epoch","epoch":1,"step":5,"val_loss":2,"val_accuracy":0,"loss":null,"accuracy":1,'
+                     '"val_perplexity":null}')
     assert isinstance(decoded, Epoch)
     assert decoded == Epoch(epoch=1, step=5, val_loss=2.0, val_accuracy=0.0, loss=None, accuracy=1.0)
     assert isinstance(decoded.val_loss, float) and isinstance(decoded.accuracy, float)

@@ -66,7 +66,7 @@ def test_installed_model_is_fed_the_input_kind_it_declares(tmp_path: Path) -> No
     assert not failed, failed[0].error
     finished = [m for m in messages if isinstance(m, Finished)]
     assert len(finished) == 1 and finished[0].step == 7
-    assert (tmp_path / "run" / "models" / "images-task1-g1.pt").is_file()
+    assert (tmp_path / "run" / "models" / "images-task1-g1.safetensors").is_file()
 
 
 def test_installed_model_declaring_an_unknown_input_kind_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -469,8 +469,8 @@ def test_models_output_shapes_and_determinism() -> None:
 def test_model_mismatches() -> None:
     vector, image = DataInfo("vector", (784,), 10), DataInfo("image", (1, 28, 28), 10)
     tokens = DataInfo("tokens", (12,), 20)
-    with pytest.raises(RecipeError, match="unknown model 'transformer'"):
-        build_model("transformer", {}, vector)
+    with pytest.raises(RecipeError, match="unknown model 'vit'"):
+        build_model("vit", {}, vector)
     with pytest.raises(RecipeError, match="takes image data, but the dataset gives vector"):
         build_model("cnn", {}, vector)
     with pytest.raises(RecipeError, match="needs \\(1, 28, 28\\) images"):
@@ -490,8 +490,8 @@ def test_model_mismatches() -> None:
 def test_builtin_models_declare_the_input_kind_they_are_fed_and_their_loss() -> None:
     """The catalog, not the model's name, says what a built-in model is fed and whether its loss is per position."""
     assert {name: recipe.input_kind for name, recipe in BUILTIN_MODELS.items()} == \
-        {"mlp": "vector", "cnn": "image", "char_lstm": "tokens"}
-    assert [name for name, recipe in BUILTIN_MODELS.items() if recipe.per_position] == ["char_lstm"]
+        {"mlp": "vector", "cnn": "image", "char_lstm": "tokens", "transformer": "tokens", "resnet": "image"}
+    assert [name for name, recipe in BUILTIN_MODELS.items() if recipe.per_position] == ["char_lstm", "transformer"]
     for name, recipe in BUILTIN_MODELS.items():
         assert recipe.input_kind in recipe.data, name
         resolved = model_recipe(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import signal
 import struct
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from app.db.queries import models as model_queries
 from app.files import sha256_file
@@ -74,14 +76,16 @@ async def test_distributed_mlp_completes_with_identical_ranks_checkpoints_and_mo
 
         version = await read(mysql_url, model_queries.get_version, "twohosts", None)
         assert version["version"] == "1" and version["url"].startswith("aifarm://")
-        out = tmp_path / "pulled.pt"
-        done = subprocess.run([sys.executable, "-m", "app", "models", "pull", "twohosts:1", "-o", str(out),
+        folder = tmp_path / "pulled"
+        done = subprocess.run([sys.executable, "-m", "app", "models", "pull", "twohosts:1", "-o", str(folder),
                                "--database-url", mysql_url, "--data-dir", str(b.data_dir), "--quiet"],
                               capture_output=True, text=True, env=agent_env(tmp_path), timeout=60)
         assert done.returncode == 0, done.stderr
+        out = folder / "twohosts-v1.safetensors"
         assert hashlib.sha256(out.read_bytes()).hexdigest() == version["hash"]
-        weights = torch.load(out, weights_only=True)
+        weights = load_file(str(out))
         assert all(isinstance(v, torch.Tensor) for v in weights.values())
+        assert json.loads(out.with_suffix(".json").read_text())["recipe"] == "mlp"
 
         def replicated() -> bool:
             current = __import__("tests.training.e2e", fromlist=["sync"]).sync(
@@ -148,7 +152,7 @@ async def test_cnn_on_idx_files_in_dataset_dirs_learns(tmp_path: Path, sqlite_ur
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)
+    return load_file(str(path))
 
 
 async def test_killed_worker_resumes_from_checkpoint_and_matches_uninterrupted_run(tmp_path: Path, sqlite_url: str) -> None:

@@ -1,4 +1,4 @@
-"""Built-in datasets: synthetic, mnist (IDX files), csv and text, loaded into train/validation TensorDatasets."""
+"""Built-in datasets: synthetic, mnist (IDX files), csv, text and npy, loaded into train/validation TensorDatasets."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from app.training.catalog import BUILTIN_DATASETS, INPUT_KINDS, Recipe, check_op
 from app.training.fetch import Network, open_checked
 from app.training.recipes import DataError, RecipeError, SourceNotAllowed
 from app.training.sources import SourcePolicy, SourceRefused, check_path, check_url, is_url
+from app.training.tokenizers import BpeTokenizer, ByteTokenizer, CharTokenizer, Tokenizer, TokenizerError, TokenizerSpec
 
 local_log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class DataInfo:
     input_shape: tuple[int, ...]  # per-sample: (features,) | (1, 28, 28) | (seq_len,)
     n_classes: int  # classes, or vocabulary size for tokens
     vocab: tuple[str, ...] | None = None  # characters for the text dataset
+    tokenizer: TokenizerSpec | None = None  # how text becomes the tokens (saved with the model)
 
 
 Loaded = tuple[torch.Tensor, torch.Tensor, DataInfo]
@@ -104,7 +106,7 @@ def as_input_kind(inputs: torch.Tensor, info: DataInfo, want: str | None) -> tup
     """The inputs as the kind a model is fed where a conversion exists (images flattened to vectors), else as they are."""
     if info.kind == "image" and want == "vector":
         inputs = inputs.reshape(inputs.shape[0], -1)
-        info = DataInfo("vector", (int(inputs.shape[1]),), info.n_classes, info.vocab)
+        info = DataInfo("vector", (int(inputs.shape[1]),), info.n_classes, info.vocab, info.tokenizer)
     return inputs, info
 
 
@@ -435,21 +437,74 @@ def parse_csv(data: bytes, name: str, label_column: str) -> Loaded:
 # --- text ----------------------------------------------------------------------------------------------------------
 
 def _text(opts: dict[str, Any], fetch: _Fetch) -> Loaded:
-    """Non-overlapping windows of seq_len+1 characters: inputs and next-character targets over a sorted vocabulary."""
+    """Non-overlapping windows of seq_len+1 tokens (characters, UTF-8 bytes or BPE tokens): inputs and next-token targets."""
     data, name = _load_source(opts, "source", "sha256", fetch, "text")
     text = _decode(data, name)
     seq_len = int(opts["seq_len"])
-    if len(text) < seq_len + 1:
-        raise RecipeError(f"{name}: the text has {len(text)} characters, fewer than seq_len+1 = {seq_len + 1}")
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-    points, ids = np.unique(codes, return_inverse=True)
-    vocab = tuple(chr(int(p)) for p in points)
-    windows = len(text) // (seq_len + 1)
+    tokenizer: Tokenizer
+    ids: np.ndarray[Any, Any]
+    if opts["tokenizer"] == "byte":
+        tokenizer = ByteTokenizer()
+        ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    elif opts["tokenizer"] == "bpe":
+        if not opts.get("tokenizer_file"):
+            raise RecipeError("text: option 'tokenizer_file' is required when tokenizer is bpe")
+        raw, file_name = _load_source(opts, "tokenizer_file", "tokenizer_file_sha256", fetch, "text tokenizer")
+        try:
+            tokenizer = BpeTokenizer(_decode(raw, file_name))
+        except TokenizerError as exc:
+            raise RecipeError(f"{file_name}: {exc}") from None
+        ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    else:
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+        points, ids = np.unique(codes, return_inverse=True)
+        tokenizer = CharTokenizer(tuple(chr(int(p)) for p in points))
+    if len(ids) < seq_len + 1:
+        raise RecipeError(f"{name}: the text has {len(ids)} tokens, fewer than seq_len+1 = {seq_len + 1}")
+    windows = len(ids) // (seq_len + 1)
     seqs = torch.from_numpy(ids[: windows * (seq_len + 1)].astype(np.int64).reshape(windows, seq_len + 1))
+    vocab = tokenizer.vocab if isinstance(tokenizer, CharTokenizer) else None
     return (seqs[:, :-1].contiguous(), seqs[:, 1:].contiguous(),
-            DataInfo("tokens", (seq_len,), len(vocab), vocab))
+            DataInfo("tokens", (seq_len,), tokenizer.vocab_size, vocab, tokenizer.spec()))
+
+
+# --- npy -----------------------------------------------------------------------------------------------------------
+
+def _npy_array(data: bytes, name: str) -> np.ndarray:
+    """A .npy file's array, read without pickle; RecipeError naming the file when it is not one."""
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise RecipeError(f"{name}: not a NumPy .npy array (object arrays are refused)") from None
+    if not isinstance(array, np.ndarray):
+        raise RecipeError(f"{name}: not a NumPy .npy array")
+    return array
+
+
+def _npy(opts: dict[str, Any], fetch: _Fetch) -> Loaded:
+    """(N, H, W) or (N, C, H, W) images (uint8 scaled to [0, 1]) and N whole-number labels."""
+    image_bytes, image_name = _load_source(opts, "images", "images_sha256", fetch, "npy images")
+    label_bytes, label_name = _load_source(opts, "labels", "labels_sha256", fetch, "npy labels")
+    images, labels = _npy_array(image_bytes, image_name), _npy_array(label_bytes, label_name)
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or min(images.shape) < 1:
+        raise RecipeError(f"{image_name}: expected (N, H, W) or (N, C, H, W) images, got shape {images.shape}")
+    if images.dtype.kind not in "uif" or labels.dtype.kind not in "ui" or labels.ndim != 1:
+        raise RecipeError(f"{image_name}, {label_name}: expected numeric images and a 1-D array of whole-number labels")
+    if len(images) != len(labels):
+        raise RecipeError(f"count mismatch: {image_name} holds {len(images)} images, {label_name} {len(labels)} labels")
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    inputs = torch.from_numpy(images.astype(np.float32) / scale)
+    if not torch.isfinite(inputs).all():
+        raise RecipeError(f"{image_name}: the images hold values that are not finite numbers")
+    classes = int(labels.max()) + 1
+    if int(labels.min()) < 0 or classes < 2:
+        raise RecipeError(f"{label_name}: labels must be 0 or more, with at least 2 classes")
+    shape = tuple(int(d) for d in inputs.shape[1:])
+    return inputs, torch.from_numpy(labels.astype(np.int64)), DataInfo("image", shape, classes)
 
 
 _LOADERS: dict[str, Callable[[dict[str, Any], _Fetch], Loaded]] = {
-    "synthetic": _synthetic, "mnist": _mnist, "csv": _csv, "text": _text,
+    "synthetic": _synthetic, "mnist": _mnist, "csv": _csv, "text": _text, "npy": _npy,
 }

@@ -62,11 +62,12 @@ REQUIREMENT_FIELDS = (
 )
 ADVANCED_FIELDS = tuple(
     FormField(name, ("config", name), {"int": "int", "optional_int": "int", "float": "float", "str": "str",
-                                       "interval": "interval"}[CONFIG_FIELDS[name].kind],
+                                       "interval": "interval", "optional_float": "float"}[CONFIG_FIELDS[name].kind],
               {"lr_schedule": "LR schedule"}.get(name, name.replace("_", " ").capitalize()), CONFIG_FIELDS[name].help)
     for name in ("optimizer", "lr_schedule", "momentum", "weight_decay", "seed", "validation_split",
-                 "checkpoint_interval", "keep_checkpoints", "max_steps", "max_attempts",
-                 "sync", "inner_steps", "outer_lr", "outer_momentum", "compression")
+                 "checkpoint_interval", "keep_checkpoints", "max_steps", "max_attempts", "precision",
+                 "accumulate_steps", "grad_clip", "warmup_steps", "sync", "inner_steps", "outer_lr", "outer_momentum",
+                 "compression")
 )
 OPTION_FIELDS = (
     FormField("model_options", ("config", "model_options"), "json", "Model options (JSON)", _config_help("model_options")),
