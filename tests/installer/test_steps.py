@@ -189,9 +189,11 @@ def test_main_tray_is_aifarm_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
 
 def test_train_extra_declared_and_torch_still_a_dependency() -> None:
-    """pyproject's train extra names torch >= 2.10 and numpy (the installers install .[train])."""
+    """pyproject's train extra names torch >= 2.10, numpy, and the model files' and tokenizers' packages (the
+    installers install .[train])."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["optional-dependencies"]["train"] == ["torch>=2.10", "numpy>=1.26"]
+    assert project["optional-dependencies"]["train"] == ["torch>=2.10", "numpy>=1.26", "safetensors>=0.4",
+                                                         "tokenizers>=0.15"]
 
 
 def test_install_ps1_checks_every_native_call() -> None:

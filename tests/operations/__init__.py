@@ -11,11 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings, load_settings
 from app.db.engine import Database
+from app.db.queries import bundles as bundle_queries
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries import claims as claim_queries
 from app.db.queries import clients as client_queries
 from app.db.queries import dataset_hosts as dataset_host_queries
+from app.db.queries import datasets as dataset_queries
 from app.db.queries import farms as farm_queries
+from app.db.queries import links as link_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import metrics as metric_queries
 from app.db.queries import models as model_queries
@@ -98,4 +101,13 @@ async def populate(db: Database, prefix: str = "c") -> dict[str, Any]:
         await model_queries.register(conn, name="demo", url="aifarm://c-a/models/demo-1.pt",
                                      config={"final_metrics": {"val_accuracy": 0.9}}, sha256="cd" * 32)
         await ops.acquire_lease(conn, "old_logs", "some-agent", 60)
+        await bundle_queries.insert(conn, bundle_queries.BundleRow(
+            "shapes", "1.0", "ef" * 32, "0123456789abcdef0123456789abcdef", "11" * 32, "22" * 64,
+            '{"name": "shapes", "version": "1.0"}', ids["clients"][0], None, None))
+        await link_queries.record(conn, ids["clients"][0], ids["clients"][1], 94.5, 1.25)
+        dataset = await dataset_queries.register(conn, name="docs", version=1, kind="tokens",
+                                                 manifest={"kind": "tokens", "shards": []}, total_bytes=0,
+                                                 publisher_id=ids["clients"][0])
+        assert dataset is not None
+        await dataset_queries.set_copy(conn, dataset, "shard-00000.bin", ids["clients"][1], "held")
     return ids

@@ -21,7 +21,8 @@ from tests.operations import db_snapshot, populate, utcnow
 
 EXPECTED_TABLES = {"alembic_version", "clients", "tasks", "task_assignments", "checkpoints", "model_versions",
                    "task_logs", "client_logs", "performance_metrics", "farms", "task_runs", "task_metrics",
-                   "maintenance_runs", "farm_dataset_hosts"}
+                   "maintenance_runs", "farm_dataset_hosts", "bundles", "peer_links", "datasets",
+                   "dataset_shard_copies"}
 
 
 def _drop(server: MysqlServer, name: str) -> None:
