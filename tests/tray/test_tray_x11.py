@@ -116,23 +116,39 @@ def _left_click(display: str, x: int, y: int) -> None:
 
 def test_click_on_the_x11_icon_opens_the_signed_in_dashboard(tmp_path: Path, x_display: str) -> None:
     """The plain X11 icon has no menu: a left click on it runs the default item, Open dashboard, in the browser."""
-    from app.tray import COLORS
-
     opened = tmp_path / "opened.txt"
     browser = tmp_path / "browser"
     browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{opened}"\n')
     browser.chmod(0o755)
     env = agent_env(tmp_path, {"DISPLAY": x_display, "PYSTRAY_BACKEND": "xorg", "BROWSER": f"{browser} %s"})
+    # pystray's X11 icon now and then is never embedded by trayer (a known docking race of that pair): the agent
+    # is started a second time then, and the click must work on the icon that docks.
+    for attempt in (1, 2):
+        if _click_the_docked_icon(tmp_path, env, opened, last=attempt == 2):
+            return
+
+
+def _click_the_docked_icon(tmp_path: Path, env: dict[str, str], opened: Path, *, last: bool) -> bool:
+    """Run the agent, click its icon and check the signed-in dashboard opened; False when the icon never docked."""
+    from app.tray import COLORS
+
     log_path = tmp_path / "agent.log"
     with log_path.open("w") as log:
         agent = subprocess.Popen([sys.executable, "-m", "app", "run", "--data-dir", str(tmp_path / "d"), "--port", "0",
                                   "--peer-port", "0"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    display = env["DISPLAY"]
     try:
         assert agent.stdout is not None
         started = URL_LINE.search(agent.stdout.readline())
         assert started, log_path.read_text()
-        where = wait_for(lambda: _color_position(x_display, COLORS["idle"]), 20, "the idle icon in the tray")
-        _left_click(x_display, *where)
+        try:
+            where = wait_for(lambda: next(filter(None, (_color_position(display, c) for c in COLORS.values())), None),
+                             20, "the icon in the tray")
+        except AssertionError:
+            if last:
+                raise
+            return False
+        _left_click(display, *where)
         wait_for(opened.exists, 20, "the browser opened by a click on the icon")
         urls = opened.read_text().split()
         assert len(urls) == 1 and urls[0].startswith(started.group(2) + "login?token="), urls
@@ -144,3 +160,4 @@ def test_click_on_the_x11_icon_opens_the_signed_in_dashboard(tmp_path: Path, x_d
             agent.kill()
             raise AssertionError(f"the agent did not stop on SIGINT:\n{log_path.read_text()}") from None
     assert agent.returncode == 0, log_path.read_text()
+    return True
