@@ -65,6 +65,14 @@ def _tray_colors(display: str, name: str) -> set[tuple[int, int, int]]:
 
 def test_tray_icon_appears_and_changes_when_paused(tmp_path: Path, x_display: str) -> None:
     """The idle icon (green) shows in the tray; after `aifarm pause` it turns to the paused one (amber)."""
+    # As in the click test: the agent is started once more when trayer never embeds pystray's icon.
+    for attempt in (1, 2):
+        if _pause_changes_the_docked_icon(tmp_path, x_display, last=attempt == 2):
+            return
+
+
+def _pause_changes_the_docked_icon(tmp_path: Path, x_display: str, *, last: bool) -> bool:
+    """Run the agent, see its idle icon, pause, see the paused icon; False when the icon never docked."""
     from app.tray import COLORS
 
     env = agent_env(tmp_path, {"DISPLAY": x_display, "PYSTRAY_BACKEND": "xorg"})
@@ -74,7 +82,12 @@ def test_tray_icon_appears_and_changes_when_paused(tmp_path: Path, x_display: st
     try:
         assert agent.stdout is not None
         assert "running" in agent.stdout.readline()
-        wait_for(lambda: COLORS["idle"] in _tray_colors(x_display, "idle"), 20, "the idle icon in the tray")
+        try:
+            wait_for(lambda: COLORS["idle"] in _tray_colors(x_display, "idle"), 20, "the idle icon in the tray")
+        except AssertionError:
+            if last:
+                raise
+            return False
         done = subprocess.run([sys.executable, "-m", "app", "pause", "--data-dir", data], capture_output=True, text=True,
                               env=env, timeout=30)
         assert done.returncode == 0, done.stderr
@@ -88,6 +101,7 @@ def test_tray_icon_appears_and_changes_when_paused(tmp_path: Path, x_display: st
             agent.kill()
             raise
     assert agent.returncode == 0, agent.stderr.read() if agent.stderr else ""
+    return True
 
 
 def _color_position(display: str, color: tuple[int, int, int]) -> tuple[int, int] | None:
