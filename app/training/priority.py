@@ -57,7 +57,8 @@ def own_autogroup(autogroup: Path = AUTOGROUP) -> list[str]:
             done.append("own session")
         except OSError as exc:
             log.debug("could not start a session of its own: %s", exc)
-    if autogroup.exists():
+    # Empty when the process sits in a CPU cgroup other than the root one: autogroups are then not in effect.
+    if autogroup.exists() and autogroup.read_text().strip():
         try:
             autogroup.write_text(f"{POSIX_NICE}\n")
             done.append(f"autogroup nice {POSIX_NICE}")

@@ -241,17 +241,21 @@ def renice_threads(pid: int, value: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, value)
         except ProcessLookupError:
             continue
-    group = Path(f"/proc/{pid}/autogroup")
-    if group.exists() and group.read_text().split()[0] != Path("/proc/self/autogroup").read_text().split()[0]:
-        group.write_text(f"{value}\n")
+    group, ours = autogroup_of(pid), autogroup_of(os.getpid())
+    if group is not None and ours is not None and group[0] != ours[0]:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{value}\n")
 
 
 def autogroup_of(pid: int) -> tuple[str, int] | None:
     """A process's autogroup and its nice value (Linux with autogroup scheduling), else None."""
     group = Path(f"/proc/{pid}/autogroup")
-    if not group.exists():
+    try:
+        fields = group.read_text().split()
+    except OSError:
         return None
-    name, _, nice = group.read_text().split()
+    if len(fields) != 3:
+        return None  # empty when the process is in a CPU cgroup: autogroups are not in effect there
+    name, _, nice = fields
     return name, int(nice)
 
 
