@@ -34,6 +34,18 @@ class Rendezvous:
 
 
 @dataclass(frozen=True)
+class Regrouped:
+    """An elastic rank trains again in a new membership, `seconds` after its previous group broke."""
+
+    generation: int
+    rank: int
+    world: int
+    step: int
+    seconds: float
+    type: Literal["regrouped"] = field(default="regrouped", init=False)
+
+
+@dataclass(frozen=True)
 class Started:
     """The data is loaded and training begins (at `step` when resuming)."""
 
@@ -60,6 +72,8 @@ class Progress:
     metrics: Metrics
     bytes_per_step: float | None = field(default=None, metadata=ADDED)  # bytes sent per optimizer step (this rank)
     utilisation: float | None = field(default=None, metadata=ADDED)  # time computing ÷ wall time since the last report
+    contributed: float | None = field(default=None, metadata=ADDED)  # samples this rank put into applied steps (elastic)
+    share: float | None = field(default=None, metadata=ADDED)  # this rank's samples of each global batch (elastic)
     type: Literal["progress"] = field(default="progress", init=False)
 
 
@@ -134,10 +148,10 @@ class Failed:
     type: Literal["failed"] = field(default="failed", init=False)
 
 
-WorkerMessage = Rendezvous | Started | Progress | Epoch | Log | Checkpoint | Finished | Stopped | Failed
+WorkerMessage = Rendezvous | Regrouped | Started | Progress | Epoch | Log | Checkpoint | Finished | Stopped | Failed
 
 KINDS: dict[str, type[WorkerMessage]] = {
-    cls.type: cls for cls in (Rendezvous, Started, Progress, Epoch, Log, Checkpoint, Finished, Stopped, Failed)
+    cls.type: cls for cls in (Rendezvous, Regrouped, Started, Progress, Epoch, Log, Checkpoint, Finished, Stopped, Failed)
 }
 
 # What the decoder checks each field against, read from the dataclasses themselves.

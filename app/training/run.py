@@ -28,6 +28,7 @@ from app.training.messages import (
     Finished,
     Log,
     Progress,
+    Regrouped,
     Rendezvous,
     Started,
     Stopped,
@@ -57,6 +58,8 @@ class TaskRun:
         self.generation = ctx.generation
         self.n_clients = ctx.n_clients
         self.coordinator = ctx.coordinator
+        self.formation = ctx.formation
+        self.elastic = ctx.formation.min_clients < ctx.formation.max_clients
         self.members = set(ctx.others)
         self.worker: WorkerHandle | None = None
         self.progress = 0.0
@@ -67,6 +70,7 @@ class TaskRun:
         self.started_at = time.monotonic()
         self.task_dir = ctx.task_dir
         self.published: Path | None = None
+        self._rendezvous_task: asyncio.Task[None] | None = None
 
     # ----- public -----
 
@@ -181,6 +185,12 @@ class TaskRun:
                     host = self._rendezvous_host()
                     await self.recorder.publish_rendezvous(host, port)
                     self.recorder.log("info", f"rendezvous published at {host}:{port}")
+            case Regrouped():
+                if self.coordinator:
+                    self.recorder.log("info", f"training again at step {message.step} as {message.world} member(s) "
+                                              f"(generation {message.generation}"
+                                              + (f", {message.seconds:.1f} s after the group broke)"
+                                                 if message.seconds else ")"))
             case Started():
                 await self.recorder.set_rank("marking the rank as training", status="training")
                 if self.coordinator and message.sync:
@@ -340,7 +350,7 @@ class TaskRun:
 
     def _rendezvous_host(self) -> str:
         """The coordinator's address every member can reach, from the members' registered addresses."""
-        formation = self.ctx.formation
+        formation = self.formation
         me = formation.member(self.ctx.client_id)
         others = [m for m in formation.members if m.client_id != self.ctx.client_id]
         same_host = all(m.addresses == me.addresses and m.hostname == self.ctx.hostname for m in others)
@@ -372,8 +382,10 @@ class TaskRun:
             "collective_timeout": max(30.0, ctx.limits.failure_timeout * 3),
             "link": {"mbit_per_s": ctx.link.mbit_per_s, "latency_s": ctx.link.latency_s} if ctx.link else None,
         }
-        if self.n_clients > 1 and self.coordinator:
-            spec["bind_host"] = "0.0.0.0"
+        if (self.n_clients > 1 and self.coordinator) or self.elastic:
+            spec["bind_host"] = "0.0.0.0"  # an elastic member may become rank 0 later
+        if self.elastic:
+            spec.update(elastic=True, max_clients=self.formation.max_clients)
         # The worker opens only files inside this machine's dataset_dirs and fetches only from the farm's hosts.
         spec["dataset_dirs"] = [str(d) for d in ctx.dataset_dirs]
         spec["dataset_hosts"] = await self.recorder.dataset_hosts()
@@ -387,7 +399,7 @@ class TaskRun:
         """Start the worker: the agent's interpreter or the bundle's, confined by bubblewrap when the run says so."""
         ctx = self.ctx
         command = worker_command(ctx.python)
-        extra_env = self._gloo_env(rendezvous)
+        extra_env = self._gloo_env(rendezvous or ({"host": self._rendezvous_host()} if self.elastic else None))
         if ctx.sandboxed:
             plan = self._sandbox_plan(resume, rank_state)
             command = tuple(sandbox.command(plan, command))
@@ -429,20 +441,59 @@ class TaskRun:
             gpu=any("cuda" in str(v) or "rocm" in str(v) for v in ctx.device.values()))
 
     async def _watch_generation(self) -> None:
-        """Stop the worker when the attempt ends elsewhere (a newer generation fences this one)."""
+        """Stop the worker when the attempt ends elsewhere (a newer generation fences this one); an elastic member
+        follows the new membership instead while it is part of it."""
         while True:
-            await asyncio.sleep(self.ctx.limits.heartbeat_interval)
+            await asyncio.sleep(min(0.5, self.ctx.limits.heartbeat_interval) if self.elastic
+                                else self.ctx.limits.heartbeat_interval)
             run = await self.recorder.current_run()
+            if self.elastic and run is not None and run["generation"] != self.generation and self.worker is not None:
+                if await self._follow():
+                    continue
+                return
             if run is not None and run["generation"] != self.generation and self.worker is not None:
                 self.recorder.log("warning", f"attempt {self.generation} ended elsewhere; stopping rank {self.rank}")
                 self.worker.kill()
                 return
 
+    async def _follow(self) -> bool:
+        """The membership changed: go on as the new generation's member (True), or leave the group (False)."""
+        assert self.worker is not None
+        formation = await self.recorder.formation()
+        if formation is None or formation.generation <= self.generation:
+            return True  # read between two writes: look again
+        if self.ctx.client_id not in formation.ranks:
+            # Not a member any more; when the task went back to the queue, its newest state is written first.
+            self.recorder.log("info", f"rank {self.rank} left the group at generation {formation.generation}")
+            self.stop_reason = self.stop_reason or "this machine is no longer a member of the group"
+            await self.worker.request_stop()
+            return False
+        self.formation, self.generation = formation, formation.generation
+        self.rank, self.n_clients = formation.ranks[self.ctx.client_id], formation.n_clients
+        self.coordinator = self.rank == 0
+        self.recorder.follow(formation.generation, self.rank)
+        await self.worker.send({"cmd": "regroup", "generation": self.generation, "rank": self.rank,
+                                "world": self.n_clients})
+        if not self.coordinator and self.n_clients > 1:
+            self._rendezvous_task = asyncio.create_task(self._pass_rendezvous(self.generation))
+        return True
+
+    async def _pass_rendezvous(self, generation: int) -> None:
+        """Hand the worker the new rank 0's rendezvous once it is published for this generation."""
+        deadline = time.monotonic() + RENDEZVOUS_WAIT_SECONDS
+        while time.monotonic() < deadline and self.generation == generation and self.worker is not None:
+            run = await self.recorder.current_run()
+            if run is not None and run["generation"] == generation and run["rendezvous_port"]:
+                await self.worker.send({"cmd": "rendezvous", "generation": generation,
+                                        "host": run["rendezvous_host"], "port": int(run["rendezvous_port"])})
+                return
+            await asyncio.sleep(0.2)
+
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             fenced = await self.recorder.flush()
-            if fenced is not None:
+            if fenced is not None and not self.elastic:  # an elastic member's watcher follows the new generation
                 log.info("task %s: progress not written: %s", self.task_id, fenced)
                 if self.worker is not None:
                     self.worker.kill()

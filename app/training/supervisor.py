@@ -95,6 +95,18 @@ class WorkerHandle:
         assert self.process is not None
         return await self.process.wait()
 
+    async def send(self, command: dict[str, Any]) -> bool:
+        """One command line on the worker's stdin; False when it is gone."""
+        if self.process is None or self.process.returncode is not None:
+            return False
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write((json.dumps(command) + "\n").encode())
+            await self.process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
     async def request_stop(self) -> None:
         """Ask for an emergency checkpoint and exit (the worker acts at its next step)."""
         self.stop_requested = True

@@ -46,6 +46,7 @@ from app.training.sources import SourcePolicy
 
 if TYPE_CHECKING:
     from app.training.diloco import DiLoCo
+    from app.training.elastic import Orders
     from app.training.precision import PrecisionPlan
     from app.training.recipes.plugins import ModelRecipe
 
@@ -79,6 +80,7 @@ class Control:
     def __init__(self) -> None:
         self.stop_requested = threading.Event()
         self.parent_gone = threading.Event()
+        self.orders: Orders | None = None  # an elastic run's membership orders
         signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -95,10 +97,25 @@ class Control:
                     continue
                 if isinstance(command, dict) and command.get("cmd") == "stop":
                     self.stop_requested.set()
+                elif isinstance(command, dict) and self.orders is not None:
+                    self._order(command)
             self.parent_gone.set()
             self.stop_requested.set()
 
         threading.Thread(target=run, name="control", daemon=True).start()
+
+    def _order(self, command: dict[str, Any]) -> None:
+        """A membership order or a rendezvous for an elastic run (malformed ones are ignored)."""
+        from app.training.elastic import Membership
+
+        assert self.orders is not None
+        try:
+            if command.get("cmd") == "regroup":
+                self.orders.order(Membership(int(command["generation"]), int(command["rank"]), int(command["world"])))
+            elif command.get("cmd") == "rendezvous":
+                self.orders.rendezvous(int(command["generation"]), str(command["host"]), int(command["port"]))
+        except (KeyError, TypeError, ValueError):
+            return
 
 
 def _rng_state() -> dict[str, Any]:
@@ -273,6 +290,7 @@ class Trainer:
         self.config = spec["config"]
         self.rank = int(spec["rank"])
         self.world = int(spec["world_size"])
+        self.elastic = bool(spec.get("elastic"))
         self.checkpoint_dir = Path(spec["checkpoint_dir"])
         self.model_dir = Path(spec["model_dir"])
 
@@ -280,6 +298,8 @@ class Trainer:
         import torch
 
         torch.set_num_threads(max(1, int(self.spec.get("threads") or 1)))
+        if self.elastic:
+            return self._train_elastic()
         self._init_distributed()
         try:
             return self._train()
@@ -323,6 +343,18 @@ class Trainer:
         self._export(state, train_start, start_step)
         return 0
 
+    def _train_elastic(self) -> int:
+        """Prepare and resume, then train as a member of a group whose membership may change."""
+        from app.training.elastic import ElasticLoop, Membership, Orders
+
+        state = self._prepare()
+        self._resume(state)
+        if self.control.orders is None:
+            rendezvous = self.spec.get("rendezvous") or None
+            self.control.orders = Orders(Membership(int(self.spec["generation"]), self.rank, self.world),
+                                         (str(rendezvous["host"]), int(rendezvous["port"])) if rendezvous else None)
+        return ElasticLoop(self, state, self.control.orders).run()
+
     def _prepare(self) -> RunState:
         """The model recipe, its data in the input kind it declares, the model, optimizer and schedule."""
         import torch
@@ -347,7 +379,9 @@ class Trainer:
         net = model
         optimizer = self._optimizer(model)
         batch, accumulate = int(config["batch_size"]), int(config.get("accumulate_steps") or 1)
-        steps_per_epoch = max(1, len(train_set) // self.world // (batch * accumulate))
+        # An elastic group keeps the global batch of its largest size, whatever its size now.
+        splits = int(self.spec.get("max_clients") or self.world) if self.elastic else self.world
+        steps_per_epoch = max(1, len(train_set) // splits // (batch * accumulate))
         epochs = int(config["epochs"])
         total_steps = epochs * steps_per_epoch
         if config.get("max_steps"):
@@ -825,6 +859,12 @@ def main() -> int:
     except ValueError:
         channel.send(Failed(error="the worker received no valid spec", traceback="", permanent=True))
         return 2
+    if spec.get("elastic"):
+        from app.training.elastic import Membership, Orders
+
+        rendezvous = spec.get("rendezvous") or None
+        control.orders = Orders(Membership(int(spec["generation"]), int(spec["rank"]), int(spec["world_size"])),
+                                (str(rendezvous["host"]), int(rendezvous["port"])) if rendezvous else None)
     control.watch(sys.stdin)
     try:
         return Trainer(spec, channel, control).run()

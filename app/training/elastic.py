@@ -1,0 +1,419 @@
+"""Elastic training in the worker: the members of a group change and the processes that remain go on.
+
+The agent sends a `regroup` order (generation, rank, world) when the farm database says the membership changed, and
+each generation's rendezvous; the worker drops its process group, builds the new one, takes rank 0's state (the
+newest step any member applied) and goes on. A step's global batch (the task's batch × n_clients) is split in
+proportion to the members' measured speeds; each rank scales its loss by its share of the global batch, so the
+summed gradients are the global batch's mean gradient, whatever the split. The epoch's sample order is the same on
+every rank and the position in it is part of the shared state, so each sample is used once per epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from app.training.elastic_plan import offsets, rebalance_due, smooth, split
+from app.training.messages import Progress, Regrouped, Rendezvous, Started, Stopped
+
+if TYPE_CHECKING:
+    from app.training.worker import Pacing, RunState, Trainer
+
+GROUP_TIMEOUT = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """This rank's place in one generation of the group."""
+
+    generation: int
+    rank: int
+    world: int
+
+
+class Orders:
+    """The newest membership order and each generation's rendezvous, written by the control thread."""
+
+    def __init__(self, first: Membership, rendezvous: tuple[str, int] | None) -> None:
+        self._lock = threading.Lock()
+        self._latest = first
+        self._rendezvous: dict[int, tuple[str, int]] = {first.generation: rendezvous} if rendezvous else {}
+
+    @property
+    def latest(self) -> Membership:
+        """The newest order received."""
+        with self._lock:
+            return self._latest
+
+    def order(self, membership: Membership) -> None:
+        """A new membership (older generations are ignored)."""
+        with self._lock:
+            if membership.generation > self._latest.generation:
+                self._latest = membership
+
+    def rendezvous(self, generation: int, host: str, port: int) -> None:
+        """Where rank 0 of that generation listens."""
+        with self._lock:
+            self._rendezvous[generation] = (host, port)
+
+    def rendezvous_of(self, generation: int) -> tuple[str, int] | None:
+        """The rendezvous of a generation, when known."""
+        with self._lock:
+            return self._rendezvous.get(generation)
+
+
+@dataclass
+class Group:
+    """One generation's process group (none for a group of one); abandoned, never destroyed, when it breaks."""
+
+    membership: Membership
+    pg: Any = None
+    store: Any = None
+
+    def allreduce(self, tensor: torch.Tensor, interrupted: Callable[[], bool]) -> bool:
+        """Sum over the members in place; False when a member is gone or this rank was told to move on."""
+        if self.pg is None:
+            return True
+        try:
+            return _wait(self.pg.allreduce([tensor]), interrupted)
+        except RuntimeError:
+            return False
+
+    def broadcast(self, tensor: torch.Tensor, interrupted: Callable[[], bool]) -> bool:
+        """Rank 0's tensor to every member; False as allreduce."""
+        if self.pg is None:
+            return True
+        try:
+            return _wait(self.pg.broadcast(tensor, 0), interrupted)
+        except RuntimeError:
+            return False
+
+
+def _wait(work: Any, interrupted: Callable[[], bool]) -> bool:
+    """Poll a collective so that a new order or a stop can leave it (gloo cannot abort one)."""
+    pause = 0.0
+    while not work.is_completed():
+        if interrupted():
+            return False
+        time.sleep(pause)
+        pause = min(0.002, pause + 0.0001)
+    work.wait()  # raises when a member went away during it
+    return True
+
+
+@dataclass
+class Shares:
+    """How the global batch is split among the current members, and their measured speeds (samples/s)."""
+
+    global_batch: int
+    sizes: list[int] = field(default_factory=list)
+    speeds: list[float] = field(default_factory=list)
+    since_regroup: int = 0
+
+    def reset(self, world: int) -> None:
+        """Equal parts for a new membership (speeds are per rank and ranks changed)."""
+        self.sizes = split(self.global_batch, [1.0] * world)
+        self.speeds = [0.0] * world
+        self.since_regroup = 0
+
+    def measured(self, speeds: list[float]) -> None:
+        """One step's speeds; re-split when due."""
+        self.speeds = smooth(self.speeds, speeds)
+        self.since_regroup += 1
+        if rebalance_due(self.since_regroup) and all(s > 0 for s in self.speeds):
+            self.sizes = split(self.global_batch, self.speeds)
+
+
+class ElasticLoop:
+    """One rank's elastic run: build the group, train steps, regroup when told, export at the end."""
+
+    def __init__(self, trainer: Trainer, state: RunState, orders: Orders) -> None:
+        self.trainer = trainer
+        self.state = state
+        self.orders = orders
+        self.group: Group | None = None
+        self.abandoned: list[Group] = []
+        self.broken_at: float | None = None
+        max_clients = int(trainer.spec.get("max_clients") or trainer.world)
+        fixed = trainer.spec.get("fixed_shares")  # weights per rank instead of measured speeds (tests)
+        self.fixed = [float(w) for w in fixed] if isinstance(fixed, list) else None
+        self.shares = Shares(state.batch * state.accumulate * max_clients)
+        self.contributed = 0
+        self.sample_log = _sample_log(trainer.spec)
+        self.started = False
+
+    def run(self) -> int:
+        """Train until done or stopped; 0 either way (a stop writes an emergency checkpoint)."""
+        state, trainer = self.state, self.trainer
+        pacing = trainer._pacing(state)
+        train_start, start_step = time.perf_counter(), state.step
+        order: Any = None
+        order_epoch = -1
+        while True:
+            if self.group is None and not self._regroup():
+                return self._stop()
+            if trainer.control.stop_requested.is_set():
+                return self._stop()
+            if state.step >= state.total_steps or state.epoch >= state.epochs:
+                break
+            if order_epoch != state.epoch:
+                order, order_epoch = trainer._epoch_order(len(state.train_set), state.seed, state.epoch), state.epoch
+            if not self._step(order):
+                self._drop()
+                continue
+            self._after_step(pacing)
+        if state.step_in_epoch:  # stopped by max_steps inside an epoch: validate what was trained
+            trainer._end_epoch(state)
+        trainer._export(state, train_start, start_step)
+        return 0
+
+    # ----- membership -----
+
+    def _interrupted(self, generation: int) -> Callable[[], bool]:
+        control = self.trainer.control
+        return lambda: control.stop_requested.is_set() or self.orders.latest.generation != generation
+
+    def _drop(self) -> None:
+        """The group broke (a member left) or a new membership came: abandon it and wait for the next order."""
+        if self.group is not None:
+            self.abandoned.append(self.group)
+            self.broken_at = self.broken_at or time.monotonic()
+        self.group = None
+        self.state.optimizer.zero_grad(set_to_none=True)
+
+    def _regroup(self) -> bool:
+        """Build the newest generation's group and take rank 0's state; False when stopped first."""
+        trainer = self.trainer
+        last = self.abandoned[-1].membership.generation if self.abandoned else -1
+        deadline = time.monotonic() + float(trainer.spec.get("collective_timeout", 60))
+        while not trainer.control.stop_requested.is_set():
+            wanted = self.orders.latest
+            if wanted.generation <= last:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the group of generation {last} broke and no new membership came "
+                                       f"within {trainer.spec.get('collective_timeout', 60)} s")
+                time.sleep(0.05)
+                continue
+            group = self._build(wanted)
+            if group is None:
+                last = max(last, wanted.generation - 1)
+                continue
+            if self._share_state(group):
+                self._joined(group)
+                return True
+            self.abandoned.append(group)
+            last = wanted.generation
+        return False
+
+    def _build(self, wanted: Membership) -> Group | None:
+        """The process group of one generation; None when it could not form (a newer order may have come)."""
+        trainer = self.trainer
+        if wanted.world == 1:
+            return Group(wanted)
+        try:
+            if wanted.rank == 0:
+                store = dist.TCPStore(trainer.spec.get("bind_host", "0.0.0.0"), 0, wanted.world,  # type: ignore[attr-defined]
+                                      is_master=True, wait_for_workers=False, timeout=GROUP_TIMEOUT)
+                trainer.channel.send(Rendezvous(port=int(store.port)))
+            else:
+                address = self._await_rendezvous(wanted)
+                if address is None:
+                    return None
+                store = dist.TCPStore(address[0], address[1], wanted.world, is_master=False,  # type: ignore[attr-defined]
+                                      timeout=GROUP_TIMEOUT)
+            prefixed = dist.PrefixStore(f"g{wanted.generation}", store)  # type: ignore[attr-defined]
+            pg = dist.ProcessGroupGloo(prefixed, wanted.rank, wanted.world, GROUP_TIMEOUT)
+        except (RuntimeError, ValueError) as exc:
+            trainer.channel.log(f"generation {wanted.generation}: the group did not form: {exc}"[:500], "warning")
+            return None
+        return Group(wanted, pg, store)
+
+    def _await_rendezvous(self, wanted: Membership) -> tuple[str, int] | None:
+        deadline = time.monotonic() + GROUP_TIMEOUT.total_seconds()
+        while time.monotonic() < deadline and not self._interrupted(wanted.generation)():
+            address = self.orders.rendezvous_of(wanted.generation)
+            if address is not None:
+                return address
+            time.sleep(0.05)
+        return None
+
+    def _share_state(self, group: Group) -> bool:
+        """Every member takes rank 0's model, optimizer and position (the newest applied step)."""
+        if group.pg is None:
+            return True
+        interrupted = self._interrupted(group.membership.generation)
+        blob = _dump(self.state) if group.membership.rank == 0 else b""
+        size = torch.tensor([len(blob)], dtype=torch.int64)
+        if not group.broadcast(size, interrupted):
+            return False
+        data = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.empty(int(size[0]), dtype=torch.uint8)
+        if not group.broadcast(data, interrupted):
+            return False
+        if group.membership.rank != 0:
+            _load(self.state, data.numpy().tobytes())
+        return True
+
+    def _joined(self, group: Group) -> None:
+        """Adopt the new membership and say so."""
+        trainer, membership = self.trainer, group.membership
+        self.group = group
+        trainer.rank, trainer.world = membership.rank, membership.world
+        self.shares.reset(membership.world)
+        if self.fixed and len(self.fixed) == membership.world:
+            self.shares.sizes = split(self.shares.global_batch, self.fixed)
+        if not self.started:
+            self.started = True
+            trainer.channel.send(Started(step=self.state.step, total_steps=self.state.total_steps,
+                                         steps_per_epoch=self.state.steps_per_epoch, samples=len(self.state.train_set),
+                                         validation_samples=len(self.state.val_set),
+                                         sync="elastic: each step's batch split by measured speed"
+                                         if membership.world > 1 else None))
+        waited = time.monotonic() - self.broken_at if self.broken_at is not None else 0.0
+        self.broken_at = None
+        trainer.channel.send(Regrouped(generation=membership.generation, rank=membership.rank, world=membership.world,
+                                       step=self.state.step, seconds=round(waited, 3)))
+
+    def _stop(self) -> int:
+        """Asked to stop: an emergency checkpoint of the newest applied step, then exit."""
+        self.trainer._save("emergency", self.state)
+        self.trainer.channel.send(Stopped(step=self.state.step))
+        return 0
+
+    # ----- steps -----
+
+    def _step(self, order: Any) -> bool:
+        """One step: this rank's slice of the global batch, gradients summed over the group; False when it broke."""
+        state, trainer, group = self.state, self.trainer, self.group
+        assert group is not None
+        membership = group.membership
+        sizes = self.shares.sizes
+        start = state.step_in_epoch * self.shares.global_batch + offsets(sizes)[membership.rank]
+        mine = order[start:start + sizes[membership.rank]]
+        begin = time.perf_counter()
+        state.optimizer.zero_grad(set_to_none=True)
+        counted_batches = []
+        for first in range(0, len(mine), state.batch):
+            index = mine[first:first + state.batch]
+            loss, correct, counted = trainer._forward(state, state.model, *state.train_set[index])
+            state.scaler.scale(loss * (len(index) / self.shares.global_batch)).backward()
+            counted_batches.append((loss, correct, counted, len(index)))
+        computed = time.perf_counter() - begin
+        params = [p for p in state.model.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        speeds = torch.zeros(membership.world, dtype=torch.float32, device=state.device)
+        speeds[membership.rank] = len(mine) / computed if computed > 0 else 0.0
+        flat = torch.cat([g.reshape(-1).float() for g in grads] + [speeds])
+        if not group.allreduce(flat.cpu() if flat.device.type != "cpu" else flat, self._interrupted(membership.generation)):
+            return False
+        self._apply(params, flat, membership)
+        for loss, correct, counted, samples in counted_batches:
+            state.window.add(loss, correct, counted, samples)
+        self.contributed += len(mine)
+        if self.sample_log is not None:
+            self.sample_log.write(f"{state.epoch} {state.step} " + " ".join(str(int(i)) for i in mine.tolist()) + "\n")
+            self.sample_log.flush()
+        state.window.tick(time.perf_counter() - begin)
+        state.window.compute += computed
+        return True
+
+    def _apply(self, params: list[Any], flat: torch.Tensor, membership: Membership) -> None:
+        """Write the summed gradients back, step the optimizer, note the speeds."""
+        state = self.state
+        at = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[at:at + n].view_as(p).to(device=p.device, dtype=p.dtype)
+            at += n
+        if state.grad_clip is not None:
+            state.scaler.unscale_(state.optimizer)
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
+        state.step_in_epoch += 1
+        state.step += 1
+        if self.fixed is None:
+            self.shares.measured([float(v) for v in flat[at:at + membership.world].tolist()])
+
+    def _after_step(self, pacing: Pacing) -> None:
+        """Checkpoint (rank 0), report progress, end the epoch when its steps are done."""
+        state, trainer = self.state, self.trainer
+        if trainer.rank == 0:
+            if pacing.unit == "steps":
+                due = state.step - pacing.last_checkpoint_step >= pacing.interval
+            else:
+                due = time.monotonic() - pacing.last_checkpoint_time >= pacing.interval
+            if due:
+                trainer._save("regular", state)
+                pacing.last_checkpoint_time, pacing.last_checkpoint_step = time.monotonic(), state.step
+        if time.monotonic() - pacing.last_report >= pacing.report_every:
+            self._progress()
+            pacing.last_report = time.monotonic()
+        if state.step_in_epoch >= state.steps_per_epoch:
+            trainer._end_epoch(state)
+
+    def _progress(self) -> None:
+        from app.training.worker import Window
+
+        state = self.state
+        window = state.window
+        elapsed = time.perf_counter() - window.start
+        averages = window.averages(state.perplexity)
+        best = state.best
+        metrics: dict[str, float | None] = {"loss": averages.get("loss"), "accuracy": averages.get("accuracy"),
+                                            "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy")}
+        total = state.total_steps
+        steps = max(window.steps, 1)
+        self.trainer.channel.send(Progress(
+            step=state.step, total_steps=total, epoch=state.epoch + 1,
+            progress=round(100.0 * state.step / total, 2) if total else 100.0,
+            samples_per_sec=window.steps * self.shares.global_batch / elapsed if elapsed > 0 else 0.0,
+            rank_samples_per_sec=window.samples / elapsed if elapsed > 0 else 0.0,
+            step_time=window.step_time / steps, metrics=metrics, utilisation=min(1.0, window.compute / elapsed)
+            if elapsed > 0 else None, contributed=float(self.contributed),
+            share=float(self.shares.sizes[self.trainer.rank]) if self.shares.sizes else None))
+        state.window = Window()
+
+
+def _dump(state: RunState) -> bytes:
+    """The state every member must share, as torch.save bytes (loaded back with weights_only)."""
+    buffer = io.BytesIO()
+    torch.save({
+        "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None and state.scaler.is_enabled() else None,
+        "epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "step": state.step,
+        "best": {k: float(v) for k, v in state.best.items() if isinstance(v, (int, float))},
+    }, buffer)
+    return buffer.getvalue()
+
+
+def _load(state: RunState, blob: bytes) -> None:
+    shared = torch.load(io.BytesIO(blob), map_location=state.device, weights_only=True)
+    state.model.load_state_dict(shared["model"])
+    state.optimizer.load_state_dict(shared["optimizer"])
+    state.scheduler.load_state_dict(shared["scheduler"])
+    if shared["scaler"] is not None and state.scaler is not None and state.scaler.is_enabled():
+        state.scaler.load_state_dict(shared["scaler"])
+    state.epoch, state.step_in_epoch, state.step = int(shared["epoch"]), int(shared["step_in_epoch"]), int(shared["step"])
+    state.best = dict(shared["best"])
+
+
+def _sample_log(spec: dict[str, Any]) -> Any:
+    """A debug counter for accounting checks: with AIFARM_DEBUG_SAMPLE_LOG set to a folder, each applied step's
+    sample indices (this rank's slice) are appended to a file of this task and process there."""
+    folder = os.environ.get("AIFARM_DEBUG_SAMPLE_LOG")
+    if not folder:
+        return None
+    path = Path(folder) / f"task{spec.get('task_id')}-pid{os.getpid()}.log"
+    return path.open("a", encoding="utf-8")

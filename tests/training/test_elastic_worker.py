@@ -1,0 +1,192 @@
+"""Elastic workers driven as their agents drive them: membership orders and rendezvous on stdin, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.training.messages import Failed, Finished, Progress, Regrouped, Rendezvous, Started, WorkerMessage, decode
+from tests.training.e2e import worker_spec
+
+pytestmark = pytest.mark.slow
+
+
+class Worker:
+    """`python -m app.training.worker` with its messages read in a thread."""
+
+    def __init__(self, spec: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.training.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+        self.messages: queue.Queue[WorkerMessage] = queue.Queue()
+        self.seen: list[WorkerMessage] = []
+        self.send(spec)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.messages.put(decode(line))
+
+    def send(self, command: dict[str, Any]) -> None:
+        """One JSON line on the worker's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(command) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def wait_for(self, wanted: Callable[[WorkerMessage], bool], timeout: float = 90) -> WorkerMessage:
+        """The first message (from now on, or already seen and not yet matched) that `wanted` accepts."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                message = self.messages.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.messages.empty():
+                    break
+                continue
+            self.seen.append(message)
+            if wanted(message):
+                return message
+        failed = [m.error for m in self.seen if isinstance(m, Failed)]
+        raise AssertionError(f"no such message from pid {self.proc.pid}; seen: {[m.type for m in self.seen][-20:]}"
+                             f"{'; failed: ' + failed[0] if failed else ''}")
+
+    def close(self) -> None:
+        """Kill it if it still runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _config(**extra: Any) -> dict[str, Any]:
+    return {"name": "elastic", "model": "mlp", "dataset": "synthetic", "batch_size": 16, "learning_rate": 0.05,
+            "optimizer": "sgd", "momentum": 0.9, "epochs": 1, "seed": 3,
+            "dataset_options": {"samples": 2400, "features": 16, "classes": 4, "noise": 1.0}, **extra}
+
+
+def _spec(root: Path, config: dict[str, Any], *, rank: int, world: int, generation: int = 1,
+          max_clients: int = 2, **extra: Any) -> dict[str, Any]:
+    spec = worker_spec(root, config)
+    spec.update(rank=rank, world_size=world, generation=generation, elastic=True, max_clients=max_clients,
+                progress_interval=0.2, **extra)
+    return spec
+
+
+def _weights(model_dir: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    (path,) = model_dir.glob("*.safetensors")
+    return load_file(str(path))
+
+
+def _is(kind: type[WorkerMessage], **values: Any) -> Callable[[WorkerMessage], bool]:
+    return lambda m: isinstance(m, kind) and all(getattr(m, k) == v for k, v in values.items())
+
+
+def test_two_ranks_with_shares_3_to_1_reach_the_weights_of_one_rank_on_the_global_batch(tmp_path: Path) -> None:
+    """Gradients weighted by each rank's samples: an uneven split is the same update as the whole batch on one rank."""
+    import torch
+
+    config = _config(max_steps=30)
+    alone = Worker(_spec(tmp_path / "alone", config, rank=0, world=1))
+    try:
+        done = alone.wait_for(_is(Finished))
+    finally:
+        alone.close()
+    assert isinstance(done, Finished) and done.step == 30
+    first = Worker(_spec(tmp_path / "r0", config, rank=0, world=2, fixed_shares=[3, 1]))
+    second: Worker | None = None
+    try:
+        rendezvous = first.wait_for(_is(Rendezvous), 60)
+        assert isinstance(rendezvous, Rendezvous)
+        second = Worker(_spec(tmp_path / "r1", config, rank=1, world=2, fixed_shares=[3, 1],
+                              rendezvous={"host": "127.0.0.1", "port": rendezvous.port}))
+        progress = first.wait_for(_is(Progress))
+        assert isinstance(progress, Progress) and progress.share == 24.0  # 3/4 of the global batch of 2 × 16
+        assert isinstance(first.wait_for(_is(Finished)), Finished)
+        assert isinstance(second.wait_for(_is(Finished)), Finished)
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    expected, split = _weights(tmp_path / "alone" / "models"), _weights(tmp_path / "r0" / "models")
+    assert expected.keys() == split.keys()
+    for name, tensor in expected.items():
+        assert torch.allclose(tensor, split[name], atol=1e-5), name
+
+
+def _sample_counts(folder: Path) -> tuple[Counter[tuple[int, int]], int]:
+    """(epoch, sample) → times trained, from every worker's debug sample log; and the steps logged by rank slices."""
+    counts: Counter[tuple[int, int]] = Counter()
+    lines = 0
+    for log in folder.glob("*.log"):
+        for line in log.read_text().splitlines():
+            epoch, _step, *indices = (int(v) for v in line.split())
+            counts.update((epoch, i) for i in indices)
+            lines += 1
+    return counts, lines
+
+
+def test_survivors_go_on_in_the_same_processes_and_a_newcomer_joins(tmp_path: Path) -> None:
+    """Three ranks; one is killed mid-epoch; the two others regroup without restarting; a fourth process joins and
+    receives the state from rank 0; every sample of each epoch is trained exactly once; steps never go back."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    env = {"AIFARM_DEBUG_SAMPLE_LOG": str(samples)}
+    config = _config(epochs=3, dataset_options={"samples": 16000, "features": 16, "classes": 4, "noise": 1.0})
+    workers = [Worker(_spec(tmp_path / "r0", config, rank=0, world=3, max_clients=3), env)]
+    try:
+        rendezvous = workers[0].wait_for(_is(Rendezvous), 60)
+        assert isinstance(rendezvous, Rendezvous)
+        for rank in (1, 2):
+            workers.append(Worker(_spec(tmp_path / f"r{rank}", config, rank=rank, world=3, max_clients=3,
+                                        rendezvous={"host": "127.0.0.1", "port": rendezvous.port}), env))
+        started = workers[0].wait_for(_is(Started))
+        assert isinstance(started, Started)
+        before = workers[0].wait_for(lambda m: isinstance(m, Progress) and m.step >= 5).step  # type: ignore[attr-defined]
+        pids = [w.proc.pid for w in workers[:2]]
+        os.kill(workers[2].proc.pid, signal.SIGKILL)
+        for rank, worker in enumerate(workers[:2]):
+            worker.send({"cmd": "regroup", "generation": 2, "rank": rank, "world": 2})
+        again = workers[0].wait_for(_is(Rendezvous), 60)
+        assert isinstance(again, Rendezvous)
+        workers[1].send({"cmd": "rendezvous", "generation": 2, "host": "127.0.0.1", "port": again.port})
+        regrouped = [w.wait_for(_is(Regrouped, generation=2)) for w in workers[:2]]
+        assert all(isinstance(r, Regrouped) and r.world == 2 and r.step >= before for r in regrouped)
+        workers[0].wait_for(lambda m: isinstance(m, Progress) and m.step > regrouped[0].step + 3)  # type: ignore[attr-defined]
+        # A newcomer: rank 2 of generation 3, its state from rank 0 over the new group.
+        for rank, worker in enumerate(workers[:2]):
+            worker.send({"cmd": "regroup", "generation": 3, "rank": rank, "world": 3})
+        third = workers[0].wait_for(_is(Rendezvous), 60)
+        assert isinstance(third, Rendezvous)
+        workers[1].send({"cmd": "rendezvous", "generation": 3, "host": "127.0.0.1", "port": third.port})
+        newcomer = Worker(_spec(tmp_path / "r2b", config, rank=2, world=3, generation=3, max_clients=3,
+                                rendezvous={"host": "127.0.0.1", "port": third.port}), env)
+        workers.append(newcomer)
+        joined = newcomer.wait_for(_is(Regrouped, generation=3))
+        assert isinstance(joined, Regrouped) and joined.step > before
+        finished = [w.wait_for(_is(Finished), 120) for w in (workers[0], workers[1], newcomer)]
+        assert [w.proc.pid for w in workers[:2]] == pids
+    finally:
+        for worker in workers:
+            worker.close()
+    final = [f for f in finished if isinstance(f, Finished)]
+    assert len({f.params_sha256 for f in final}) == 1  # one model on every member
+    reported = [m.step for m in workers[0].seen if isinstance(m, Progress)]
+    assert reported == sorted(reported), reported
+    counts, _ = _sample_counts(samples)
+    assert counts and max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:10]
+    global_batch = 16 * 3
+    assert len(counts) == final[0].step * global_batch
