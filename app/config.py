@@ -300,6 +300,9 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("failure_timeout", DurationRange(1.0, 86400.0), 10.0,
                 "A training rank whose agent has not heartbeated for this long is considered failed (1s to 1d)."),
     SettingSpec("max_attempts", _int_in(1, 1000), 5, "Attempts of a task before it is marked failed."),
+    SettingSpec("elastic_settle", DurationRange(0.0, 600.0), 5.0,
+                "An elastic task's group forms once min_clients hold ranks and no new rank was taken for this long "
+                "(0s to 10m)."),
     SettingSpec("link_probe_interval", DurationRange(1.0, 86400.0), 300.0,
                 "How often the agent measures its links to verified peers, when it trains nothing (1s to 1d)."),
     SettingSpec("paused", _bool, False, "Start with donation paused: no new tasks are claimed."),
@@ -375,6 +378,7 @@ class Settings:
     admin_database_url: str | None
     sandbox_builtin: bool = True
     allow_unsandboxed_bundles: bool = False
+    elastic_settle: float = 5.0
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.queries import claims as claim_queries
+from app.db.queries import logs as log_queries
 from app.errors import Conflict, NotFound
 from app.scheduling.decide import (
     Capacity,
@@ -21,6 +22,7 @@ from app.scheduling.decide import (
     gpu_memory_of,
     lowest_free_rank,
     ram_of,
+    ranks_after_departure,
 )
 from app.statuses import OPEN_TASK_STATUSES
 
@@ -42,9 +44,22 @@ class Formation:
     task_id: int
     generation: int
     coordinator_id: str
-    n_clients: int
+    n_clients: int  # the current size: the number of members
     members: tuple[GroupMember, ...]
     every_member_has_a_gpu: bool
+    min_clients: int = 0  # the smallest size the group may train at (0: its current size)
+    max_clients: int = 0  # the largest size it may grow to, the task's n_clients (0: its current size)
+
+    def __post_init__(self) -> None:
+        if self.min_clients <= 0:
+            object.__setattr__(self, "min_clients", self.n_clients)
+        if self.max_clients <= 0:
+            object.__setattr__(self, "max_clients", max(self.n_clients, self.min_clients))
+
+    @property
+    def elastic(self) -> bool:
+        """True when members may leave and join while the group trains."""
+        return self.min_clients < self.max_clients
 
     @property
     def ranks(self) -> dict[str, int]:
@@ -76,26 +91,45 @@ class Claim:
         return self.formation.generation if self.formation else None
 
 
+@dataclass(frozen=True)
+class Left:
+    """What members leaving a group did: "shrunk" (the survivors' new formation), "ended" (the task's new status, as
+    end_attempt leaves it) or "stale" (that generation is no longer current: nothing was written)."""
+
+    kind: Literal["shrunk", "ended", "stale"]
+    formation: Formation | None = None
+    status: str | None = None
+
+
 def _addresses(session: Any) -> tuple[tuple[str, int], ...]:
     found = session.get("addresses", []) if isinstance(session, dict) else []
     return tuple((str(a["ip"]), int(a.get("prefix") or 32)) for a in found if isinstance(a, dict) and a.get("ip"))
 
 
-def _formation(task_id: int, generation: int, rows: Sequence[dict[str, Any]]) -> Formation:
+def _formation(task_id: int, generation: int, rows: Sequence[dict[str, Any]],
+               sizes: tuple[int, int] = (0, 0)) -> Formation:
     members = tuple(GroupMember(r["client_id"], r["rank"], r["hostname"] or "", _addresses(r["session_info"]))
                     for r in sorted(rows, key=lambda r: r["rank"]))
     coordinator = members[0].client_id if members else ""
     has_gpus = bool(rows) and all(gpu_memory_of(r["gpu_info"]) > 0 for r in rows)
-    return Formation(task_id, generation, coordinator, len(members), members, has_gpus)
+    return Formation(task_id, generation, coordinator, len(members), members, has_gpus, *sizes)
+
+
+def _membership_note(formation: Formation) -> str:
+    return (f"{formation.n_clients} of {formation.min_clients}..{formation.max_clients} members, "
+            f"generation {formation.generation}")
 
 
 async def claim_next(conn: AsyncConnection, client_id: str, capacity: Capacity, *,
                      skip_task_ids: Sequence[int] = (), recipes: Recipes | None = None) -> Claim | None:
-    """Take the lowest free rank of the best pending task this machine can run; form the group if it is now full."""
+    """Take the lowest free rank of the best pending task this machine can run and form the group if it is now full;
+    with no pending task, join a running elastic group that has room."""
     found = await claim_queries.next_pending(conn, capacity, skip_task_ids=skip_task_ids, recipes=recipes)
     if found is None:
-        return None
-    task_id, n_clients = found
+        joinable = await claim_queries.next_joinable(conn, client_id, capacity, skip_task_ids=skip_task_ids,
+                                                     recipes=recipes)
+        return await admit(conn, joinable.task_id, client_id) if joinable is not None else None
+    task_id, n_clients = found.task_id, found.n_clients
     if n_clients == 1:
         return await _claim_single(conn, task_id, client_id)
     holders = await claim_queries.rank_holders(conn, task_id)
@@ -129,7 +163,90 @@ async def form_group(conn: AsyncConnection, task_id: int) -> Formation:
     await claim_queries.renumber(conn, {r["id"]: new_rank[r["client_id"]] for r in rows
                                         if r["rank"] != new_rank[r["client_id"]]})
     generation = await claim_queries.start_generation(conn, task_id, order[0].client_id)
-    return _formation(task_id, generation, [{**r, "rank": new_rank[r["client_id"]]} for r in rows])
+    sizes = await claim_queries.group_sizes(conn, task_id)
+    return _formation(task_id, generation, [{**r, "rank": new_rank[r["client_id"]]} for r in rows], sizes)
+
+
+async def form_if_settled(conn: AsyncConnection, task_id: int, settle_seconds: float) -> Formation | None:
+    """Form a pending elastic task's group once min_clients hold ranks and none was claimed for `settle_seconds`;
+    None when it is not time (or not this task's way: a fixed-size group forms when it is full)."""
+    locked = await claim_queries.lock_task(conn, task_id)
+    if locked is None:
+        return None
+    status, sizes = locked
+    if status != "pending" or sizes.min_clients >= sizes.n_clients:
+        return None
+    holders = await claim_queries.rank_holders(conn, task_id)
+    if len(holders) < sizes.min_clients or await claim_queries.claimed_within(conn, task_id, settle_seconds):
+        return None
+    return await form_group(conn, task_id)
+
+
+async def admit(conn: AsyncConnection, task_id: int, client_id: str) -> Claim | None:
+    """Add this client to a running elastic group with room: the next rank, a new generation under the same rank 0;
+    the claim's formation is set (the newcomer starts at once). None when it cannot join."""
+    locked = await claim_queries.lock_task(conn, task_id)
+    if locked is None:
+        return None
+    status, sizes = locked
+    if status != "running" or sizes.min_clients >= sizes.n_clients:
+        return None
+    holders = await claim_queries.rank_holders(conn, task_id)
+    rank = lowest_free_rank(holders.values(), sizes.n_clients)
+    if not holders or client_id in holders or rank is None:
+        return None
+    coordinator = min(holders, key=lambda c: holders[c])
+    await claim_queries.add_rank(conn, task_id, client_id, rank, touch=False)
+    generation = await claim_queries.start_generation(conn, task_id, coordinator)
+    formation = _formation(task_id, generation, await claim_queries.group_rows(conn, task_id),
+                           (sizes.min_clients, sizes.n_clients))
+    await log_queries.add_task_log(conn, task_id, client_id, "info",
+                                   f"membership: {client_id} joined; {_membership_note(formation)}")
+    return Claim(task_id, rank, sizes.n_clients, formation)
+
+
+async def leave(conn: AsyncConnection, task_id: int, generation: int, client_ids: Sequence[str], reason: str, *,
+                failure: bool = False, max_attempts: int | None = None, by: str | None = None) -> Left:
+    """Members leave the group of this generation. An elastic group that keeps min_clients shrinks: their ranks are
+    freed, the survivors renumbered densely in their order, and a new generation starts under the new rank 0, with
+    no failure counted. Otherwise the attempt ends exactly as end_attempt ends it (`failure`, `max_attempts`).
+    `by` writes the task log line (default: the first leaving client)."""
+    if failure and max_attempts is None:
+        raise ValueError("a departure counted as a failure needs max_attempts")
+    locked = await claim_queries.lock_task(conn, task_id)
+    if locked is None:
+        return Left("stale")
+    status, sizes = locked
+    if sizes.min_clients >= sizes.n_clients:
+        return await _end(conn, task_id, generation, reason, failure, max_attempts)
+    state = await claim_queries.lock_attempt(conn, task_id)
+    if state is None or state.generation != generation or status != "running":
+        return Left("stale")
+    rows = await claim_queries.group_rows(conn, task_id)
+    ranks = {r["client_id"]: r["rank"] for r in rows}
+    leaving = [c for c in dict.fromkeys(client_ids) if c in ranks]
+    if not leaving:
+        return Left("stale")
+    survivors = ranks_after_departure(ranks, leaving)
+    if len(survivors) < sizes.min_clients:
+        return await _end(conn, task_id, generation, reason, failure, max_attempts)
+    await claim_queries.remove_ranks(conn, task_id, leaving)
+    await claim_queries.renumber(conn, {r["id"]: survivors[r["client_id"]] for r in rows
+                                        if r["client_id"] in survivors and r["rank"] != survivors[r["client_id"]]})
+    coordinator = next(c for c, rank in survivors.items() if rank == 0)
+    new_generation = await claim_queries.start_generation(conn, task_id, coordinator)
+    formation = _formation(task_id, new_generation,
+                           [{**r, "rank": survivors[r["client_id"]]} for r in rows if r["client_id"] in survivors],
+                           (sizes.min_clients, sizes.n_clients))
+    await log_queries.add_task_log(conn, task_id, by or leaving[0], "warning" if failure else "info",
+                                   f"membership: {', '.join(leaving)} left ({reason}); {_membership_note(formation)}")
+    return Left("shrunk", formation=formation)
+
+
+async def _end(conn: AsyncConnection, task_id: int, generation: int, reason: str, failure: bool,
+               max_attempts: int | None) -> Left:
+    status = await end_attempt(conn, task_id, generation, reason, failure=failure, max_attempts=max_attempts or 1)
+    return Left("ended", status=status) if status else Left("stale")
 
 
 async def formation_of(conn: AsyncConnection, task_id: int) -> Formation | None:
@@ -138,7 +255,7 @@ async def formation_of(conn: AsyncConnection, task_id: int) -> Formation | None:
     rows = await claim_queries.group_rows(conn, task_id)
     if run is None or not rows:
         return None
-    return _formation(task_id, int(run["generation"]), rows)
+    return _formation(task_id, int(run["generation"]), rows, await claim_queries.group_sizes(conn, task_id))
 
 
 async def end_attempt(conn: AsyncConnection, task_id: int, generation: int, reason: str, *, failure: bool,
@@ -147,6 +264,9 @@ async def end_attempt(conn: AsyncConnection, task_id: int, generation: int, reas
 
     Returns the task's new status, or None when that generation had already ended (someone else did it).
     """
+    # The task row before the run row, the order claims, admissions and departures lock them in: two
+    # transactions never hold one each while waiting for the other.
+    await claim_queries.lock_task_status(conn, task_id)
     state = await claim_queries.lock_attempt(conn, task_id)
     if state is None or state.generation != generation:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,6 +113,39 @@ def explain_pending(requirements: dict[str, Any], capacities: Sequence[Capacity]
     return "no single active client meets all of its requirements at once"
 
 
+@dataclass(frozen=True)
+class Departure:
+    """A member that is gone from its group, and why."""
+
+    client_id: str
+    rank: int
+    reason: str
+
+
+def _why_gone(member: dict[str, Any], now: datetime, failure_timeout: timedelta) -> str | None:
+    who = f"rank {member['rank']} ({member['client_id']})"
+    if member["status"] == "failed":
+        return f"{who} reported a failure"
+    if member.get("client_status") != "active":
+        return f"{who} stopped (client inactive)"
+    last_seen = member.get("last_seen")
+    if last_seen is None or now - last_seen > failure_timeout:
+        age = "never" if last_seen is None else f"{(now - last_seen).total_seconds():.0f} s ago"
+        return f"{who} stopped heartbeating (last seen {age})"
+    return None
+
+
+def dead_members(
+    members: Sequence[dict[str, Any]], now: datetime, failure_timeout: timedelta
+) -> list[Departure]:
+    """Every member of a formed attempt that is gone (failed, inactive or silent), lowest rank first.
+
+    Each member dict has client_id, rank, status (assignment), client_status and last_seen.
+    """
+    gone = [(m, _why_gone(m, now, failure_timeout)) for m in sorted(members, key=lambda m: m["rank"])]
+    return [Departure(str(m["client_id"]), int(m["rank"]), why) for m, why in gone if why is not None]
+
+
 def failure_reason(
     members: Sequence[dict[str, Any]], now: datetime, failure_timeout: timedelta
 ) -> str | None:
@@ -120,17 +153,37 @@ def failure_reason(
 
     Each member dict has client_id, rank, status (assignment), client_status and last_seen.
     """
-    for member in sorted(members, key=lambda m: m["rank"]):
-        who = f"rank {member['rank']} ({member['client_id']})"
-        if member["status"] == "failed":
-            return f"{who} reported a failure"
-        if member.get("client_status") != "active":
-            return f"{who} stopped (client inactive)"
-        last_seen = member.get("last_seen")
-        if last_seen is None or now - last_seen > failure_timeout:
-            age = "never" if last_seen is None else f"{(now - last_seen).total_seconds():.0f} s ago"
-            return f"{who} stopped heartbeating (last seen {age})"
-    return None
+    dead = dead_members(members, now, failure_timeout)
+    return dead[0].reason if dead else None
+
+
+def n_clients_of(config: Any) -> int:
+    """The largest size of a task's group: `n_clients` of a distributed config, else 1."""
+    if isinstance(config, dict) and config.get("distributed") and _is_whole(config.get("n_clients")):
+        return max(1, int(config["n_clients"]))
+    return 1
+
+
+def min_clients_of(config: Any) -> int:
+    """The smallest size a task's group may train at: `min_clients` when it is 1..n_clients, else n_clients."""
+    largest = n_clients_of(config)
+    smallest = config.get("min_clients") if isinstance(config, dict) else None
+    return int(smallest) if _is_whole(smallest) and 1 <= smallest <= largest else largest
+
+
+def is_elastic(config: Any) -> bool:
+    """True when the task's group may train below its full size (min_clients < n_clients)."""
+    return min_clients_of(config) < n_clients_of(config)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def ranks_after_departure(ranks: Mapping[str, int], leaving: Collection[str]) -> dict[str, int]:
+    """The survivors' new dense ranks 0..k-1, in their old order (rank 0 stays 0 while it stays)."""
+    survivors = sorted((rank, client_id) for client_id, rank in ranks.items() if client_id not in leaving)
+    return {client_id: new for new, (_, client_id) in enumerate(survivors)}
 
 
 def after_failure(failures: int, max_attempts: int) -> str:

@@ -1,5 +1,6 @@
-"""The failure sweep every agent runs: end attempts whose members stopped heartbeating, free ranks of groups that
-will not form. The generation fence makes each ending happen once, however many agents sweep."""
+"""The failure sweep every agent runs: end attempts whose members stopped heartbeating (an elastic group that keeps
+min_clients only loses those members), free ranks of groups that will not form. The generation fence makes each
+ending happen once, however many agents sweep."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from app.db.queries import claims as claim_queries
 from app.db.queries import logs as log_queries
 from app.errors import DatabaseUnavailable
 from app.scheduling import claiming
-from app.scheduling.decide import failure_reason
+from app.scheduling.decide import Departure, dead_members
 
 log = logging.getLogger("app.scheduling.scheduler")
 
@@ -60,19 +61,25 @@ class FailureSweep:
             now = await claim_queries.db_now(conn)
         for task_id, entry in running.items():
             # Whole-second DATETIMEs: allow one more second than the timeout before calling a member dead.
-            reason = failure_reason(entry["members"], now, timedelta(seconds=settings.failure_timeout + 1))
-            if reason is not None and await self._end(task_id, entry["generation"], reason, settings.max_attempts):
+            dead = dead_members(entry["members"], now, timedelta(seconds=settings.failure_timeout + 1))
+            if dead and await self._end(task_id, entry["generation"], dead, settings.max_attempts):
                 ended.append(task_id)
         async with self.db.begin() as conn:
             await claim_queries.release_stale_joins(conn, self.join_timeout, settings.failure_timeout + 1)
         return ended
 
-    async def _end(self, task_id: int, generation: int, reason: str, max_attempts: int) -> bool:
+    async def _end(self, task_id: int, generation: int, dead: list[Departure], max_attempts: int) -> bool:
+        """The dead members leave: an elastic group shrinks, any other attempt ends (counted as a failure)."""
+        reason = "; ".join(d.reason for d in dead)
         async with self.db.begin() as conn:
-            status = await claiming.end_attempt(conn, task_id, generation, reason, failure=True, max_attempts=max_attempts)
-            if status:
+            left = await claiming.leave(conn, task_id, generation, [d.client_id for d in dead], reason, failure=True,
+                                        max_attempts=max_attempts, by=self.client_id)
+            if left.kind == "ended":
                 await log_queries.add_task_log(conn, task_id, self.client_id, "warning",
-                                               f"attempt {generation} ended: {reason}; task {status}")
-        if status:
-            log.warning("task %s: attempt %s ended: %s; task %s", task_id, generation, reason, status)
-        return bool(status)
+                                               f"attempt {generation} ended: {reason}; task {left.status}")
+        if left.kind == "ended":
+            log.warning("task %s: attempt %s ended: %s; task %s", task_id, generation, reason, left.status)
+        elif left.formation is not None:
+            log.warning("task %s: %s left (%s); generation %s", task_id, ", ".join(d.client_id for d in dead), reason,
+                        left.formation.generation)
+        return left.kind != "stale"

@@ -165,6 +165,14 @@ class Scheduler:
     async def _check_joined(self) -> None:
         assert self.joined is not None
         task_id = self.joined.task_id
+        settled = None
+        if self.donation.may_claim():  # a holder about to give its rank back does not form a group with it
+            async with self.db.begin() as conn:
+                settled = await claiming.form_if_settled(conn, task_id, self.donation.settings.elastic_settle)
+        if settled is not None and self.client_id in settled.ranks:
+            self.joined = None
+            self._start(settled)
+            return
         async with self.db.connect() as conn:
             held = [a for a in await claim_queries.assignments_of_client(conn, self.client_id) if a["task_id"] == task_id]
             formation = await claiming.formation_of(conn, task_id) if held and held[0]["task_status"] == "running" else None

@@ -61,6 +61,9 @@ CONFIG_FIELDS: dict[str, ConfigField] = {
     "epochs": ConfigField("int", None, 1, 100_000, help="passes over the training split"),
     "distributed": ConfigField("bool", help="train on several clients at once"),
     "n_clients": ConfigField("int", None, 1, MAX_N_CLIENTS, help="clients (ranks) of a distributed task"),
+    "min_clients": ConfigField("optional_int", None, 1, MAX_N_CLIENTS,
+                               help="elastic: the fewest clients the group trains with (1..n_clients; absent: "
+                                    "n_clients, a fixed group)"),
     "optimizer": ConfigField("str", "adam", choices=("adam", "adamw", "sgd"), help="optimizer"),
     "momentum": ConfigField("float", 0.9, 0, 0.999, help="SGD momentum"),
     "weight_decay": ConfigField("float", 0.0, 0, 1, help="weight decay"),
@@ -285,6 +288,7 @@ def _validate_config(raw: Any, catalog: Catalog, problems: dict[str, str], sourc
 
     if config.get("distributed") is False and isinstance(config.get("n_clients"), int) and config["n_clients"] != 1:
         problems["config.n_clients"] = "must be 1 when distributed is false"
+    _check_min_clients(config, problems)
 
     if isinstance(model, str) and model in catalog.models and isinstance(config.get("model_options"), dict):
         config["model_options"] = _validate_options("config.model_options", catalog.models[model],
@@ -294,6 +298,18 @@ def _validate_config(raw: Any, catalog: Catalog, problems: dict[str, str], sourc
                                                       config["dataset_options"], problems, sources)
         _check_data_fit(config, catalog, problems)
     return config
+
+
+def _check_min_clients(config: dict[str, Any], problems: dict[str, str]) -> None:
+    """min_clients defaults to n_clients (a fixed group) and may not exceed it."""
+    largest = config.get("n_clients")
+    if not _is_int(largest) or "config.min_clients" in problems:
+        return
+    smallest = config.get("min_clients")
+    if smallest is None:
+        config["min_clients"] = largest
+    elif smallest > largest:
+        problems["config.min_clients"] = f"must be at most n_clients ({largest})"
 
 
 def _validate_options(path: str, recipe: Any, given: dict[str, Any], problems: dict[str, str],

@@ -20,6 +20,7 @@ from app.db.queries import metrics as metric_queries
 from app.db.queries import models as model_queries
 from app.errors import DatabaseUnavailable, Fenced
 from app.scheduling import claiming
+from app.scheduling.decide import is_elastic
 from app.training.context import Outcome, RunContext
 from app.training.messages import Finished, Progress
 
@@ -55,6 +56,7 @@ class RunRecorder:
     def __init__(self, db: Database, ctx: RunContext) -> None:
         self.db = db
         self.ctx = ctx
+        self.generation = ctx.generation  # the generation this rank writes as; moves on when its group regroups
         self.reports = Reports()
         self.completed = False
         self.sync: str | None = None  # the group's sync mode and why, for the task's result
@@ -122,7 +124,7 @@ class RunRecorder:
         """Update this rank's assignment of the current generation."""
         async def write() -> None:
             async with self.db.begin() as conn:
-                await claim_queries.set_assignment(conn, self.ctx.task_id, self.ctx.client_id, self.ctx.generation,
+                await claim_queries.set_assignment(conn, self.ctx.task_id, self.ctx.client_id, self.generation,
                                                    **values)
 
         await self.retrying(what, write)
@@ -131,7 +133,7 @@ class RunRecorder:
         """Rank 0 says where the group meets."""
         async def publish() -> None:
             async with self.db.begin() as conn:
-                await claim_queries.publish_rendezvous(conn, self.ctx.task_id, self.ctx.generation, self.ctx.client_id,
+                await claim_queries.publish_rendezvous(conn, self.ctx.task_id, self.generation, self.ctx.client_id,
                                                        host, port)
 
         await self.retrying("publishing the rendezvous", publish)
@@ -142,7 +144,7 @@ class RunRecorder:
 
         async def record() -> list[str]:
             async with self.db.begin() as conn:
-                await checkpoint_queries.record(conn, task_id=self.ctx.task_id, generation=self.ctx.generation,
+                await checkpoint_queries.record(conn, task_id=self.ctx.task_id, generation=self.generation,
                                                 client_id=self.ctx.client_id, path=relative, kind=kind, metrics=metrics,
                                                 set_task_path=set_task_path)
                 return await checkpoint_queries.prune_regular(conn, self.ctx.task_id, self.ctx.client_id, keep)
@@ -155,10 +157,10 @@ class RunRecorder:
 
         async def complete() -> str:
             async with self.db.begin() as conn:
-                await claim_queries.check_fence(conn, ctx.task_id, ctx.generation, ctx.client_id)
+                await claim_queries.check_fence(conn, ctx.task_id, self.generation, ctx.client_id)
                 version = await model_queries.register(conn, name=name, url=completion.url, sha256=completion.sha256,
                                                        config=completion.model_config)
-                await claim_queries.update_task_fenced(conn, ctx.task_id, ctx.generation, ctx.client_id,
+                await claim_queries.update_task_fenced(conn, ctx.task_id, self.generation, ctx.client_id,
                                                        {"status": "completed", "result": completion.result})
                 await log_queries.add_task_log(conn, ctx.task_id, ctx.client_id, "info",
                                                f"completed: model {name} version {version} ({completion.url})")
@@ -169,7 +171,8 @@ class RunRecorder:
         return version
 
     async def settle(self, outcome: Outcome) -> None:
-        """End the attempt for everyone when this rank failed or was stopped (the generation fence makes it once)."""
+        """End the attempt for everyone when this rank failed or was stopped (the generation fence makes it once);
+        from an elastic group only this member leaves while min_clients remain."""
         if outcome.kind in ("completed", "fenced"):
             return
         ctx = self.ctx
@@ -177,13 +180,20 @@ class RunRecorder:
             try:
                 async with self.db.begin() as conn:
                     if outcome.kind == "error":
-                        await claiming.mark_error(conn, ctx.task_id, ctx.generation, outcome.reason)
+                        await claiming.mark_error(conn, ctx.task_id, self.generation, outcome.reason)
                         return
-                    status = await claiming.end_attempt(conn, ctx.task_id, ctx.generation, outcome.reason,
-                                                        failure=outcome.kind == "failed", max_attempts=ctx.max_attempts)
+                    if is_elastic(ctx.config):  # only this member leaves; the group goes on while it keeps min_clients
+                        left = await claiming.leave(conn, ctx.task_id, self.generation, [ctx.client_id],
+                                                    outcome.reason, failure=outcome.kind == "failed",
+                                                    max_attempts=ctx.max_attempts)
+                        status = left.status
+                    else:
+                        status = await claiming.end_attempt(conn, ctx.task_id, self.generation, outcome.reason,
+                                                            failure=outcome.kind == "failed",
+                                                            max_attempts=ctx.max_attempts)
                     if status:
                         await log_queries.add_task_log(conn, ctx.task_id, ctx.client_id, "warning",
-                                                       f"attempt {ctx.generation} ended: {outcome.reason}; task {status}")
+                                                       f"attempt {self.generation} ended: {outcome.reason}; task {status}")
                 return
             except DB_ERRORS as exc:
                 log.warning("cannot settle task %s yet: %s", ctx.task_id, exc)
@@ -226,12 +236,12 @@ class RunRecorder:
         rank_metrics = {**progress.metrics, "step": progress.step, "samples_per_sec": progress.rank_samples_per_sec}
         try:
             async with conn.begin_nested():
-                await claim_queries.set_assignment(conn, ctx.task_id, ctx.client_id, ctx.generation, metrics=rank_metrics)
+                await claim_queries.set_assignment(conn, ctx.task_id, ctx.client_id, self.generation, metrics=rank_metrics)
                 if ctx.coordinator:
                     result = {"progress": progress.progress, "epoch": progress.epoch, "step": progress.step,
                               "metrics": progress.metrics, "samples_per_sec": progress.samples_per_sec,
                               **self.traffic()}
-                    await claim_queries.update_task_fenced(conn, ctx.task_id, ctx.generation, ctx.client_id,
+                    await claim_queries.update_task_fenced(conn, ctx.task_id, self.generation, ctx.client_id,
                                                            {"result": result})
         except Fenced as exc:
             return exc  # only the progress is refused; the log lines and metrics are still written

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Integer, and_, cast, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import dialect
 from app.db.queries import row_dict
 from app.db.schema import clients, task_assignments, task_runs, tasks
 from app.errors import Conflict, Fenced, NotFound
-from app.scheduling.decide import Capacity, Recipes
+from app.scheduling.decide import Capacity, Recipes, min_clients_of, n_clients_of
 
 MAX_ERROR_LOG = 60_000
 
@@ -31,10 +31,17 @@ def _requirement(conn: AsyncConnection, key: str) -> Any:
     return func.coalesce(dialect.json_number(conn, tasks.c.requirements, f"$.{key}"), 0)
 
 
-def _n_clients(config: Any) -> int:
-    if isinstance(config, dict) and config.get("distributed") and isinstance(config.get("n_clients"), int):
-        return max(1, int(config["n_clients"]))
-    return 1
+@dataclass(frozen=True)
+class Claimable:
+    """A task locked for a claim: its id and the smallest and largest size of its group."""
+
+    task_id: int
+    n_clients: int
+    min_clients: int
+
+
+def _claimable(row: Any) -> Claimable:
+    return Claimable(int(row.id), n_clients_of(row.config), min_clients_of(row.config))
 
 
 async def db_now(conn: AsyncConnection) -> datetime:
@@ -43,13 +50,11 @@ async def db_now(conn: AsyncConnection) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-async def next_pending(conn: AsyncConnection, capacity: Capacity, *, skip_task_ids: Sequence[int] = (),
-                       recipes: Recipes | None = None) -> tuple[int, int] | None:
-    """Lock the best pending task this capacity meets (and whose recipes are installed): (task id, n_clients)."""
+def _runnable_here(conn: AsyncConnection, query: Any, capacity: Capacity, skip_task_ids: Sequence[int],
+                   recipes: Recipes | None) -> Any:
+    """The query narrowed to tasks this capacity meets and whose recipes (or bundle) are installed, best first."""
     query = (
-        select(tasks.c.id, tasks.c.config)
-        .where(
-            tasks.c.status == "pending",
+        query.where(
             _requirement(conn, "min_gpu_memory") <= capacity.gpu_memory_mb,
             _requirement(conn, "min_cpu_cores") <= capacity.cpu_cores,
             _requirement(conn, "min_ram") <= capacity.ram_mb,
@@ -66,8 +71,36 @@ async def next_pending(conn: AsyncConnection, capacity: Capacity, *, skip_task_i
                          dialect.json_text(conn, tasks.c.config, "$.model").in_(sorted(recipes.models) or [""]),
                          dialect.json_text(conn, tasks.c.config, "$.dataset").in_(sorted(recipes.datasets) or [""]))
         query = query.where(or_(installed, bundle.in_(sorted(recipes.bundles) or [""])))
-    row = (await conn.execute(query)).first()
-    return (int(row.id), _n_clients(row.config)) if row is not None else None
+    return query
+
+
+async def next_pending(conn: AsyncConnection, capacity: Capacity, *, skip_task_ids: Sequence[int] = (),
+                       recipes: Recipes | None = None) -> Claimable | None:
+    """Lock the best pending task this capacity meets (and whose recipes are installed)."""
+    query = select(tasks.c.id, tasks.c.config).where(tasks.c.status == "pending")
+    row = (await conn.execute(_runnable_here(conn, query, capacity, skip_task_ids, recipes))).first()
+    return _claimable(row) if row is not None else None
+
+
+def _json_int(conn: AsyncConnection, path: str) -> Any:
+    # MariaDB's JSON_EXTRACT returns text, and text compares as text ('10' < '9'): compare whole numbers.
+    return cast(dialect.json_number(conn, tasks.c.config, path), Integer)
+
+
+async def next_joinable(conn: AsyncConnection, client_id: str, capacity: Capacity, *,
+                        skip_task_ids: Sequence[int] = (), recipes: Recipes | None = None) -> Claimable | None:
+    """Lock the best running elastic task with fewer members than n_clients that this client may join."""
+    members = (select(func.count()).select_from(task_assignments)
+               .where(task_assignments.c.task_id == tasks.c.id).scalar_subquery())
+    mine = exists().where(task_assignments.c.task_id == tasks.c.id, task_assignments.c.client_id == client_id)
+    query = select(tasks.c.id, tasks.c.config).where(
+        tasks.c.status == "running",
+        _json_int(conn, "$.min_clients") < _json_int(conn, "$.n_clients"),
+        members < _json_int(conn, "$.n_clients"),
+        ~mine,
+    )
+    row = (await conn.execute(_runnable_here(conn, query, capacity, skip_task_ids, recipes))).first()
+    return _claimable(row) if row is not None else None
 
 
 async def pending_for_other_recipes(conn: AsyncConnection, recipes: Recipes, *, exclude: Sequence[int] = (),
@@ -98,6 +131,32 @@ async def add_rank(conn: AsyncConnection, task_id: int, client_id: str, rank: in
     )
     if touch:
         await conn.execute(update(tasks).where(tasks.c.id == task_id).values(updated_at=dialect.now(conn)))
+
+
+async def lock_task(conn: AsyncConnection, task_id: int) -> tuple[str, Claimable] | None:
+    """Lock the task row: its status and group sizes; None when there is no such task."""
+    row = (await conn.execute(select(tasks.c.id, tasks.c.status, tasks.c.config)
+                              .where(tasks.c.id == task_id).with_for_update())).first()
+    return (str(row.status), _claimable(row)) if row is not None else None
+
+
+async def group_sizes(conn: AsyncConnection, task_id: int) -> tuple[int, int]:
+    """The task's (min_clients, n_clients) from its config; (1, 1) when there is no such task."""
+    config = (await conn.execute(select(tasks.c.config).where(tasks.c.id == task_id))).scalar_one_or_none()
+    return min_clients_of(config), n_clients_of(config)
+
+
+async def claimed_within(conn: AsyncConnection, task_id: int, seconds: float) -> bool:
+    """True when a rank of the task was taken less than `seconds` ago (whole seconds, the database's clock)."""
+    recent = exists().where(task_assignments.c.task_id == task_id,
+                            task_assignments.c.assigned_at > dialect.seconds_ago(conn, seconds))
+    return bool((await conn.execute(select(recent))).scalar())
+
+
+async def remove_ranks(conn: AsyncConnection, task_id: int, client_ids: Sequence[str]) -> None:
+    """Free the ranks these clients hold in the task."""
+    await conn.execute(delete(task_assignments).where(task_assignments.c.task_id == task_id,
+                                                      task_assignments.c.client_id.in_(list(client_ids))))
 
 
 async def group_rows(conn: AsyncConnection, task_id: int) -> list[dict[str, Any]]:
