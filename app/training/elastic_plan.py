@@ -46,8 +46,8 @@ def rebalance_due(steps_since_regroup: int) -> bool:
 def smooth(previous: Sequence[float], measured: Sequence[float], weight: float = 0.2) -> list[float]:
     """An exponential moving average of each member's samples per second (a zero measurement keeps the old value)."""
     if len(previous) != len(measured):
-        return [m for m in measured]
-    return [p if m <= 0 else (m if p <= 0 else p + weight * (m - p)) for p, m in zip(previous, measured)]
+        return list(measured)
+    return [p if m <= 0 else (m if p <= 0 else p + weight * (m - p)) for p, m in zip(previous, measured, strict=True)]
 
 
 def too_slow(speeds: Sequence[float], rank: int, bound: float = 1 / 8) -> bool:

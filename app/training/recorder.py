@@ -57,6 +57,7 @@ class RunRecorder:
         self.db = db
         self.ctx = ctx
         self.generation = ctx.generation  # the generation this rank writes as; moves on when its group regroups
+        self.coordinator = ctx.coordinator
         self.reports = Reports()
         self.completed = False
         self.sync: str | None = None  # the group's sync mode and why, for the task's result
@@ -101,6 +102,18 @@ class RunRecorder:
         """This rank's own state file saved at `step`, if one was recorded."""
         async with self.db.connect() as conn:
             return await checkpoint_queries.rank_state(conn, self.ctx.task_id, self.ctx.rank, step)
+
+    def follow(self, generation: int, rank: int) -> None:
+        """Write as this rank of a newer generation of the same group (an elastic group regrouped)."""
+        self.generation, self.coordinator = generation, rank == 0
+
+    async def formation(self) -> claiming.Formation | None:
+        """The task's current group; None while the database is away or the task has no group."""
+        try:
+            async with self.db.connect() as conn:
+                return await claiming.formation_of(conn, self.ctx.task_id)
+        except DB_ERRORS:
+            return None
 
     async def current_run(self) -> dict[str, Any] | None:
         """The task's run row (generation, rendezvous); None while the database is away."""
@@ -234,10 +247,12 @@ class RunRecorder:
     async def _write_progress(self, conn: Any, progress: Progress) -> Fenced | None:
         ctx = self.ctx
         rank_metrics = {**progress.metrics, "step": progress.step, "samples_per_sec": progress.rank_samples_per_sec}
+        if progress.contributed is not None:  # elastic: samples this rank put into applied steps, its share of a batch
+            rank_metrics |= {"contributed_samples": progress.contributed, "share": progress.share}
         try:
             async with conn.begin_nested():
                 await claim_queries.set_assignment(conn, ctx.task_id, ctx.client_id, self.generation, metrics=rank_metrics)
-                if ctx.coordinator:
+                if self.coordinator:
                     result = {"progress": progress.progress, "epoch": progress.epoch, "step": progress.step,
                               "metrics": progress.metrics, "samples_per_sec": progress.samples_per_sec,
                               **self.traffic()}

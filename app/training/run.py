@@ -116,9 +116,10 @@ class TaskRun:
                 await self.worker.stop(grace=10.0)
             raise
         finally:
-            for task in (watcher, flusher):
+            helpers = [t for t in (watcher, flusher, self._rendezvous_task) if t is not None]
+            for task in helpers:
                 task.cancel()
-            await asyncio.gather(watcher, flusher, return_exceptions=True)
+            await asyncio.gather(*helpers, return_exceptions=True)
             if self.worker is not None and self.worker.process and self.worker.process.returncode is None:
                 await self.worker.stop(grace=5.0)
         if outcome.kind == "fenced":
@@ -448,7 +449,7 @@ class TaskRun:
                                 else self.ctx.limits.heartbeat_interval)
             run = await self.recorder.current_run()
             if self.elastic and run is not None and run["generation"] != self.generation and self.worker is not None:
-                if await self._follow():
+                if await self._follow(run):
                     continue
                 return
             if run is not None and run["generation"] != self.generation and self.worker is not None:
@@ -456,15 +457,15 @@ class TaskRun:
                 self.worker.kill()
                 return
 
-    async def _follow(self) -> bool:
+    async def _follow(self, run: dict[str, Any]) -> bool:
         """The membership changed: go on as the new generation's member (True), or leave the group (False)."""
         assert self.worker is not None
-        formation = await self.recorder.formation()
-        if formation is None or formation.generation <= self.generation:
-            return True  # read between two writes: look again
-        if self.ctx.client_id not in formation.ranks:
+        formation = await self.recorder.formation() if run["formed_at"] is not None else None
+        if run["formed_at"] is not None and (formation is None or formation.generation <= self.generation):
+            return True  # the database is away, or read between two writes: look again
+        if formation is None or self.ctx.client_id not in formation.ranks:
             # Not a member any more; when the task went back to the queue, its newest state is written first.
-            self.recorder.log("info", f"rank {self.rank} left the group at generation {formation.generation}")
+            self.recorder.log("info", f"rank {self.rank} left the group at generation {run['generation']}")
             self.stop_reason = self.stop_reason or "this machine is no longer a member of the group"
             await self.worker.request_stop()
             return False

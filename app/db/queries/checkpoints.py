@@ -17,8 +17,9 @@ FULL_TYPES = ("regular", "distributed", "emergency", "final")
 
 async def record(conn: AsyncConnection, *, task_id: int, generation: int, client_id: str, path: str, kind: str,
                  metrics: dict[str, Any], set_task_path: bool) -> int:
-    """Insert a checkpoints row and point the assignment (and, if asked, the task) at it; Fenced if outdated."""
-    await check_fence(conn, task_id, generation)
+    """Insert a checkpoints row and point the assignment (and, if asked, the task) at it; Fenced if outdated (an
+    emergency checkpoint of the attempt that just ended is still taken: it is the newest state there is)."""
+    await check_fence(conn, task_id, generation, just_ended=kind == "emergency")
     result = await conn.execute(
         insert(checkpoints).values(task_id=task_id, client_id=client_id, path=path, type=kind, metrics=metrics,
                                    created_at=dialect.now(conn))

@@ -226,9 +226,13 @@ async def _lock_run(conn: AsyncConnection, task_id: int) -> dict[str, Any] | Non
     return row_dict(row) if row else None
 
 
-async def check_fence(conn: AsyncConnection, task_id: int, generation: int, coordinator_id: str | None = None) -> None:
-    """Lock the run row and raise Fenced unless the generation (and coordinator, if given) are current."""
+async def check_fence(conn: AsyncConnection, task_id: int, generation: int, coordinator_id: str | None = None, *,
+                      just_ended: bool = False) -> None:
+    """Lock the run row and raise Fenced unless the generation (and coordinator, if given) are current; with
+    `just_ended`, also the generation whose attempt ended last when no group formed since."""
     run = await _lock_run(conn, task_id)
+    if just_ended and run is not None and run["generation"] == generation + 1 and run["formed_at"] is None:
+        return
     if run is None or run["generation"] != generation:
         current = run["generation"] if run else None
         raise Fenced(f"task {task_id}: generation {generation} is no longer current ({current})")
