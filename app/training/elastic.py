@@ -40,6 +40,7 @@ class Membership:
     generation: int
     rank: int
     world: int
+    members: tuple[str, ...] = ()  # the machines by rank, for the contribution of each
 
 
 class Orders:
@@ -175,6 +176,7 @@ class ElasticLoop:
             self._after_step(pacing)
         if state.step_in_epoch:  # stopped by max_steps inside an epoch: validate what was trained
             trainer._end_epoch(state)
+        self._progress()  # the final contributions
         trainer._export(state, train_start, start_step)
         return 0
 
@@ -343,6 +345,9 @@ class ElasticLoop:
         state.scheduler.step()
         state.step_in_epoch += 1
         state.step += 1
+        for rank, size in enumerate(self.shares.sizes):
+            who = membership.members[rank] if rank < len(membership.members) else f"rank {rank}"
+            state.contributions[who] = state.contributions.get(who, 0) + size
         if self.fixed is None:
             self.shares.measured([float(v) for v in flat[at:at + membership.world].tolist()])
 
@@ -382,7 +387,8 @@ class ElasticLoop:
             rank_samples_per_sec=window.samples / elapsed if elapsed > 0 else 0.0,
             step_time=window.step_time / steps, metrics=metrics, utilisation=min(1.0, window.compute / elapsed)
             if elapsed > 0 else None, contributed=float(self.contributed),
-            share=float(self.shares.sizes[self.trainer.rank]) if self.shares.sizes else None))
+            share=float(self.shares.sizes[self.trainer.rank]) if self.shares.sizes else None,
+            contributions={k: float(v) for k, v in state.contributions.items()} if self.trainer.rank == 0 else None))
         state.window = Window()
 
 
@@ -395,6 +401,7 @@ def _dump(state: RunState) -> bytes:
         "scaler": state.scaler.state_dict() if state.scaler is not None and state.scaler.is_enabled() else None,
         "epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "step": state.step,
         "best": {k: float(v) for k, v in state.best.items() if isinstance(v, (int, float))},
+        "contributions": dict(state.contributions),
     }, buffer)
     return buffer.getvalue()
 
@@ -408,6 +415,7 @@ def _load(state: RunState, blob: bytes) -> None:
         state.scaler.load_state_dict(shared["scaler"])
     state.epoch, state.step_in_epoch, state.step = int(shared["epoch"]), int(shared["step_in_epoch"]), int(shared["step"])
     state.best = dict(shared["best"])
+    state.contributions = {str(k): int(v) for k, v in shared["contributions"].items()}
 
 
 def _sample_log(spec: dict[str, Any]) -> Any:

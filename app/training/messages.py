@@ -74,6 +74,7 @@ class Progress:
     utilisation: float | None = field(default=None, metadata=ADDED)  # time computing ÷ wall time since the last report
     contributed: float | None = field(default=None, metadata=ADDED)  # samples this rank put into applied steps (elastic)
     share: float | None = field(default=None, metadata=ADDED)  # this rank's samples of each global batch (elastic)
+    contributions: Metrics | None = field(default=None, metadata=ADDED)  # rank 0, elastic: samples per machine
     type: Literal["progress"] = field(default="progress", init=False)
 
 
@@ -164,6 +165,7 @@ _OPTIONAL: dict[str, frozenset[str]] = {
 _WANTED: dict[Any, str] = {
     int: "an integer", float: "a number", float | None: "a number or null", str: "a string",
     str | None: "a string or null", bool: "true or false", Metrics: "an object of numbers or nulls",
+    Metrics | None: "an object of numbers or nulls, or null",
 }
 
 
@@ -206,7 +208,7 @@ def _check(kind: str, name: str, expected: Any, value: Any) -> Any:
         if isinstance(value, str) and value in allowed:
             return value
         raise BadMessage(f"{kind}: field {name!r} is {_show(value)}, not one of {', '.join(allowed)}")
-    optional = expected in (float | None, str | None)
+    optional = expected in (float | None, str | None, Metrics | None)
     if value is None and optional:
         return None
     if expected is int and isinstance(value, int) and not isinstance(value, bool):
@@ -217,7 +219,7 @@ def _check(kind: str, name: str, expected: Any, value: Any) -> Any:
         return value
     if expected is bool and isinstance(value, bool):
         return value
-    if expected == Metrics and isinstance(value, dict):
+    if expected in (Metrics, Metrics | None) and isinstance(value, dict):
         for key, item in value.items():
             if item is not None and not _is_number(item):
                 raise BadMessage(f"{kind}: metric {key!r} is {_show(item)}, not a number or null")

@@ -58,6 +58,8 @@ class RunRecorder:
         self.ctx = ctx
         self.generation = ctx.generation  # the generation this rank writes as; moves on when its group regroups
         self.coordinator = ctx.coordinator
+        self.size = ctx.formation.n_clients
+        self.contributions: dict[str, float | None] | None = None  # elastic: samples per machine, from rank 0
         self.reports = Reports()
         self.completed = False
         self.sync: str | None = None  # the group's sync mode and why, for the task's result
@@ -69,8 +71,14 @@ class RunRecorder:
         figures = self.last_traffic
         if finished is not None and finished.bytes_per_step is not None:
             figures = {"bytes_per_step": finished.bytes_per_step, "utilisation": finished.utilisation}
-        shown = {k: v for k, v in figures.items() if v is not None}
-        return {**shown, "sync": self.sync} if self.sync else shown
+        shown: dict[str, Any] = {k: v for k, v in figures.items() if v is not None}
+        if self.sync:
+            shown["sync"] = self.sync
+        formation = self.ctx.formation
+        if formation.elastic:
+            shown["elastic"] = {"members": self.size, "min": formation.min_clients, "max": formation.max_clients,
+                                "contributions": {k: int(v or 0) for k, v in (self.contributions or {}).items()}}
+        return shown
 
     async def retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Run a database operation, waiting out an outage (the worker keeps training meanwhile); Fenced passes through."""
@@ -103,9 +111,9 @@ class RunRecorder:
         async with self.db.connect() as conn:
             return await checkpoint_queries.rank_state(conn, self.ctx.task_id, self.ctx.rank, step)
 
-    def follow(self, generation: int, rank: int) -> None:
+    def follow(self, generation: int, rank: int, size: int) -> None:
         """Write as this rank of a newer generation of the same group (an elastic group regrouped)."""
-        self.generation, self.coordinator = generation, rank == 0
+        self.generation, self.coordinator, self.size = generation, rank == 0, size
 
     async def formation(self) -> claiming.Formation | None:
         """The task's current group; None while the database is away or the task has no group."""

@@ -19,6 +19,7 @@ from app.errors import Fenced
 from app.netinfo import local_addresses, same_subnet
 from app.scheduling.decide import choose_rendezvous_host
 from app.scheduling.validation import parse_interval
+from app.scheduling.claiming import Formation
 from app.training.checkpoint_check import checkpoint_problem
 from app.training.context import Outcome, RunContext
 from app.training.messages import (
@@ -148,7 +149,7 @@ class TaskRun:
         rendezvous = None
         if self.n_clients > 1 and not self.coordinator:
             rendezvous = await self._await_rendezvous()
-            if rendezvous is None:
+            if rendezvous is None and not (self.coordinator or self.n_clients == 1):  # elastic: may now lead
                 return Outcome("failed", f"rank 0 published no rendezvous address within {RENDEZVOUS_WAIT_SECONDS:.0f} s")
         spec = await self._spec(resume, rank_state, rendezvous)
         asked = self._asked_to_end()  # while the run was being prepared: no worker is started
@@ -229,6 +230,8 @@ class TaskRun:
         self.progress = message.progress
         self.metrics = dict(message.metrics)
         reports.progress = message
+        if message.contributions is not None:
+            self.recorder.contributions = message.contributions
         if message.bytes_per_step is not None or message.utilisation is not None:
             self.recorder.last_traffic = {"bytes_per_step": message.bytes_per_step, "utilisation": message.utilisation}
         if self.coordinator:
@@ -342,6 +345,10 @@ class TaskRun:
         while time.monotonic() < deadline:
             run = await self.recorder.current_run()
             if run is not None:
+                if run["generation"] != self.generation and self.elastic and await self._adopt(run):
+                    if self.coordinator or self.n_clients == 1:
+                        return None  # this member now leads the group: it meets no one
+                    continue
                 if run["generation"] != self.generation:
                     raise Fenced(f"task {self.task_id}: generation {self.generation} ended before it started")
                 if run["rendezvous_port"]:
@@ -386,7 +393,8 @@ class TaskRun:
         if (self.n_clients > 1 and self.coordinator) or self.elastic:
             spec["bind_host"] = "0.0.0.0"  # an elastic member may become rank 0 later
         if self.elastic:
-            spec.update(elastic=True, max_clients=self.formation.max_clients)
+            spec.update(elastic=True, max_clients=self.formation.max_clients,
+                        members=[m.client_id for m in self.formation.members])
         # The worker opens only files inside this machine's dataset_dirs and fetches only from the farm's hosts.
         spec["dataset_dirs"] = [str(d) for d in ctx.dataset_dirs]
         spec["dataset_hosts"] = await self.recorder.dataset_hosts()
@@ -469,15 +477,27 @@ class TaskRun:
             self.stop_reason = self.stop_reason or "this machine is no longer a member of the group"
             await self.worker.request_stop()
             return False
-        self.formation, self.generation = formation, formation.generation
-        self.rank, self.n_clients = formation.ranks[self.ctx.client_id], formation.n_clients
-        self.coordinator = self.rank == 0
-        self.recorder.follow(formation.generation, self.rank)
+        self._become(formation)
         await self.worker.send({"cmd": "regroup", "generation": self.generation, "rank": self.rank,
-                                "world": self.n_clients})
+                                "world": self.n_clients, "members": [m.client_id for m in formation.members]})
         if not self.coordinator and self.n_clients > 1:
             self._rendezvous_task = asyncio.create_task(self._pass_rendezvous(self.generation))
         return True
+
+    async def _adopt(self, run: dict[str, Any]) -> bool:
+        """Before the worker started: take this member's place in the newer generation; False when not a member."""
+        formation = await self.recorder.formation() if run["formed_at"] is not None else None
+        if formation is None or formation.generation <= self.generation or self.ctx.client_id not in formation.ranks:
+            return False
+        self._become(formation)
+        return True
+
+    def _become(self, formation: Formation) -> None:
+        """This rank's place in a newer generation of its elastic group."""
+        self.formation, self.generation = formation, formation.generation
+        self.rank, self.n_clients = formation.ranks[self.ctx.client_id], formation.n_clients
+        self.coordinator = self.rank == 0
+        self.recorder.follow(formation.generation, self.rank, self.n_clients)
 
     async def _pass_rendezvous(self, generation: int) -> None:
         """Hand the worker the new rank 0's rendezvous once it is published for this generation."""

@@ -111,7 +111,9 @@ class Control:
         assert self.orders is not None
         try:
             if command.get("cmd") == "regroup":
-                self.orders.order(Membership(int(command["generation"]), int(command["rank"]), int(command["world"])))
+                members = tuple(str(m) for m in command.get("members") or ())
+                self.orders.order(Membership(int(command["generation"]), int(command["rank"]), int(command["world"]),
+                                             members))
             elif command.get("cmd") == "rendezvous":
                 self.orders.rendezvous(int(command["generation"]), str(command["host"]), int(command["port"]))
         except (KeyError, TypeError, ValueError):
@@ -278,6 +280,7 @@ class RunState:
     accumulate: int = 1
     grad_clip: float | None = None
     perplexity: bool = False  # a language model: perplexity is its evaluation metric
+    contributions: dict[str, int] = field(default_factory=dict)  # elastic: samples each machine put into applied steps
 
 
 class Trainer:
@@ -351,7 +354,8 @@ class Trainer:
         self._resume(state)
         if self.control.orders is None:
             rendezvous = self.spec.get("rendezvous") or None
-            self.control.orders = Orders(Membership(int(self.spec["generation"]), self.rank, self.world),
+            self.control.orders = Orders(Membership(int(self.spec["generation"]), self.rank, self.world,
+                                                    tuple(str(m) for m in self.spec.get("members") or ())),
                                          (str(rendezvous["host"]), int(rendezvous["port"])) if rendezvous else None)
         return ElasticLoop(self, state, self.control.orders).run()
 
@@ -427,6 +431,7 @@ class Trainer:
             state.scaler.load_state_dict(saved["scaler"])
         state.epoch, state.step_in_epoch, state.step = int(saved["epoch"]), int(saved["step_in_epoch"]), int(saved["step"])
         state.best = dict(saved.get("metrics") or {})
+        state.contributions = {str(k): int(v) for k, v in (saved.get("contributions") or {}).items()}
         state.saved_outer = saved.get("diloco")
         rank_state = self.spec.get("resume_rank_state")
         rng = saved.get("rng")
@@ -717,6 +722,8 @@ class Trainer:
         }
         if state.outer is not None:
             payload["diloco"] = state.outer.state_dict()
+        if state.contributions:
+            payload["contributions"] = dict(state.contributions)
         return save_checkpoint(path, payload)
 
     def _optimizer(self, model: Any) -> Any:
@@ -863,7 +870,8 @@ def main() -> int:
         from app.training.elastic import Membership, Orders
 
         rendezvous = spec.get("rendezvous") or None
-        control.orders = Orders(Membership(int(spec["generation"]), int(spec["rank"]), int(spec["world_size"])),
+        control.orders = Orders(Membership(int(spec["generation"]), int(spec["rank"]), int(spec["world_size"]),
+                                           tuple(str(m) for m in spec.get("members") or ())),
                                 (str(rendezvous["host"]), int(rendezvous["port"])) if rendezvous else None)
     control.watch(sys.stdin)
     try:

@@ -122,6 +122,9 @@ async def test_a_killed_member_leaves_the_rest_go_on_and_a_newcomer_joins(tmp_pa
     counts = _sample_counts(samples)
     assert counts and max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:10]
     assert len(counts) == int(final["result"]["step"]) * 32 * 3  # every applied step's global batch, once
+    contributions = final["result"]["elastic"]["contributions"]
+    assert sum(contributions.values()) == len(counts)  # per machine, including the one that left and the newcomer
+    assert {victim.client_id, newcomer.client_id} <= set(contributions) and min(contributions.values()) > 0
 
 
 async def test_pause_shrinks_the_group_and_resume_grows_it_back(tmp_path: Path, sqlite_url: str) -> None:
