@@ -20,7 +20,7 @@ from app.db.queries import tasks as task_queries
 from app.db.queries.claims import check_fence, publish_rendezvous, update_task_fenced
 from app.db.schema import task_assignments, task_logs, tasks
 from app.errors import Fenced
-from app.scheduling import claiming
+from app.scheduling import claiming, service
 from app.scheduling.claiming import Formation, Left, admit, form_if_settled, formation_of, leave
 from app.scheduling.decide import Capacity
 from app.scheduling.failures import FailureSweep
@@ -439,3 +439,41 @@ async def test_a_stopped_member_leaves_and_the_joined_scheduler_forms(tmp_path: 
         assert (await task_row(db, second))["status"] == "pending"  # 1 left of 2..3: below min_clients
     finally:
         await db.dispose()
+
+
+async def test_a_restarted_member_leaves_its_elastic_group(tmp_path: Path, sqlite_url: str) -> None:
+    """An agent that restarts voids what it held: it leaves a running elastic group, which goes on without it."""
+    from app.agent import Agent
+
+    db = create_database(sqlite_url)
+    await upgrade(db)
+    settings = load_settings(env={}, cli={"data_dir": str(tmp_path / "d")}, config_file=tmp_path / "none.toml")
+    agent = Agent(settings, db)
+    try:
+        await agent.heartbeat.register()
+        me = agent.client_id
+        caps = {cid: await register(db, cid) for cid in ("b", "c")}
+        task_id = await add_elastic(db)
+        for client_id in ("b", "c"):
+            assert await claim(db, client_id, caps[client_id]) is not None
+        async with db.begin() as conn:
+            formed = await claiming.claim_next(conn, me, agent.donation.capacity())
+        assert formed is not None and formed.formation is not None
+        await agent.scheduler.void_previous_session()
+        row, run = await task_row(db, task_id), await run_row(db, task_id)
+        assert row["status"] == "running" and set(await ranks_of(db, task_id)) == {"b", "c"}
+        assert sorted((await ranks_of(db, task_id)).values()) == [0, 1]
+        assert run is not None and run["generation"] == formed.formation.generation + 1 and run["failures"] == 0
+        assert any(m.startswith(f"membership: {me} left (client {me} restarted)") for m in await messages_of(db, task_id))
+    finally:
+        await db.dispose()
+
+
+async def test_why_an_elastic_task_waits_counts_min_clients(db: Database) -> None:
+    """A 2..3 task waits for two able clients, not three."""
+    await register(db, "a", gpu_mb=24000)
+    weak = await add_elastic(db, requirements={"min_gpu_memory": 16000})
+    reason = (await service.why_pending(db, [await task_row(db, weak)]))[weak]
+    assert reason == "needs 2 clients meeting its requirements, 1 active client(s) do"
+    await register(db, "b", gpu_mb=24000)
+    assert (await service.why_pending(db, [await task_row(db, weak)]))[weak] is None
