@@ -170,6 +170,9 @@ async def form_group(conn: AsyncConnection, task_id: int) -> Formation:
 async def form_if_settled(conn: AsyncConnection, task_id: int, settle_seconds: float) -> Formation | None:
     """Form a pending elastic task's group once min_clients hold ranks and none was claimed for `settle_seconds`;
     None when it is not time (or not this task's way: a fixed-size group forms when it is full)."""
+    smallest, largest = await claim_queries.group_sizes(conn, task_id)
+    if smallest >= largest:
+        return None  # read without a lock: a fixed group's holders never hold up a claimer of its row
     locked = await claim_queries.lock_task(conn, task_id)
     if locked is None:
         return None

@@ -168,7 +168,9 @@ def min_clients_of(config: Any) -> int:
     """The smallest size a task's group may train at: `min_clients` when it is 1..n_clients, else n_clients."""
     largest = n_clients_of(config)
     smallest = config.get("min_clients") if isinstance(config, dict) else None
-    return int(smallest) if _is_whole(smallest) and 1 <= smallest <= largest else largest
+    if isinstance(smallest, int) and not isinstance(smallest, bool) and 1 <= smallest <= largest:
+        return smallest
+    return largest
 
 
 def is_elastic(config: Any) -> bool:

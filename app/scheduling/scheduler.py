@@ -88,13 +88,14 @@ class Scheduler:
         }
 
     async def void_previous_session(self) -> None:
-        """Ranks this client held before a restart are void: release joins and end running attempts."""
+        """Ranks this client held before a restart are void: release joins, leave running groups (an elastic group
+        goes on without this client, any other attempt ends)."""
         async with self.db.begin() as conn:
             for held in await claim_queries.assignments_of_client(conn, self.client_id):
                 if held["task_status"] == "running" and held["generation"] is not None:
-                    await claiming.end_attempt(conn, held["task_id"], held["generation"],
-                                               f"client {self.client_id} restarted", failure=True,
-                                               max_attempts=self.donation.settings.max_attempts)
+                    await claiming.leave(conn, held["task_id"], held["generation"], [self.client_id],
+                                         f"client {self.client_id} restarted", failure=True,
+                                         max_attempts=self.donation.settings.max_attempts)
                 else:
                     await claim_queries.release_join(conn, held["task_id"], self.client_id)
 

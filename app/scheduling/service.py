@@ -15,7 +15,7 @@ from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
 from app.errors import NotFound, ValidationError
 from app.scheduling import claiming
-from app.scheduling.decide import explain_pending
+from app.scheduling.decide import explain_pending, min_clients_of
 from app.scheduling.validation import BundleChoice, BundleLookup, TaskSpec, published_problems, validate_task
 from app.training.catalog import Catalog
 from app.training.sources import SourcePolicy
@@ -100,9 +100,9 @@ async def get(db: Database, task_id: int) -> dict[str, Any]:
 
 
 async def _why_pending(conn: Any, row: dict[str, Any]) -> str | None:
-    config = row["config"] if isinstance(row["config"], dict) else {}
-    n_clients = config.get("n_clients", 1) if config.get("distributed") else 1
-    return explain_pending(row["requirements"] or {}, await claiming.active_capacities(conn), n_clients)
+    # An elastic group forms with min_clients: that is how many able clients it waits for.
+    return explain_pending(row["requirements"] or {}, await claiming.active_capacities(conn),
+                           min_clients_of(row["config"]))
 
 
 async def active_capacities(db: Database) -> list[Any]:
@@ -122,9 +122,7 @@ def why_pending_with(rows: list[dict[str, Any]], capacities: list[Any]) -> dict[
     for row in rows:
         if row["status"] != "pending":
             continue
-        config = row["config"] if isinstance(row["config"], dict) else {}
-        n_clients = config.get("n_clients", 1) if config.get("distributed") else 1
-        out[row["id"]] = explain_pending(row["requirements"] or {}, capacities, n_clients)
+        out[row["id"]] = explain_pending(row["requirements"] or {}, capacities, min_clients_of(row["config"]))
     return out
 
 

@@ -10,17 +10,23 @@ import pytest
 
 from app.scheduling.decide import (
     Capacity,
+    Departure,
     Member,
     after_failure,
     choose_rendezvous_host,
     cpu_cores_of,
+    dead_members,
     elect,
     explain_pending,
     failure_reason,
     gpu_memory_of,
+    is_elastic,
     lowest_free_rank,
     meets,
+    min_clients_of,
+    n_clients_of,
     ram_of,
+    ranks_after_departure,
 )
 from app.scheduling.validation import parse_interval
 
@@ -190,6 +196,57 @@ def test_failure_reason_reports_the_lowest_rank_first() -> None:
     """Several failed members, given out of order: the lowest rank's reason wins."""
     members = [member(3, status="failed"), member(2, age=timedelta(hours=1)), member(0), member(1, client_status="inactive")]
     assert failure_reason(members, NOW, TIMEOUT) == "rank 1 (client-1) stopped (client inactive)"
+
+
+def test_dead_members_lists_every_gone_member_lowest_rank_first() -> None:
+    """Every failed, inactive or silent member, with the same reason failure_reason gives, in rank order."""
+    members = [member(3, status="failed"), member(2, age=timedelta(hours=1)), member(0), member(1, client_status="inactive")]
+    assert dead_members(members, NOW, TIMEOUT) == [
+        Departure("client-1", 1, "rank 1 (client-1) stopped (client inactive)"),
+        Departure("client-2", 2, "rank 2 (client-2) stopped heartbeating (last seen 3600 s ago)"),
+        Departure("client-3", 3, "rank 3 (client-3) reported a failure"),
+    ]
+    assert dead_members([member(0), member(1, age=TIMEOUT)], NOW, TIMEOUT) == []
+    assert dead_members([], NOW, TIMEOUT) == []
+
+
+# --- elastic sizes and departures ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config, smallest, largest", [
+    ({"distributed": True, "n_clients": 3, "min_clients": 2}, 2, 3),
+    ({"distributed": True, "n_clients": 3, "min_clients": 1}, 1, 3),
+    ({"distributed": True, "n_clients": 3, "min_clients": 3}, 3, 3),
+    ({"distributed": True, "n_clients": 3}, 3, 3),  # a task stored before min_clients existed: a fixed group
+    ({"distributed": True, "n_clients": 3, "min_clients": None}, 3, 3),
+    ({"distributed": True, "n_clients": 3, "min_clients": 0}, 3, 3),  # malformed stored values never raise
+    ({"distributed": True, "n_clients": 3, "min_clients": 4}, 3, 3),
+    ({"distributed": True, "n_clients": 3, "min_clients": "2"}, 3, 3),
+    ({"distributed": True, "n_clients": 3, "min_clients": True}, 3, 3),
+    ({"distributed": False, "n_clients": 1, "min_clients": 1}, 1, 1),
+    ({"distributed": False, "n_clients": 3, "min_clients": 2}, 1, 1),
+    ({"distributed": True, "n_clients": True}, 1, 1),
+    (None, 1, 1),
+])
+def test_min_and_n_clients_of_a_config(config: Any, smallest: int, largest: int) -> None:
+    """min_clients is 1..n_clients when given and valid, else n_clients; n_clients is 1 unless distributed."""
+    assert (min_clients_of(config), n_clients_of(config)) == (smallest, largest)
+    assert is_elastic(config) == (smallest < largest)
+
+
+@pytest.mark.parametrize("ranks, leaving, expected", [
+    ({"a": 0, "b": 1, "c": 2}, {"b"}, {"a": 0, "c": 1}),
+    ({"a": 0, "b": 1, "c": 2}, {"a"}, {"b": 0, "c": 1}),  # rank 0 left: the lowest surviving rank becomes 0
+    ({"a": 0, "b": 1, "c": 2}, {"c"}, {"a": 0, "b": 1}),
+    ({"a": 0, "b": 1, "c": 2, "d": 3}, {"a", "c"}, {"b": 0, "d": 1}),
+    ({"d": 3, "a": 0, "c": 2, "b": 1}, {"b"}, {"a": 0, "c": 1, "d": 2}),  # the old order, not the given order
+    ({"a": 0, "b": 1}, {"a", "b"}, {}),
+    ({"a": 0, "b": 1}, {"x"}, {"a": 0, "b": 1}),
+])
+def test_ranks_after_departure_are_dense_in_the_old_order(ranks: dict[str, int], leaving: set[str],
+                                                          expected: dict[str, int]) -> None:
+    """Survivors keep their relative order and get ranks 0..k-1."""
+    assert ranks_after_departure(ranks, leaving) == expected
 
 
 # --- after_failure ------------------------------------------------------------------------------------------------

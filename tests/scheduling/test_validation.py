@@ -96,6 +96,17 @@ INVALID = [
     case("requirement-text", task(requirements={"min_cpu_cores": "4"}), {"requirements.min_cpu_cores": "must be a whole number"}),
     case("not-distributed-with-3-clients", task({"distributed": False, "n_clients": 3}),
          {"config.n_clients": "must be 1 when distributed is false"}),
+    case("min-clients-text", task({"distributed": True, "n_clients": 3, "min_clients": "2"}),
+         {"config.min_clients": "must be a whole number"}),
+    case("min-clients-fraction", task({"distributed": True, "n_clients": 3, "min_clients": 1.5}),
+         {"config.min_clients": "must be a whole number"}),
+    case("min-clients-bool", task({"distributed": True, "n_clients": 3, "min_clients": True}),
+         {"config.min_clients": "must be a whole number"}),
+    case("min-clients-zero", task({"distributed": True, "n_clients": 3, "min_clients": 0}),
+         {"config.min_clients": "must be at least 1"}),
+    case("min-clients-above-n-clients", task({"distributed": True, "n_clients": 3, "min_clients": 4}),
+         {"config.min_clients": "must be at most n_clients (3)"}),
+    case("min-clients-above-a-single", task({"min_clients": 2}), {"config.min_clients": "must be at most n_clients (1)"}),
     case("unknown-model", task({"model": "resnet50"}), {"config.model": "unknown model 'resnet50'; available: "}),
     case("model-not-text", task({"model": 7}), {"config.model": "must be a text"}),
     case("unknown-dataset", task({"dataset": "imagenet"}), {"config.dataset": "unknown dataset 'imagenet'; available: "}),
@@ -203,6 +214,9 @@ VALID = [
     pytest.param(task({"dataset": "csv", "dataset_options": {"source": "http://example.org/iris.csv", "sha256": SHA,
                                                              "label_column": "species"}}), id="mlp-on-csv-url"),
     pytest.param(task({"distributed": True, "n_clients": MAX_N_CLIENTS}), id="64-clients"),
+    pytest.param(task({"distributed": True, "n_clients": 3, "min_clients": 2}), id="elastic-2-to-3"),
+    pytest.param(task({"distributed": True, "n_clients": 3, "min_clients": 1}), id="elastic-1-to-3"),
+    pytest.param(task({"distributed": True, "n_clients": 3, "min_clients": 3}), id="min-clients-is-n-clients"),
     pytest.param(task({"distributed": True, "n_clients": 2, "sync": "diloco", "inner_steps": 50, "outer_lr": 1.0,
                        "outer_momentum": 0, "compression": "int8"}), id="diloco"),
     pytest.param(task({"name": "v1.2_final-run", "learning_rate": 10, "checkpoint_interval": "30 s"}), id="edges"),
@@ -224,6 +238,7 @@ def test_valid_task_is_normalised_with_every_default() -> None:
         requirements={"min_gpu_memory": 0, "min_cpu_cores": 0, "min_ram": 0},
         config={
             **BASE_CONFIG,
+            "min_clients": 1,
             "optimizer": "adam",
             "momentum": 0.9,
             "weight_decay": 0.0,
@@ -249,6 +264,14 @@ def test_valid_task_is_normalised_with_every_default() -> None:
         },
         priority=0,
     )
+
+
+def test_min_clients_defaults_to_n_clients() -> None:
+    """A task without min_clients is a fixed group: min_clients is stored as n_clients (also when given as null)."""
+    for given in ({}, {"min_clients": None}):
+        spec = validate_task(task({"distributed": True, "n_clients": 3, **given}), CATALOG, POLICY)
+        assert spec.config["min_clients"] == 3
+    assert validate_task(task(), CATALOG, POLICY).config["min_clients"] == 1
 
 
 def test_given_values_are_kept_and_options_merged_with_defaults() -> None:
@@ -461,6 +484,15 @@ async def test_cli_invalid_file_is_one_error_line_naming_every_field(tmp_path: P
     line = assert_one_error_line(result, "config.batch_size", "config.model", "requirements.min_ram",
                                  "3 problems")
     assert result.returncode == ValidationError.exit_code, line
+    assert await cli_row_counts(cli_db) == (0, 0)
+
+
+async def test_cli_min_clients_above_n_clients_is_one_error_line(tmp_path: Path, cli_db: str) -> None:
+    """min_clients larger than n_clients is refused on one line naming the field; nothing is written."""
+    path = tmp_path / "elastic.json"
+    path.write_text(json.dumps(task({"distributed": True, "n_clients": 2, "min_clients": 3})))
+    result = aifarm(tmp_path, "submit", str(path), "--database-url", cli_db)
+    assert_one_error_line(result, "config.min_clients: must be at most n_clients (2)")
     assert await cli_row_counts(cli_db) == (0, 0)
 
 
