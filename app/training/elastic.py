@@ -30,7 +30,7 @@ from app.training.messages import Progress, Regrouped, Rendezvous, Started, Stop
 if TYPE_CHECKING:
     from app.training.worker import Pacing, RunState, Trainer
 
-GROUP_TIMEOUT = timedelta(seconds=30)
+GROUP_TIMEOUT = timedelta(seconds=60)  # members wait this long for each other (a newcomer's worker is starting)
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,12 @@ class Orders:
         """Where rank 0 of that generation listens."""
         with self._lock:
             self._rendezvous[generation] = (host, port)
+
+    def forget(self, generation: int, address: tuple[str, int]) -> None:
+        """That rendezvous did not answer: wait for the next one published for the generation."""
+        with self._lock:
+            if self._rendezvous.get(generation) == address:
+                del self._rendezvous[generation]
 
     def rendezvous_of(self, generation: int) -> tuple[str, int] | None:
         """The rendezvous of a generation, when known."""
@@ -232,8 +238,12 @@ class ElasticLoop:
                 address = self._await_rendezvous(wanted)
                 if address is None:
                     return None
-                store = dist.TCPStore(address[0], address[1], wanted.world, is_master=False,  # type: ignore[attr-defined]
-                                      timeout=GROUP_TIMEOUT)
+                try:
+                    store = dist.TCPStore(address[0], address[1], wanted.world, is_master=False,  # type: ignore[attr-defined]
+                                          timeout=GROUP_TIMEOUT)
+                except (RuntimeError, ValueError):
+                    self.orders.forget(wanted.generation, address)  # rank 0 moved on to a new store: wait for it
+                    raise
             prefixed = dist.PrefixStore(f"g{wanted.generation}", store)  # type: ignore[attr-defined]
             pg = dist.ProcessGroupGloo(prefixed, wanted.rank, wanted.world, GROUP_TIMEOUT)
         except (RuntimeError, ValueError) as exc:

@@ -156,6 +156,9 @@ class TaskRun:
         if asked is not None:
             return asked
         worker = await self._start_worker(spec, resume, rank_state, rendezvous)
+        if self.elastic and rendezvous is not None:
+            sent = (str(rendezvous["host"]), int(rendezvous["port"]))
+            self._rendezvous_task = asyncio.create_task(self._pass_rendezvous(self.generation, sent))
         self.recorder.log("info", f"rank {self.rank} of {self.n_clients} started (generation {self.generation}, "
                                   f"pid {worker.pid})")
         ended: Outcome | None = None
@@ -499,16 +502,17 @@ class TaskRun:
         self.coordinator = self.rank == 0
         self.recorder.follow(formation.generation, self.rank, self.n_clients)
 
-    async def _pass_rendezvous(self, generation: int) -> None:
-        """Hand the worker the new rank 0's rendezvous once it is published for this generation."""
-        deadline = time.monotonic() + RENDEZVOUS_WAIT_SECONDS
-        while time.monotonic() < deadline and self.generation == generation and self.worker is not None:
+    async def _pass_rendezvous(self, generation: int, sent: tuple[str, int] | None = None) -> None:
+        """Hand the worker rank 0's rendezvous for this generation each time it is published (rank 0 opens a new
+        store when its group did not form in time)."""
+        while self.generation == generation and self.worker is not None:
             run = await self.recorder.current_run()
             if run is not None and run["generation"] == generation and run["rendezvous_port"]:
-                await self.worker.send({"cmd": "rendezvous", "generation": generation,
-                                        "host": run["rendezvous_host"], "port": int(run["rendezvous_port"])})
-                return
-            await asyncio.sleep(0.2)
+                address = (str(run["rendezvous_host"]), int(run["rendezvous_port"]))
+                if address != sent and await self.worker.send({"cmd": "rendezvous", "generation": generation,
+                                                               "host": address[0], "port": address[1]}):
+                    sent = address
+            await asyncio.sleep(0.5 if sent else 0.2)
 
     async def _flush_loop(self) -> None:
         while True:
