@@ -17,9 +17,9 @@ from app.bundles import sandbox
 from app.datasets.swarm import DatasetUnavailable, DatasetUnusable, ShardSwarm
 from app.errors import Fenced
 from app.netinfo import local_addresses, same_subnet
+from app.scheduling.claiming import Formation
 from app.scheduling.decide import choose_rendezvous_host
 from app.scheduling.validation import parse_interval
-from app.scheduling.claiming import Formation
 from app.training.checkpoint_check import checkpoint_problem
 from app.training.context import Outcome, RunContext
 from app.training.messages import (

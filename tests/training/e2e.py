@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,3 +265,19 @@ def quietest_cpu() -> int:
     allowed = sorted(os.sched_getaffinity(0))
     busy = psutil.cpu_percent(interval=0.5, percpu=True)
     return min(allowed, key=lambda cpu: busy[cpu])
+
+
+def applied_samples(folder: Path) -> tuple[Counter[tuple[int, int]], list[int]]:
+    """From the workers' debug sample logs (AIFARM_DEBUG_SAMPLE_LOG): (epoch, sample) → times trained, and the steps
+    applied, each step counted once from the newest generation that applied it (a step a departed rank 0 applied
+    alone was done again by the next generation)."""
+    newest: dict[int, tuple[int, list[int]]] = {}
+    for log in folder.glob("*.log"):
+        for line in log.read_text().splitlines():
+            generation, epoch, step, *indices = (int(v) for v in line.split())
+            if step not in newest or newest[step][0] < generation:
+                newest[step] = (generation, [epoch, *indices])
+    counts: Counter[tuple[int, int]] = Counter()
+    for _generation, (epoch, *indices) in newest.values():
+        counts.update((epoch, i) for i in indices)
+    return counts, sorted(newest)

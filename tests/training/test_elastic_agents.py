@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from app.db.queries import assignments as assignment_queries
 from tests.agent.harness import AgentProcess, wait_for
 from tests.agent.test_pause import aifarm
-from tests.training.e2e import checkpoints, mlp_task, read, run_state, submit, sync, task, task_logs, upgraded, worker_pids
+from tests.training.e2e import applied_samples, checkpoints, mlp_task, read, run_state, submit, sync, task, task_logs, upgraded, worker_pids
 
 FAST = ("--heartbeat-interval", "1s")
 FAILURE_TIMEOUT = 3.0
@@ -55,16 +54,6 @@ class StepWatch:
         self._done.set()
         self._thread.join()
         return self.steps
-
-
-def _sample_counts(folder: Path) -> Counter[tuple[int, int]]:
-    """(epoch, sample index) → times it went into an applied step, from every worker's debug sample log."""
-    counts: Counter[tuple[int, int]] = Counter()
-    for log in folder.glob("*.log"):
-        for line in log.read_text().splitlines():
-            epoch, _step, *indices = (int(v) for v in line.split())
-            counts.update((epoch, i) for i in indices)
-    return counts
 
 
 def _training(agents: list[AgentProcess]) -> dict[str, list[int]]:
@@ -119,9 +108,10 @@ async def test_a_killed_member_leaves_the_rest_go_on_and_a_newcomer_joins(tmp_pa
             if agent.proc.poll() is None:
                 agent.stop()
     assert steps == sorted(steps), steps
-    counts = _sample_counts(samples)
+    counts, applied = applied_samples(samples)
+    assert applied == list(range(1, int(final["result"]["step"]) + 1))  # every step once, none skipped
     assert counts and max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:10]
-    assert len(counts) == int(final["result"]["step"]) * 32 * 3  # every applied step's global batch, once
+    assert len(counts) == len(applied) * 32 * 3  # each step's whole global batch
     contributions = final["result"]["elastic"]["contributions"]
     assert sum(contributions.values()) == len(counts)  # per machine, including the one that left and the newcomer
     assert {victim.client_id, newcomer.client_id} <= set(contributions) and min(contributions.values()) > 0

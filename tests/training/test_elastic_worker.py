@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from app.training.messages import Failed, Finished, Progress, Regrouped, Rendezvous, Started, WorkerMessage, decode
-from tests.training.e2e import worker_spec
+from tests.training.e2e import applied_samples, worker_spec
 
 pytestmark = pytest.mark.slow
 
@@ -127,18 +126,6 @@ def test_two_ranks_with_shares_3_to_1_reach_the_weights_of_one_rank_on_the_globa
         assert torch.allclose(tensor, split[name], atol=1e-5), name
 
 
-def _sample_counts(folder: Path) -> tuple[Counter[tuple[int, int]], int]:
-    """(epoch, sample) → times trained, from every worker's debug sample log; and the steps logged by rank slices."""
-    counts: Counter[tuple[int, int]] = Counter()
-    lines = 0
-    for log in folder.glob("*.log"):
-        for line in log.read_text().splitlines():
-            epoch, _step, *indices = (int(v) for v in line.split())
-            counts.update((epoch, i) for i in indices)
-            lines += 1
-    return counts, lines
-
-
 def test_survivors_go_on_in_the_same_processes_and_a_newcomer_joins(tmp_path: Path) -> None:
     """Three ranks; one is killed mid-epoch; the two others regroup without restarting; a fourth process joins and
     receives the state from rank 0; every sample of each epoch is trained exactly once; steps never go back."""
@@ -186,7 +173,7 @@ def test_survivors_go_on_in_the_same_processes_and_a_newcomer_joins(tmp_path: Pa
     assert len({f.params_sha256 for f in final}) == 1  # one model on every member
     reported = [m.step for m in workers[0].seen if isinstance(m, Progress)]
     assert reported == sorted(reported), reported
-    counts, _ = _sample_counts(samples)
+    counts, applied = applied_samples(samples)
+    assert applied == list(range(1, final[0].step + 1))
     assert counts and max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:10]
-    global_batch = 16 * 3
-    assert len(counts) == final[0].step * global_batch
+    assert len(counts) == final[0].step * 16 * 3  # each step's whole global batch
