@@ -332,7 +332,7 @@ class ElasticLoop:
         for loss, correct, counted, samples in counted_batches:
             state.window.add(loss, correct, counted, samples)
         self.contributed += len(mine)
-        if self.sample_log is not None and membership.rank == 0:
+        if self.sample_log is not None:
             cursor = (state.step_in_epoch - 1) * self.shares.global_batch
             batch = order[cursor:cursor + self.shares.global_batch].tolist()
             self.sample_log.write(f"{membership.generation} {state.epoch} {state.step} {' '.join(map(str, batch))}\n")
@@ -431,9 +431,9 @@ def _load(state: RunState, blob: bytes) -> None:
 
 
 def _sample_log(spec: dict[str, Any]) -> Any:
-    """A debug counter for accounting checks: with AIFARM_DEBUG_SAMPLE_LOG set to a folder, rank 0 appends each step it
-    applied (generation, epoch, step and the global batch's sample indices) to a file of this task and process there.
-    A step a departed rank 0 applied alone is done again by the next generation, whose line then counts."""
+    """A debug counter for accounting checks: with AIFARM_DEBUG_SAMPLE_LOG set to a folder, each rank appends every step
+    it applied (generation, epoch, step and the global batch's sample indices) to a file of this task and process
+    there. A step only a departed member applied is done again by the next generation, whose line then counts."""
     folder = os.environ.get("AIFARM_DEBUG_SAMPLE_LOG")
     if not folder:
         return None

@@ -73,7 +73,7 @@ async def test_a_killed_member_leaves_the_rest_go_on_and_a_newcomer_joins(tmp_pa
     agents = [AgentProcess(tmp_path, name, "--database-url", sqlite_url, *FAST, env=env) for name in ("a", "b", "c")]
     newcomer: AgentProcess | None = None
     try:
-        task_id = submit(tmp_path, sqlite_url, _elastic_task("cut"))
+        task_id = submit(tmp_path, sqlite_url, _elastic_task("cut", epochs=150))
         wait_for(lambda: len(_members(sqlite_url, task_id)) == 3 and all(_training(agents).values())
                  and _step(sqlite_url, task_id) > 20, 120, "three members training")
         pids = _training(agents)
