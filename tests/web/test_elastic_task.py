@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,14 @@ PAUSED = {"AIFARM_PAUSED": "true"}
 MACHINES = {"vm-a": "a-host", "vm-b": "b-host", "vm-c": "c-host", "vm-d": "d-host"}
 CONTRIBUTIONS = {"vm-a": 6000, "vm-b": 4000, "vm-c": 2000}
 REGROUPED = "training again at step 812 as 2 member(s) (generation 5, 3.4 s after the group broke)"
+# Recent (log retention deletes old lines), whole seconds, naive UTC as the database keeps them.
+BASE = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0) - timedelta(minutes=10)
+JOINED_AT, LEFT_AT, REGROUPED_AT = BASE, BASE + timedelta(seconds=65), BASE + timedelta(seconds=69)
 LOG_LINES = (  # (when, writer, message), oldest first
-    (datetime(2026, 1, 2, 3, 3, 0), "vm-c", "membership: vm-c joined; 3 of 2..3 members, generation 4"),
-    (datetime(2026, 1, 2, 3, 4, 5), "vm-b",
-     "membership: vm-a left (donation rule (on battery)); 2 of 2..3 members, generation 5"),
-    (datetime(2026, 1, 2, 3, 4, 9), "vm-b", REGROUPED),
-    (datetime(2026, 1, 2, 3, 4, 10), "vm-b", "sync: ddp"),
+    (JOINED_AT, "vm-c", "membership: vm-c joined; 3 of 2..3 members, generation 4"),
+    (LEFT_AT, "vm-b", "membership: vm-a left (donation rule (on battery)); 2 of 2..3 members, generation 5"),
+    (REGROUPED_AT, "vm-b", REGROUPED),
+    (REGROUPED_AT + timedelta(seconds=1), "vm-b", "sync: ddp"),
 )
 
 
@@ -164,7 +167,7 @@ EXPECTED_CHANGES = [
     ["left", "a-host", "donation rule (on battery)", "2 of 2..3 members, generation 5"],
     ["joined", "c-host", "—", "3 of 2..3 members, generation 4"],
 ]
-EXPECTED_TIMES = [["2026-01-02T03:04:09Z"], ["2026-01-02T03:04:05Z"], ["2026-01-02T03:03:00Z"]]
+EXPECTED_TIMES = [[at.isoformat() + "Z"] for at in (REGROUPED_AT, LEFT_AT, JOINED_AT)]
 
 
 def test_task_page_shows_the_elastic_group(farm: ElasticFarm) -> None:
@@ -199,10 +202,12 @@ def test_fixed_task_page_has_no_elastic_section(farm: ElasticFarm) -> None:
 def _first_task_event(farm: ElasticFarm, task_id: int) -> dict[str, Any]:
     request = urllib.request.Request(f"{farm.agent.url.rstrip('/')}/api/v1/events?task={task_id}",
                                      headers={"Authorization": f"Bearer {farm.agent.api_token}"})
+    deadline = time.monotonic() + 30
     with urllib.request.urlopen(request, timeout=15) as stream:
         event = ""
         for raw in stream:
-            line = raw.decode().rstrip("\n")
+            assert time.monotonic() < deadline, "no task event within 30 s"
+            line = raw.decode().rstrip("\r\n")
             if line.startswith("event: "):
                 event = line.removeprefix("event: ")
             elif line.startswith("data: ") and event == "task":
@@ -219,10 +224,14 @@ def test_live_events_carry_the_elastic_group(farm: ElasticFarm) -> None:
     assert [(c["client_id"], c["samples"], c["member"]) for c in elastic["contributions"]] == [
         ("vm-a", 6000, False), ("vm-b", 4000, True), ("vm-c", 2000, True)]
     assert [(c["kind"], c["clients"], c["at"]) for c in elastic["changes"]] == [
-        ("training again", [], "2026-01-02T03:04:09+00:00"), ("left", ["vm-a"], "2026-01-02T03:04:05+00:00"),
-        ("joined", ["vm-c"], "2026-01-02T03:03:00+00:00")]
+        ("training again", [], REGROUPED_AT.isoformat() + "+00:00"), ("left", ["vm-a"], LEFT_AT.isoformat() + "+00:00"),
+        ("joined", ["vm-c"], JOINED_AT.isoformat() + "+00:00")]
     assert elastic["hostnames"]["vm-a"] == "a-host"
     assert "elastic" not in _first_task_event(farm, farm.fixed_id)
+
+
+def _utc(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def test_cli_task_shows_the_elastic_group(farm: ElasticFarm, tmp_path: Path) -> None:
@@ -239,9 +248,9 @@ def test_cli_task_shows_the_elastic_group(farm: ElasticFarm, tmp_path: Path) -> 
         "vm-b 4,000 33.3%",
         "vm-c 2,000 16.7%",
         "membership changes, newest first:",
-        f"2026-01-02 03:04:09 UTC {REGROUPED}",
-        "2026-01-02 03:04:05 UTC vm-a left (donation rule (on battery)); 2 of 2..3 members, generation 5",
-        "2026-01-02 03:03:00 UTC vm-c joined; 3 of 2..3 members, generation 4",
+        f"{_utc(REGROUPED_AT)} {REGROUPED}",
+        f"{_utc(LEFT_AT)} vm-a left (donation rule (on battery)); 2 of 2..3 members, generation 5",
+        f"{_utc(JOINED_AT)} vm-c joined; 3 of 2..3 members, generation 4",
     ]
     shown = json.loads(_cli(farm, tmp_path, "task", str(farm.elastic_id), "--json"))
     elastic = shown["elastic"]
