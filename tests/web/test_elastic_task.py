@@ -172,7 +172,8 @@ EXPECTED_TIMES = [[at.isoformat() + "Z"] for at in (REGROUPED_AT, LEFT_AT, JOINE
 
 def test_task_page_shows_the_elastic_group(farm: ElasticFarm) -> None:
     """Size against min..max, each rank's machine, share and samples/s, the contribution per machine with its part,
-    and the membership changes newest first with their time and reason; other log lines stay out of it."""
+    and the membership changes newest first with their time and reason; other log lines stay out of it. A fixed
+    task's page has no such section."""
     status, html = farm.agent.page(f"/tasks/{farm.elastic_id}")
     assert status == 200
     assert html.count("data-elastic>") == 1
@@ -189,9 +190,7 @@ def test_task_page_shows_the_elastic_group(farm: ElasticFarm) -> None:
     assert "sync: ddp" not in section
     assert 'href="/clients/vm-a" title="vm-a">a-host</a>' in section
 
-
-def test_fixed_task_page_has_no_elastic_section(farm: ElasticFarm) -> None:
-    """A task whose min_clients is its n_clients shows its ranks as before and no elastic group."""
+    # A task whose min_clients is its n_clients shows its ranks as before, and no elastic group.
     status, html = farm.agent.page(f"/tasks/{farm.fixed_id}")
     assert status == 200
     assert "data-elastic" not in html and "Elastic group" not in html
