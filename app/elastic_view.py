@@ -3,6 +3,7 @@ and speed, the samples each machine contributed, and the membership changes with
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -93,12 +94,14 @@ class ElasticView:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+    """A finite, non-negative figure from JSON the members wrote; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         return None
     return float(value)
 
 
 def _ranks(assignments: Sequence[Mapping[str, Any]]) -> tuple[RankShare, ...]:
+    """Each rank's share of the batch (and its part of all shares) and samples/s, from its assignment's metrics."""
     metrics = [a["metrics"] if isinstance(a.get("metrics"), dict) else {} for a in assignments]
     shares = [_number(m.get("share")) for m in metrics]
     batch = sum(s for s in shares if s is not None)
@@ -109,6 +112,7 @@ def _ranks(assignments: Sequence[Mapping[str, Any]]) -> tuple[RankShare, ...]:
 
 
 def _contributions(elastic: Mapping[str, Any], members: set[str]) -> tuple[Contribution, ...]:
+    """The machines' contributed samples, largest first, with their percentage of the sum."""
     given = elastic.get("contributions")
     figures = {str(k): int(n) for k, v in (given.items() if isinstance(given, dict) else ())
                if (n := _number(v)) is not None}
@@ -149,7 +153,7 @@ def build(config: Any, result: Any, assignments: Sequence[Mapping[str, Any]], ch
 
 async def read(conn: AsyncConnection, task: Mapping[str, Any],
                assignments: Sequence[Mapping[str, Any]]) -> ElasticView | None:
-    """The view of this task's group; None for a task that is not elastic (min_clients below n_clients)."""
+    """The view of this task's group; None unless the task is elastic (its min_clients below its n_clients)."""
     if not is_elastic(task.get("config")):
         return None
     changes = [change_of(line) for line in await membership_view.membership_lines(conn, int(task["id"]))]
