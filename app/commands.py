@@ -346,6 +346,7 @@ async def _follow(db: Database, task_id: int, *, quiet: bool) -> int:
 
 async def show_task(args: argparse.Namespace, settings: Settings) -> int:
     """`aifarm task ID`: one task in detail."""
+    from app import elastic_view
     from app.db.queries import assignments as assignment_queries
     from app.scheduling import service
 
@@ -353,7 +354,10 @@ async def show_task(args: argparse.Namespace, settings: Settings) -> int:
         task = await service.get(db, args.task_id)
         async with db.connect() as conn:
             ranks = await assignment_queries.list_for_task(conn, args.task_id)
+            elastic = await elastic_view.read(conn, task, ranks)
     task["assignments"] = ranks
+    if elastic is not None:
+        task["elastic"] = elastic.as_json()
     if args.json:
         print_json(task)
         return 0
@@ -366,8 +370,11 @@ async def show_task(args: argparse.Namespace, settings: Settings) -> int:
     run = task.get("run") or {}
     if run:
         print(f"  generation {run['generation']}, failed attempts {run['failures']}, coordinator {run['coordinator_id'] or '-'}")
-    for rank in ranks:
-        print(f"  rank {rank['rank']}: {rank['client_id']} ({rank['status']})")
+    if elastic is not None:
+        print("\n".join(elastic.text_lines()))
+    else:
+        for rank in ranks:
+            print(f"  rank {rank['rank']}: {rank['client_id']} ({rank['status']})")
     if task.get("error_log"):
         print("  log: " + task["error_log"].splitlines()[-1])
     return 0

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app import elastic_view
 from app.db.engine import Database
 from app.db.queries import assignments as assignment_queries
 from app.db.queries import clients as client_queries
@@ -70,6 +72,12 @@ class Subscription:
             yield event
 
 
+async def _elastic(conn: AsyncConnection, row: dict[str, Any] | None, assignments: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `elastic` part of a task event: present for an elastic task only."""
+    view = await elastic_view.read(conn, row, assignments) if row is not None else None
+    return {"elastic": view.as_json()} if view is not None else {}
+
+
 class LiveFeed:
     """Reads the farm's state and each watched task's changes once per tick and fans them out."""
 
@@ -101,11 +109,13 @@ class LiveFeed:
                 points = await metric_queries.curve(conn, task_id, 0)
                 logs = await log_queries.recent_task_logs(conn, task_id, CATCH_UP_LOG_LINES)
                 assignments = await assignment_queries.list_for_task(conn, task_id)
+                elastic = await _elastic(conn, row, assignments)
         except DB_ERRORS:
             return None
         if task_id not in self._cursors:  # another viewer's cursor is left alone: it has not read past it yet
             self._cursors[task_id] = _Cursor(points[-1]["id"] if points else 0, max((r["id"] for r in logs), default=0))
-        return Event("task", {"task": row, "points": points, "logs": list(reversed(logs)), "assignments": assignments})
+        return Event("task", {"task": row, "points": points, "logs": list(reversed(logs)), "assignments": assignments,
+                              **elastic})
 
     async def close(self) -> None:
         """Stop the loop and end every stream."""
@@ -150,8 +160,10 @@ class LiveFeed:
                         cursor.last_point = points[-1]["id"]
                     if logs:
                         cursor.last_log = logs[-1]["id"]
-                    changes[task_id] = {"task": await task_queries.get_task(conn, task_id), "points": points,
-                                        "logs": logs, "assignments": await assignment_queries.list_for_task(conn, task_id)}
+                    row = await task_queries.get_task(conn, task_id)
+                    assignments = await assignment_queries.list_for_task(conn, task_id)
+                    changes[task_id] = {"task": row, "points": points, "logs": logs, "assignments": assignments,
+                                        **await _elastic(conn, row, assignments)}
         except DB_ERRORS as exc:
             state["database_error"] = str(exc)
             return state, {}

@@ -290,6 +290,71 @@
     if (empty) { empty.hidden = assignments.length > 0; }
   }
 
+  /* ----- an elastic task's group: size, ranks' shares, contributions, membership changes ----- */
+
+  function count(v) { return v === null || v === undefined ? "—" : Math.round(v).toLocaleString("en-US"); }
+  function percent(v) { return (v || 0).toFixed(1) + " %"; }
+
+  function elasticLink(id, names) {
+    if (names[id]) { hostnames[id] = names[id]; }
+    return clientLink(id);
+  }
+
+  function cell(tr, className, content) {
+    var td = el("td", className);
+    if (content instanceof Node) { td.appendChild(content); } else { td.textContent = content; }
+    tr.appendChild(td);
+    return td;
+  }
+
+  function fillRows(selector, items, build) {
+    var tbody = $(selector);
+    if (!tbody) { return; }
+    while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
+    items.forEach(function (item) { tbody.appendChild(build(item)); });
+    var empty = $(selector.replace("]", "-empty]"));
+    if (empty) { empty.hidden = items.length > 0; }
+  }
+
+  function renderElastic(view) {
+    if (!view || !$("[data-elastic]")) { return; }
+    var names = view.hostnames || {};
+    setText($("[data-elastic-size]"), String(view.size));
+    setText($("[data-elastic-total]"), count(view.contributed_samples) + " samples in optimizer steps");
+    fillRows("[data-elastic-ranks]", view.ranks || [], function (r) {
+      var tr = el("tr");
+      tr.setAttribute("data-rank", String(r.rank));
+      cell(tr, "num", String(r.rank));
+      cell(tr, null, elasticLink(r.client_id, names));
+      cell(tr, "num", r.share === null ? "—" : count(r.share) + " (" + percent(r.share_percent) + ")");
+      cell(tr, "num", r.samples_per_sec === null ? "—" : fmt(r.samples_per_sec));
+      return tr;
+    });
+    fillRows("[data-elastic-contributions]", view.contributions || [], function (c) {
+      var tr = el("tr");
+      tr.setAttribute("data-client", c.client_id);
+      cell(tr, null, elasticLink(c.client_id, names));
+      cell(tr, "num", count(c.samples));
+      cell(tr, "num", percent(c.percent));
+      cell(tr, "muted small", c.member ? "" : "no longer a member");
+      return tr;
+    });
+    fillRows("[data-elastic-changes]", view.changes || [], function (c) {
+      var tr = el("tr");
+      tr.setAttribute("data-id", String(c.id));
+      cell(tr, null, timeEl(c.at));
+      cell(tr, null, el("span", "tag", c.kind));
+      var who = cell(tr, null, c.clients.length ? "" : "—");
+      c.clients.forEach(function (id, i) {
+        if (i) { who.appendChild(document.createTextNode(", ")); }
+        who.appendChild(elasticLink(id, names));
+      });
+      cell(tr, null, c.reason || "—");
+      cell(tr, null, c.note);
+      return tr;
+    });
+  }
+
   var checkpointsDue = 0;
   var checkpointsBusy = false;
 
@@ -381,6 +446,7 @@
     addPoints(data.points);
     appendLogs(data.logs);
     renderRanks(data.assignments);
+    renderElastic(data.elastic);
     var statusChanged = task && lastStatus !== null && task.status !== lastStatus;
     if (task) { lastStatus = task.status; }
     if (statusChanged) { checkpointsDue = 0; }

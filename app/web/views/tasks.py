@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
+from app import elastic_view
 from app.db.queries import assignments as assignment_queries
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries import clients as client_queries
@@ -238,13 +239,14 @@ async def _detail_context(request: web.Request, task_id: int) -> dict[str, Any]:
         ids = [a["client_id"] for a in assignments] + [c["client_id"] for c in checkpoints if c.get("client_id")]
         ids += [log_row["client_id"] for log_row in logs if log_row.get("client_id")]
         hostnames = await client_queries.hostnames(conn, list(set(ids)))
+        elastic = await elastic_view.read(conn, task, assignments)
     config = task["config"] if isinstance(task["config"], dict) else {}
     result = task["result"] if isinstance(task["result"], dict) else {}
     return {
         "task": task, "config": config, "result": result, "metrics": result.get("metrics") or {},
         "assignments": assignments, "available_ranks": available,
         "distributed": progress_rows[0] if progress_rows else None,
-        "checkpoints": checkpoints, "logs": logs, "hostnames": hostnames, "action_error": None,
+        "checkpoints": checkpoints, "logs": logs, "hostnames": hostnames, "action_error": None, "elastic": elastic,
     }
 
 
