@@ -147,7 +147,7 @@ def test_icon_docks_into_a_tray_host_that_starts_later_and_again_after_it_restar
         for run in ("first", "restarted"):
             tray = _start_trayer(bare_display)
             try:
-                wait_for(lambda: COLORS["idle"] in _tray_colors(bare_display, f"late-{run}"), 20,
+                wait_for(lambda shot=f"late-{run}": COLORS["idle"] in _tray_colors(bare_display, shot), 20,
                          f"the idle icon in the {run} tray")
             finally:
                 _stop(tray)
