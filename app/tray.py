@@ -198,6 +198,9 @@ class Tray:
         icon_class = adapted_icon_class(pystray.Icon)
         self.icon = icon_class("aifarm", draw_icon(self.shown), "AI Farm", menu=pystray.Menu(self._items))
         self._stop = threading.Event()
+        # pystray hands each icon change to its loop and waits for that loop's answer; one made while the loop
+        # ends waits forever, or takes the answer the stop waits for: a refresh and the stop never overlap.
+        self._refreshing = threading.Lock()
 
     def _items(self) -> Any:
         items = []
@@ -243,12 +246,18 @@ class Tray:
         """Run the icon on this (main) thread until stop()."""
 
         def refresher(icon: Any) -> None:
-            icon.visible = True
+            with self._refreshing:
+                if self._stop.is_set():
+                    return
+                icon.visible = True
             while not self._stop.wait(2.0):
-                try:
-                    self.refresh()
-                except Exception as exc:  # a refresh that fails is retried next time
-                    log.debug("tray refresh failed: %s", exc)
+                with self._refreshing:
+                    if self._stop.is_set():
+                        break
+                    try:
+                        self.refresh()
+                    except Exception as exc:  # a refresh that fails is retried next time
+                        log.debug("tray refresh failed: %s", exc)
 
         try:
             self.icon.run(setup=refresher)
@@ -262,7 +271,8 @@ class Tray:
     def stop(self) -> None:
         """Remove the icon."""
         self._stop.set()
-        self.icon.stop()
+        with self._refreshing:
+            self.icon.stop()
 
 
 def display_available() -> bool:
