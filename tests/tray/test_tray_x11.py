@@ -213,3 +213,39 @@ def test_click_on_the_x11_icon_opens_the_signed_in_dashboard(tmp_path: Path, x_d
         wait_for(opened.exists, 20, "the browser opened by a click on the icon")
         urls = opened.read_text().split()
         assert len(urls) == 1 and urls[0].startswith(started + "login?token="), urls
+
+
+STOP_DURING_REFRESH = """
+import sys, threading, time
+from app.tray import Tray
+
+state = {"farm_name": "lab", "peer_count": 0, "database_ok": True, "donation": {"paused": False, "summary": "donating"},
+         "work": {"running": None, "joined": None, "last_outcome": None}}
+calls = 0
+refreshing = threading.Event()
+
+def describe():
+    global calls
+    calls += 1
+    if calls == 2:  # the first refresh (the first call is the tray's own start): the stop comes in the middle of it
+        refreshing.set()
+        time.sleep(1.0)
+        state["peer_count"] = 1
+    return state
+
+tray = Tray(lambda action: None, describe)
+threading.Thread(target=lambda: (refreshing.wait(), tray.stop()), daemon=True).start()
+tray.run()
+print("stopped", flush=True)
+"""
+
+
+def test_a_stop_during_a_refresh_ends_the_x11_icon(tmp_path: Path, bare_display: str) -> None:
+    """Stopping the icon while a refresh hands it a new title still ends the process (nothing waits for a gone loop)."""
+    env = agent_env(tmp_path, {"DISPLAY": bare_display, "PYSTRAY_BACKEND": "xorg"})
+    try:
+        done = subprocess.run([sys.executable, "-c", STOP_DURING_REFRESH], capture_output=True, text=True, env=env,
+                              timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the icon's process never ended: {exc.stderr!r}") from None
+    assert done.returncode == 0 and done.stdout == "stopped\n", done.stderr
