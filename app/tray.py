@@ -167,8 +167,7 @@ def adapted_icon_class(base: Any) -> type:
 
     pystray's GTK and AppIndicator backends reset SIGINT to the default on start (Ctrl-C would kill the agent
     without its clean stop) and mark the icon ready right after, on the main thread, where the handler is put
-    back. Its X11 backend acts on a button press but never selects button presses on its window, and can
-    lose the request that ends its loop.
+    back. Its X11 backend gets the adaptations of app/tray_x11.py (docking, clicks, a clean stop).
     """
     handler = signal.getsignal(signal.SIGINT)
 
@@ -177,23 +176,11 @@ def adapted_icon_class(base: Any) -> type:
             signal.signal(signal.SIGINT, handler)
         base._mark_ready(self)
 
-    def _create_window(self: Any) -> Any:
-        from Xlib import X
-
-        window = base._create_window(self)
-        window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
-        self._display.flush()
-        return window
-
-    def _stop(self: Any) -> None:
-        self._window.destroy()
-        # A round trip, not a flush: a flush returns at once while another thread (the one asking to stop) is
-        # still sending, leaving the destroy unsent and the icon's loop waiting for its DestroyNotify forever.
-        self._display.sync()
-
     namespace: dict[str, Any] = {"_mark_ready": _mark_ready}
     if base.__module__ == "pystray._xorg":
-        namespace.update(_create_window=_create_window, _stop=_stop)
+        from app.tray_x11 import X11Icon
+
+        return type("Icon", (X11Icon, base), namespace)
     return type("Icon", (base,), namespace)
 
 
@@ -211,6 +198,9 @@ class Tray:
         icon_class = adapted_icon_class(pystray.Icon)
         self.icon = icon_class("aifarm", draw_icon(self.shown), "AI Farm", menu=pystray.Menu(self._items))
         self._stop = threading.Event()
+        # pystray hands each icon change to its loop and waits for that loop's answer; one made while the loop
+        # ends waits forever, or takes the answer the stop waits for: a refresh and the stop never overlap.
+        self._refreshing = threading.Lock()
 
     def _items(self) -> Any:
         items = []
@@ -256,12 +246,18 @@ class Tray:
         """Run the icon on this (main) thread until stop()."""
 
         def refresher(icon: Any) -> None:
-            icon.visible = True
+            with self._refreshing:
+                if self._stop.is_set():
+                    return
+                icon.visible = True
             while not self._stop.wait(2.0):
-                try:
-                    self.refresh()
-                except Exception as exc:  # a refresh that fails is retried next time
-                    log.debug("tray refresh failed: %s", exc)
+                with self._refreshing:
+                    if self._stop.is_set():
+                        break
+                    try:
+                        self.refresh()
+                    except Exception as exc:  # a refresh that fails is retried next time
+                        log.debug("tray refresh failed: %s", exc)
 
         try:
             self.icon.run(setup=refresher)
@@ -275,7 +271,8 @@ class Tray:
     def stop(self) -> None:
         """Remove the icon."""
         self._stop.set()
-        self.icon.stop()
+        with self._refreshing:
+            self.icon.stop()
 
 
 def display_available() -> bool:
