@@ -20,6 +20,7 @@ from app.training.messages import (
     Finished,
     Log,
     Progress,
+    Regrouped,
     Rendezvous,
     Started,
     Stopped,
@@ -47,6 +48,11 @@ EXAMPLES: list[WorkerMessage] = [
     Progress(step=40, total_steps=300, epoch=1, progress=13.33, samples_per_sec=812.5, rank_samples_per_sec=406.25,
              step_time=0.0123, metrics={}, bytes_per_step=20480.0, utilisation=0.93),
     Failed(error="RecipeError: unknown model 'x'", traceback="", permanent=True),
+    Regrouped(generation=4, rank=1, world=2, step=812, seconds=3.4),
+    Progress(step=41, total_steps=300, epoch=1, progress=13.67, samples_per_sec=900.0, rank_samples_per_sec=300.0,
+             step_time=0.01, metrics={}, contributed=1312.0, share=24.0, contributions={"vm-a": 3936.0, "vm-b": 1312.0}),
+    Progress(step=42, total_steps=300, epoch=1, progress=14.0, samples_per_sec=900.0, rank_samples_per_sec=300.0,
+             step_time=0.01, metrics={}, contributed=1312.0, share=8.0, contributions=None),
 ]
 
 
