@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from app.training.messages import Failed, Finished, Progress, Regrouped, Rendezvous, Started, WorkerMessage, decode
+from app.training.messages import Checkpoint, Failed, Finished, Progress, Regrouped, Rendezvous, Started, WorkerMessage, decode
 from tests.training.e2e import applied_samples, worker_spec
 
 pytestmark = pytest.mark.slow
@@ -177,3 +177,80 @@ def test_survivors_go_on_in_the_same_processes_and_a_newcomer_joins(tmp_path: Pa
     assert applied == list(range(1, final[0].step + 1))
     assert counts and max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:10]
     assert len(counts) == final[0].step * 16 * 3  # each step's whole global batch
+
+
+def _regroup(members: list[Worker], generation: int, newcomer_spec: dict[str, Any] | None = None,
+             env: dict[str, str] | None = None) -> list[Worker]:
+    """Order the members (in rank order) into a new generation; a newcomer, when given, starts as its last rank."""
+    world = len(members) + (1 if newcomer_spec is not None else 0)
+    for rank, worker in enumerate(members):
+        worker.send({"cmd": "regroup", "generation": generation, "rank": rank, "world": world})
+    if world == 1:
+        return members
+    rendezvous = members[0].wait_for(_is(Rendezvous), 60)
+    assert isinstance(rendezvous, Rendezvous)
+    for worker in members[1:]:
+        worker.send({"cmd": "rendezvous", "generation": generation, "host": "127.0.0.1", "port": rendezvous.port})
+    if newcomer_spec is None:
+        return members
+    newcomer_spec.update(rank=world - 1, world_size=world, generation=generation,
+                         rendezvous={"host": "127.0.0.1", "port": rendezvous.port})
+    return [*members, Worker(newcomer_spec, env)]
+
+
+def test_every_sample_once_through_five_membership_changes(tmp_path: Path) -> None:
+    """3 → 2 (killed) → 3 (joined) → 2 (stopped) → 3 (joined) → 2 (rank 0 killed): each epoch's samples are trained
+    exactly once, no step is skipped or repeated, and the contributions per machine add up to every step's batch."""
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    env = {"AIFARM_DEBUG_SAMPLE_LOG": str(samples)}
+    config = _config(epochs=30, dataset_options={"samples": 16000, "features": 16, "classes": 4, "noise": 1.0})
+
+    def spec(name: str, rank: int = 0, world: int = 3, **extra: Any) -> dict[str, Any]:
+        return _spec(tmp_path / name, config, rank=rank, world=world, max_clients=3, **extra)
+
+    everyone: list[Worker] = []
+
+    def steps_on(worker: Worker, more: int) -> None:
+        now = max([m.step for m in worker.seen if isinstance(m, Progress)] or [0])
+        worker.wait_for(lambda m: isinstance(m, Progress) and m.step >= now + more)
+
+    try:
+        first = Worker({**spec("w0"), "members": ["w0", "w1", "w2"]}, env)
+        everyone.append(first)
+        rendezvous = first.wait_for(_is(Rendezvous), 60)
+        assert isinstance(rendezvous, Rendezvous)
+        address = {"host": "127.0.0.1", "port": rendezvous.port}
+        group = [first] + [Worker({**spec(f"w{r}", r, rendezvous=address)}, env) for r in (1, 2)]
+        everyone += group[1:]
+        steps_on(first, 20)
+        group[2].proc.kill()  # 1: a member vanishes
+        group = _regroup(group[:2], 2)
+        steps_on(group[0], 20)
+        group = _regroup(group, 3, spec("w3"), env)  # 2: a newcomer
+        everyone.append(group[2])
+        group[2].wait_for(_is(Regrouped, generation=3))
+        steps_on(group[0], 20)
+        group[1].send({"cmd": "stop"})  # 3: a member leaves cleanly (its newest state written)
+        group[1].wait_for(lambda m: isinstance(m, Checkpoint) and m.kind == "emergency")
+        group = _regroup([group[0], group[2]], 4)
+        steps_on(group[0], 20)
+        group = _regroup(group, 5, spec("w4"), env)  # 4: another newcomer
+        everyone.append(group[2])
+        group[2].wait_for(_is(Regrouped, generation=5))
+        steps_on(group[0], 20)
+        group[0].proc.kill()  # 5: rank 0 vanishes; the two others go on
+        group = _regroup(group[1:], 6)
+        finished = [w.wait_for(_is(Finished), 180) for w in group]
+        last = [m for m in group[0].seen if isinstance(m, Progress)][-1]
+    finally:
+        for worker in everyone:
+            worker.close()
+    assert all(isinstance(f, Finished) for f in finished)
+    total = finished[0].step  # type: ignore[attr-defined]
+    counts, applied = applied_samples(samples)
+    assert applied == list(range(1, total + 1))
+    assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:10]
+    assert len(counts) == total * 16 * 3
+    assert last.step == total and last.contributions is not None
+    assert sum(last.contributions.values()) == total * 16 * 3  # every applied step's global batch, by machine
