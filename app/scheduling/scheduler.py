@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, OSError)
 CLAIM_INTERVAL = 1.0
 JOIN_TIMEOUT = 120.0
+RELEASED_HOLD_SECONDS = 600.0  # a machine released as too slow leaves that task alone this long
 SKIP_CHECK_SECONDS = 10.0
 
 
@@ -67,6 +68,7 @@ class Scheduler:
         self.current: TaskRun | None = None
         self._current_task: asyncio.Task[Any] | None = None
         self.skipped: set[int] = set()
+        self.released_from: dict[int, float] = {}  # task → until when: this machine was too slow for its group
         self._skips_checked = 0.0
         self.join_timeout = JOIN_TIMEOUT
         self.closed = False
@@ -129,7 +131,10 @@ class Scheduler:
             recipes = replace(recipes, bundles=self.bundles.ready())
         try:
             async with self.db.begin() as conn:
-                claim = await claiming.claim_next(conn, self.client_id, self.donation.capacity(), recipes=recipes)
+                now = time.monotonic()
+                held_off = [task_id for task_id, until in self.released_from.items() if until > now]
+                claim = await claiming.claim_next(conn, self.client_id, self.donation.capacity(), recipes=recipes,
+                                                  skip_task_ids=held_off)
         except IntegrityError:
             return  # another client took the same rank first; the unique key said no
         if claim is None:
@@ -231,6 +236,8 @@ class Scheduler:
             if self._release_reason is not None:  # given back while the run was being prepared
                 await run.request_stop(self._release_reason)
             outcome = await run.run()
+            if run.released:  # not joined again at once: the group would release it again
+                self.released_from[run.task_id] = time.monotonic() + RELEASED_HOLD_SECONDS
             if run.revoked and self.bundles is not None and ctx.bundle:
                 self.bundles.forget(ctx.bundle)
             self.last_outcome = {"task_id": run.task_id, "outcome": outcome.kind, "reason": outcome.reason}

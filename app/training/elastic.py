@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from app.training.elastic_plan import offsets, rebalance_due, smooth, split
-from app.training.messages import Progress, Regrouped, Rendezvous, Started, Stopped
+from app.training.elastic_plan import offsets, rebalance_due, smooth, split, too_slow
+from app.training.messages import Progress, Regrouped, Released, Rendezvous, Started, Stopped
 
 if TYPE_CHECKING:
     from app.training.worker import Pacing, RunState, Trainer
@@ -134,12 +134,14 @@ class Shares:
         self.speeds = [0.0] * world
         self.since_regroup = 0
 
-    def measured(self, speeds: list[float]) -> None:
-        """One step's speeds; re-split when due."""
+    def measured(self, speeds: list[float]) -> bool:
+        """One step's speeds; re-split when due (True then)."""
         self.speeds = smooth(self.speeds, speeds)
         self.since_regroup += 1
         if rebalance_due(self.since_regroup) and all(s > 0 for s in self.speeds):
             self.sizes = split(self.global_batch, self.speeds)
+            return True
+        return False
 
 
 class ElasticLoop:
@@ -159,6 +161,8 @@ class ElasticLoop:
         self.contributed = 0
         self.sample_log = _sample_log(trainer.spec)
         self.started = False
+        self.min_clients = int(trainer.spec.get("min_clients") or max_clients)
+        self.rebalanced = False
 
     def run(self) -> int:
         """Train until done or stopped; 0 either way (a stop writes an emergency checkpoint)."""
@@ -180,6 +184,8 @@ class ElasticLoop:
                 self._drop()
                 continue
             self._after_step(pacing)
+            if self._too_slow():
+                return 0
         if state.step_in_epoch:  # stopped by max_steps inside an epoch: validate what was trained
             trainer._end_epoch(state)
         self._progress()  # the final contributions
@@ -296,6 +302,22 @@ class ElasticLoop:
         trainer.channel.send(Regrouped(generation=membership.generation, rank=membership.rank, world=membership.world,
                                        step=self.state.step, seconds=round(waited, 3)))
 
+    def _too_slow(self) -> bool:
+        """At a re-split: leave the group when this rank computes far slower than the others and the group can spare
+        it (a machine whose exchange is starved as well is not seen here: it paces every rank alike)."""
+        membership = self.group.membership if self.group is not None else None
+        if not self.rebalanced or membership is None or membership.world <= self.min_clients:
+            return False
+        self.rebalanced = False
+        speeds = self.shares.speeds
+        if not too_slow(speeds, membership.rank):
+            return False
+        median = sorted(speeds)[len(speeds) // 2]
+        self.trainer.channel.send(Released(
+            reason=f"released from the group: {speeds[membership.rank]:.0f} samples/s is below 1/8 of the group's "
+                   f"median {median:.0f}; this machine is free for other work"))
+        return True
+
     def _stop(self) -> int:
         """Asked to stop: an emergency checkpoint of the newest applied step, then exit."""
         self.trainer._save("emergency", self.state)
@@ -361,7 +383,7 @@ class ElasticLoop:
             who = membership.members[rank] if rank < len(membership.members) else f"rank {rank}"
             state.contributions[who] = state.contributions.get(who, 0) + size
         if self.fixed is None:
-            self.shares.measured([float(v) for v in flat[at:at + membership.world].tolist()])
+            self.rebalanced = self.shares.measured([float(v) for v in flat[at:at + membership.world].tolist()])
 
     def _after_step(self, pacing: Pacing) -> None:
         """Checkpoint (rank 0), report progress, end the epoch when its steps are done."""

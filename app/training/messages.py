@@ -46,6 +46,14 @@ class Regrouped:
 
 
 @dataclass(frozen=True)
+class Released:
+    """An elastic rank far slower than its group leaves it (it is never failed for being slow)."""
+
+    reason: str
+    type: Literal["released"] = field(default="released", init=False)
+
+
+@dataclass(frozen=True)
 class Started:
     """The data is loaded and training begins (at `step` when resuming)."""
 
@@ -149,10 +157,10 @@ class Failed:
     type: Literal["failed"] = field(default="failed", init=False)
 
 
-WorkerMessage = Rendezvous | Regrouped | Started | Progress | Epoch | Log | Checkpoint | Finished | Stopped | Failed
+WorkerMessage = Rendezvous | Regrouped | Released | Started | Progress | Epoch | Log | Checkpoint | Finished | Stopped | Failed
 
 KINDS: dict[str, type[WorkerMessage]] = {
-    cls.type: cls for cls in (Rendezvous, Regrouped, Started, Progress, Epoch, Log, Checkpoint, Finished, Stopped, Failed)
+    cls.type: cls for cls in (Rendezvous, Regrouped, Released, Started, Progress, Epoch, Log, Checkpoint, Finished, Stopped, Failed)
 }
 
 # What the decoder checks each field against, read from the dataclasses themselves.

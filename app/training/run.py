@@ -30,6 +30,7 @@ from app.training.messages import (
     Log,
     Progress,
     Regrouped,
+    Released,
     Rendezvous,
     Started,
     Stopped,
@@ -72,6 +73,7 @@ class TaskRun:
         self.task_dir = ctx.task_dir
         self.published: Path | None = None
         self._rendezvous_task: asyncio.Task[None] | None = None
+        self.released = False  # an elastic rank left its group for being far slower than the others
 
     # ----- public -----
 
@@ -190,6 +192,10 @@ class TaskRun:
                     host = self._rendezvous_host()
                     await self.recorder.publish_rendezvous(host, port)
                     self.recorder.log("info", f"rendezvous published at {host}:{port}")
+            case Released(reason=reason):
+                self.stop_reason = self.stop_reason or reason
+                self.released = True
+                self.recorder.log("warning", f"rank {self.rank}: {reason}")
             case Regrouped():
                 if self.coordinator:
                     self.recorder.log("info", f"training again at step {message.step} as {message.world} member(s) "
@@ -396,7 +402,7 @@ class TaskRun:
         if (self.n_clients > 1 and self.coordinator) or self.elastic:
             spec["bind_host"] = "0.0.0.0"  # an elastic member may become rank 0 later
         if self.elastic:
-            spec.update(elastic=True, max_clients=self.formation.max_clients,
+            spec.update(elastic=True, max_clients=self.formation.max_clients, min_clients=self.formation.min_clients,
                         members=[m.client_id for m in self.formation.members])
         # The worker opens only files inside this machine's dataset_dirs and fetches only from the farm's hosts.
         spec["dataset_dirs"] = [str(d) for d in ctx.dataset_dirs]

@@ -254,3 +254,4 @@ def test_every_sample_once_through_five_membership_changes(tmp_path: Path) -> No
     assert len(counts) == total * 16 * 3
     assert last.step == total and last.contributions is not None
     assert sum(last.contributions.values()) == total * 16 * 3  # every applied step's global batch, by machine
+
