@@ -10,7 +10,7 @@ import importlib
 from benchmarks.common import RESULTS, machine
 
 MODULES = ["startup", "claims", "heartbeats", "seed_queries", "training", "dashboard_load", "pages", "foreground",
-           "lowcomm", "workloads"]
+           "lowcomm", "workloads", "elastic"]
 TABLE_HEAD = ["| figure | value | target | status | detail |", "| --- | --- | --- | --- | --- |"]
 
 

@@ -642,7 +642,8 @@ class Trainer:
                                          metrics=metrics))
             model_path, model_sha256 = self._export_weights(state)
         elapsed = time.perf_counter() - train_start
-        samples = (state.step - start_step) * state.batch * state.accumulate * self.world
+        splits = int(self.spec.get("max_clients") or self.world) if self.elastic else self.world  # the global batch
+        samples = (state.step - start_step) * state.batch * state.accumulate * splits
         sent, utilisation = state.run_traffic.traffic(elapsed)
         self.channel.send(Finished(
             step=state.step, total_steps=state.total_steps, epoch=min(state.epoch + 1, state.epochs), metrics=metrics,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from app.db.queries import claims as claim_queries
 from app.db.queries import dataset_hosts as dataset_host_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
-from app.training.messages import WorkerMessage, decode
+from app.training.messages import Failed, WorkerMessage, decode
 from tests.agent.harness import agent_env
 
 
@@ -281,3 +284,50 @@ def applied_samples(folder: Path) -> tuple[Counter[tuple[int, int]], list[int]]:
     for _generation, (epoch, *indices) in newest.values():
         counts.update((epoch, i) for i in indices)
     return counts, sorted(newest)
+
+
+class WorkerProcess:
+    """`python -m app.training.worker` with its messages read in a thread."""
+
+    def __init__(self, spec: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.training.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+        self.messages: queue.Queue[WorkerMessage] = queue.Queue()
+        self.seen: list[WorkerMessage] = []
+        self.send(spec)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.messages.put(decode(line))
+
+    def send(self, command: dict[str, Any]) -> None:
+        """One JSON line on the worker's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(command) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def wait_for(self, wanted: Callable[[WorkerMessage], bool], timeout: float = 90) -> WorkerMessage:
+        """The first message (from now on, or already seen and not yet matched) that `wanted` accepts."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                message = self.messages.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.messages.empty():
+                    break
+                continue
+            self.seen.append(message)
+            if wanted(message):
+                return message
+        failed = [m.error for m in self.seen if isinstance(m, Failed)]
+        raise AssertionError(f"no such message from pid {self.proc.pid}; seen: {[m.type for m in self.seen][-20:]}"
+                             f"{'; failed: ' + failed[0] if failed else ''}")
+
+    def close(self) -> None:
+        """Kill it if it still runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
