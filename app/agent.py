@@ -102,6 +102,8 @@ class Agent:
         self.failures = FailureSweep(db, lambda: self.donation.settings, self.client_id,
                                      healthy_since=lambda: self.heartbeat.database_ok_since if self.heartbeat.database_ok else None,
                                      join_timeout=self.scheduler.join_timeout)
+        self.scheduler.on_group_broken = lambda task_id, generation: self._spawn(
+            self.failures.watch(task_id, generation), f"members-{task_id}-{generation}")
         self.replicator = Replicator(db, self.client_id, self.peer_files, self.events,
                                      may_work=lambda: self.heartbeat.database_ok and not self.donation.paused)
         self.machine = MachineMetrics(db, self.client_id, self.donation, lambda: self.scheduler.current)

@@ -68,6 +68,27 @@ class FailureSweep:
             await claim_queries.release_stale_joins(conn, self.join_timeout, settings.failure_timeout + 1)
         return ended
 
+    async def watch(self, task_id: int, generation: int) -> None:
+        """A member's exchange broke: check that task's members every quarter second until its generation moves on
+        (or a few seconds past failure_timeout), so the survivors need not wait for the next sweep."""
+        settings = self.settings()
+        deadline = time.monotonic() + settings.failure_timeout + 5
+        while time.monotonic() < deadline:
+            try:
+                async with self.db.connect() as conn:
+                    entry = (await claim_queries.members_of_running(conn)).get(task_id)
+                    now = await claim_queries.db_now(conn)
+            except DB_ERRORS as exc:
+                log.debug("task %s: member check skipped: %s", task_id, exc)
+                entry = None
+            else:
+                if entry is None or entry["generation"] != generation:
+                    return
+                dead = dead_members(entry["members"], now, timedelta(seconds=settings.failure_timeout + 1))
+                if dead and await self._end(task_id, generation, dead, settings.max_attempts):
+                    return
+            await asyncio.sleep(0.25)
+
     async def _end(self, task_id: int, generation: int, dead: list[Departure], max_attempts: int) -> bool:
         """The dead members leave: an elastic group shrinks, any other attempt ends (counted as a failure)."""
         reason = "; ".join(d.reason for d in dead)

@@ -26,7 +26,7 @@ from app.scheduling.decide import Recipes, choose_backend, slowest_link
 from app.services.donation import Donation
 from app.training.context import Limits, Outcome, RunContext
 from app.training.recorder import RunRecorder
-from app.training.run import ModelRegistered, TaskRun
+from app.training.run import GroupBroken, ModelRegistered, TaskRun
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Scheduler:
         self.current: TaskRun | None = None
         self._current_task: asyncio.Task[Any] | None = None
         self.skipped: set[int] = set()
+        self.on_group_broken: GroupBroken | None = None  # set by the agent: its failure sweep checks that group now
         self.released_from: dict[int, float] = {}  # task → until when: this machine was too slow for its group
         self._skips_checked = 0.0
         self.join_timeout = JOIN_TIMEOUT
@@ -231,7 +232,7 @@ class Scheduler:
                 await RunRecorder(self.db, ctx).settle(Outcome("stopped", f"bundle {ctx.bundle} is no longer "
                                                                           f"installed on {self.client_id}"))
                 return
-            run = TaskRun(ctx, RunRecorder(self.db, ctx), self.on_model_registered)
+            run = TaskRun(ctx, RunRecorder(self.db, ctx), self.on_model_registered, self.on_group_broken)
             self.current = run
             if self._release_reason is not None:  # given back while the run was being prepared
                 await run.request_stop(self._release_reason)

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from app.training.elastic_plan import offsets, rebalance_due, smooth, split, too_slow
-from app.training.messages import Progress, Regrouped, Released, Rendezvous, Started, Stopped
+from app.training.messages import Broken, Progress, Regrouped, Released, Rendezvous, Started, Stopped
 
 if TYPE_CHECKING:
     from app.training.worker import Pacing, RunState, Trainer
@@ -109,12 +109,12 @@ class Group:
 
 def _wait(work: Any, interrupted: Callable[[], bool]) -> bool:
     """Poll a collective so that a new order or a stop can leave it (gloo cannot abort one)."""
-    pause = 0.0
+    pause = 0.00005  # short sleeps, not a spin: a machine short of CPU would spend it polling
     while not work.is_completed():
         if interrupted():
             return False
         time.sleep(pause)
-        pause = min(0.002, pause + 0.0001)
+        pause = min(0.002, pause * 1.5)
     work.wait()  # raises when a member went away during it
     return True
 
@@ -180,8 +180,9 @@ class ElasticLoop:
                 break
             if order_epoch != state.epoch:
                 order, order_epoch = trainer._epoch_order(len(state.train_set), state.seed, state.epoch), state.epoch
+            generation = self.group.membership.generation if self.group is not None else -1
             if not self._step(order):
-                self._drop()
+                self._drop(broken=self.orders.latest.generation == generation)
                 continue
             self._after_step(pacing)
             if self._too_slow():
@@ -198,8 +199,10 @@ class ElasticLoop:
         control = self.trainer.control
         return lambda: control.stop_requested.is_set() or self.orders.latest.generation != generation
 
-    def _drop(self) -> None:
+    def _drop(self, broken: bool = False) -> None:
         """The group broke (a member left) or a new membership came: abandon it and wait for the next order."""
+        if self.group is not None and broken and not self.trainer.control.stop_requested.is_set():
+            self.trainer.channel.send(Broken(generation=self.group.membership.generation))
         if self.group is not None:
             self.abandoned.append(self.group)
             self.broken_at = self.broken_at or time.monotonic()

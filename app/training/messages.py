@@ -46,6 +46,14 @@ class Regrouped:
 
 
 @dataclass(frozen=True)
+class Broken:
+    """An elastic rank's exchange with its group failed (a member went away): its agent checks the members at once."""
+
+    generation: int
+    type: Literal["broken"] = field(default="broken", init=False)
+
+
+@dataclass(frozen=True)
 class Released:
     """An elastic rank far slower than its group leaves it (it is never failed for being slow)."""
 
@@ -157,10 +165,10 @@ class Failed:
     type: Literal["failed"] = field(default="failed", init=False)
 
 
-WorkerMessage = Rendezvous | Regrouped | Released | Started | Progress | Epoch | Log | Checkpoint | Finished | Stopped | Failed
+WorkerMessage = Rendezvous | Regrouped | Broken | Released | Started | Progress | Epoch | Log | Checkpoint | Finished | Stopped | Failed
 
 KINDS: dict[str, type[WorkerMessage]] = {
-    cls.type: cls for cls in (Rendezvous, Regrouped, Released, Started, Progress, Epoch, Log, Checkpoint, Finished, Stopped, Failed)
+    cls.type: cls for cls in (Rendezvous, Regrouped, Broken, Released, Started, Progress, Epoch, Log, Checkpoint, Finished, Stopped, Failed)
 }
 
 # What the decoder checks each field against, read from the dataclasses themselves.

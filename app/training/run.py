@@ -23,6 +23,7 @@ from app.scheduling.validation import parse_interval
 from app.training.checkpoint_check import checkpoint_problem
 from app.training.context import Outcome, RunContext
 from app.training.messages import (
+    Broken,
     Checkpoint,
     Epoch,
     Failed,
@@ -45,15 +46,18 @@ FLUSH_SECONDS = 2.0
 RENDEZVOUS_WAIT_SECONDS = 120.0
 
 ModelRegistered = Callable[[str, str, str, str], None]  # name, version, relative path, sha256
+GroupBroken = Callable[[int, int], None]  # task id, generation: check that group's members now
 
 
 class TaskRun:
     """This client's rank of one formed attempt (generation) of a task."""
 
-    def __init__(self, ctx: RunContext, recorder: RunRecorder, on_model_registered: ModelRegistered | None = None) -> None:
+    def __init__(self, ctx: RunContext, recorder: RunRecorder, on_model_registered: ModelRegistered | None = None,
+                 on_group_broken: GroupBroken | None = None) -> None:
         self.ctx = ctx
         self.recorder = recorder
         self.on_model_registered = on_model_registered
+        self.on_group_broken = on_group_broken
         self.task_id = ctx.task_id
         self.config = ctx.config
         self.rank = ctx.rank
@@ -192,6 +196,9 @@ class TaskRun:
                     host = self._rendezvous_host()
                     await self.recorder.publish_rendezvous(host, port)
                     self.recorder.log("info", f"rendezvous published at {host}:{port}")
+            case Broken(generation=generation):
+                if self.on_group_broken is not None and generation == self.generation:
+                    self.on_group_broken(self.task_id, generation)
             case Released(reason=reason):
                 self.stop_reason = self.stop_reason or reason
                 self.released = True
