@@ -163,6 +163,8 @@ class ElasticLoop:
         self.started = False
         self.min_clients = int(trainer.spec.get("min_clients") or max_clients)
         self.rebalanced = False
+        self.last_clock: float | None = None  # _starved_clock() at the previous step (None after a regroup)
+        self.window_samples, self.window_time = 0, 0.0  # this rank's work since the last split
 
     def run(self) -> int:
         """Train until done or stopped; 0 either way (a stop writes an emergency checkpoint)."""
@@ -289,6 +291,7 @@ class ElasticLoop:
         """Adopt the new membership and say so."""
         trainer, membership = self.trainer, group.membership
         self.group = group
+        self.last_clock, self.window_samples, self.window_time = None, 0, 0.0
         trainer.rank, trainer.world = membership.rank, membership.world
         self.shares.reset(membership.world)
         if self.fixed and len(self.fixed) == membership.world:
@@ -349,7 +352,14 @@ class ElasticLoop:
         params = [p for p in state.model.parameters() if p.requires_grad]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         speeds = torch.zeros(membership.world, dtype=torch.float32, device=state.device)
-        speeds[membership.rank] = len(mine) / computed if computed > 0 else 0.0
+        clock = _starved_clock()
+        waited = clock - self.last_clock if clock is not None and self.last_clock is not None else 0.0
+        self.last_clock = clock
+        # Over the window since the last split: samples ÷ (compute + the time this process's threads waited to run).
+        # A machine short of CPU as a whole waits in its exchange too, which its compute time alone would not show.
+        self.window_samples += len(mine)
+        self.window_time += computed + waited
+        speeds[membership.rank] = self.window_samples / self.window_time if self.window_time > 0 else 0.0
         flat = torch.cat([g.reshape(-1).float() for g in grads] + [speeds])
         if not group.allreduce(flat.cpu() if flat.device.type != "cpu" else flat, self._interrupted(membership.generation)):
             return False
@@ -387,6 +397,8 @@ class ElasticLoop:
             state.contributions[who] = state.contributions.get(who, 0) + size
         if self.fixed is None:
             self.rebalanced = self.shares.measured([float(v) for v in flat[at:at + membership.world].tolist()])
+            if self.rebalanced:
+                self.window_samples, self.window_time = 0, 0.0
 
     def _after_step(self, pacing: Pacing) -> None:
         """Checkpoint (rank 0), report progress, end the epoch when its steps are done."""
@@ -427,6 +439,20 @@ class ElasticLoop:
             share=float(self.shares.sizes[self.trainer.rank]) if self.shares.sizes else None,
             contributions={k: float(v) for k, v in state.contributions.items()} if self.trainer.rank == 0 else None))
         state.window = Window()
+
+
+def _starved_clock() -> float | None:
+    """Seconds this process's threads have waited to run, summed (Linux schedstat), else None."""
+    waited = 0
+    try:
+        for stat in Path("/proc/self/task").glob("*/schedstat"):
+            try:
+                waited += int(stat.read_text().split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that just ended
+    except OSError:
+        return None
+    return waited / 1e9
 
 
 def _dump(state: RunState) -> bytes:

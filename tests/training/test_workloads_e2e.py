@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,13 @@ def corpus(folder: Path) -> Path:
     return path
 
 
+def _unigram_perplexity(source: Path) -> float:
+    """exp(entropy) of the text's byte frequencies: what a model that knows only those would score."""
+    data = source.read_bytes()
+    counts = Counter(data)
+    return math.exp(-sum(n / len(data) * math.log(n / len(data)) for n in counts.values()))
+
+
 def lm_task(source: Path, name: str = "readme-lm", **model_options: int) -> dict:
     """A 2-client transformer (about 1.2 M parameters, context 128) on byte-tokenized text."""
     return {"type": "training", "requirements": {}, "priority": 0, "config": {
@@ -62,7 +71,8 @@ def _perplexities(url: str, task_id: int) -> list[float]:
 @pytest.mark.timeout(900)
 async def test_two_agent_transformer_learns_the_readme_and_is_tried(tmp_path: Path, sqlite_url: str) -> None:
     """2 agents train a transformer on the README and docs (byte tokens): it completes, validation perplexity
-    falls at least 3x from the first evaluation, the model is safetensors + JSON, and `models try` prints text."""
+    falls at least 2x from the first evaluation to well below the text's byte-unigram perplexity, the model is
+    safetensors + JSON, and `models try` prints text."""
     source = corpus(tmp_path / "datasets")
     dirs = {"AIFARM_DATASET_DIRS": str(source.parent)}
     await upgraded(sqlite_url)
@@ -74,7 +84,9 @@ async def test_two_agent_transformer_learns_the_readme_and_is_tried(tmp_path: Pa
         row = task(sqlite_url, task_id)
         assert row["status"] == "completed", row["error_log"]
         ppl = _perplexities(sqlite_url, task_id)
-        assert len(ppl) == 12 and ppl[0] / ppl[-1] >= 3.0, ppl
+        # Learned beyond the text's byte frequencies (a model of those alone scores the unigram perplexity), by a
+        # margin that does not depend on how long the README has grown.
+        assert len(ppl) == 12 and ppl[0] / ppl[-1] >= 2.0 and ppl[-1] <= 0.6 * _unigram_perplexity(source), ppl
         assert row["result"]["metrics"]["val_perplexity"] == pytest.approx(ppl[-1], rel=1e-3)
 
         version = await read(sqlite_url, model_queries.get_version, "readme-lm", None)
