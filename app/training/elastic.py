@@ -360,8 +360,8 @@ class ElasticLoop:
         self.window_samples += len(mine)
         self.window_time += computed + waited
         speeds[membership.rank] = self.window_samples / self.window_time if self.window_time > 0 else 0.0
-        flat = torch.cat([g.reshape(-1).float() for g in grads] + [speeds])
-        if not group.allreduce(flat.cpu() if flat.device.type != "cpu" else flat, self._interrupted(membership.generation)):
+        flat = torch.cat([g.reshape(-1).float() for g in grads] + [speeds]).cpu()  # gloo sums host tensors
+        if not group.allreduce(flat, self._interrupted(membership.generation)):
             return False
         self._apply(params, flat, membership)
         for loss, correct, counted, samples in counted_batches:
