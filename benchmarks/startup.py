@@ -61,11 +61,11 @@ def measure(quick: bool = False) -> list[Figure]:
     disc_p50 = statistics.median(discoveries)
     rss_max = max(rss)
     return [
-        Figure("start-up: `aifarm run` to dashboard answer (median)", start_p50, "s", "<= 2 s", start_p50 <= 2.0,
+        Figure("start-up: `aifarm run` to dashboard answer (median)", start_p50, "s", "<= 1 s", start_p50 <= 1.0,
                f"{runs} runs, max {max(starts):.2f} s"),
         Figure("discovery: peer start to verified in another agent (median)", disc_p50, "s", "<= 3 s", disc_p50 <= 3.0,
                f"{runs} runs, max {max(discoveries):.2f} s, includes the peer's own start-up"),
-        Figure("footprint: idle agent RSS (agent process alone)", rss_max, "MB", "<= 120 MB", rss_max <= 120,
+        Figure("footprint: idle agent RSS (agent process alone)", rss_max, "MB", "<= 80 MB", rss_max <= 80,
                "no torch in the agent process"),
     ]
 

@@ -82,13 +82,30 @@ def _rate(tmp: Path, steps: int, world: int, elastic: bool, slow: set[int], quot
 
 
 def _finish(workers: list[WorkerProcess], elastic: bool) -> Any:
-    """Wait for rank 0's Finished; a released elastic member is let go and the others regrouped."""
-    first = workers[0]
+    """Wait for rank 0's Finished; when an elastic member released itself, order the others into the next
+    generation as their agents would."""
+    generation = 1
     while True:
-        message = first.wait_for(lambda m: m.type in ("finished", "released"), 600)
+        message = workers[0].wait_for(lambda m: m.type in ("finished", "broken"), 600)
         if message.type == "finished":
             return message
-        raise RuntimeError("rank 0 released itself")  # the slow member is never rank 0 here
+        workers[:] = _alive(workers)
+        generation += 1
+        for rank, worker in enumerate(workers):
+            worker.send({"cmd": "regroup", "generation": generation, "rank": rank, "world": len(workers)})
+        if len(workers) > 1:
+            rendezvous = workers[0].wait_for(_is("rendezvous"), 120)
+            for worker in workers[1:]:
+                worker.send({"cmd": "rendezvous", "generation": generation, "host": "127.0.0.1",
+                             "port": rendezvous.port})
+
+
+def _alive(workers: list[WorkerProcess]) -> list[WorkerProcess]:
+    """The members still running once the one that left has exited (a released member exits within seconds)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and all(w.proc.poll() is None for w in workers):
+        time.sleep(0.1)
+    return [w for w in workers if w.proc.poll() is None]
 
 
 def straggler(quick: bool = False) -> list[Figure]:

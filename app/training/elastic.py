@@ -236,31 +236,47 @@ class ElasticLoop:
         return False
 
     def _build(self, wanted: Membership) -> Group | None:
-        """The process group of one generation; None when it could not form (a newer order may have come)."""
-        trainer = self.trainer
+        """The process group of one generation; None when it could not form, or a stop or a newer order came while
+        it was forming (gloo's rendezvous cannot be interrupted: it is left to finish or time out in its thread)."""
         if wanted.world == 1:
             return Group(wanted)
-        try:
-            if wanted.rank == 0:
-                store = dist.TCPStore(trainer.spec.get("bind_host", "0.0.0.0"), 0, wanted.world,  # type: ignore[attr-defined]
-                                      is_master=True, wait_for_workers=False, timeout=GROUP_TIMEOUT)
-                trainer.channel.send(Rendezvous(port=int(store.port)))
-            else:
-                address = self._await_rendezvous(wanted)
-                if address is None:
-                    return None
-                try:
-                    store = dist.TCPStore(address[0], address[1], wanted.world, is_master=False,  # type: ignore[attr-defined]
-                                          timeout=GROUP_TIMEOUT)
-                except (RuntimeError, ValueError):
-                    self.orders.forget(wanted.generation, address)  # rank 0 moved on to a new store: wait for it
-                    raise
-            prefixed = dist.PrefixStore(f"g{wanted.generation}", store)  # type: ignore[attr-defined]
-            pg = dist.ProcessGroupGloo(prefixed, wanted.rank, wanted.world, GROUP_TIMEOUT)
-        except (RuntimeError, ValueError) as exc:
-            trainer.channel.log(f"generation {wanted.generation}: the group did not form: {exc}"[:500], "warning")
+        address = None
+        if wanted.rank != 0:
+            address = self._await_rendezvous(wanted)
+            if address is None:
+                return None
+        built: list[Group | BaseException] = []
+        thread = threading.Thread(target=lambda: built.append(self._connect(wanted, address)), daemon=True,
+                                  name=f"group-g{wanted.generation}")
+        thread.start()
+        interrupted = self._interrupted(wanted.generation)
+        while thread.is_alive():
+            if interrupted():
+                return None
+            thread.join(0.05)
+        result = built[0] if built else RuntimeError("the group's set-up ended without a result")
+        if isinstance(result, BaseException):
+            if address is not None:
+                self.orders.forget(wanted.generation, address)  # rank 0 may have opened a new store: wait for it
+            self.trainer.channel.log(f"generation {wanted.generation}: the group did not form: {result}"[:500],
+                                     "warning")
             return None
-        return Group(wanted, pg, store)
+        return result
+
+    def _connect(self, wanted: Membership, address: tuple[str, int] | None) -> Group | BaseException:
+        """Open (rank 0) or reach the generation's store and form its gloo group; the error instead of raising."""
+        try:
+            if address is None:
+                store = dist.TCPStore(self.trainer.spec.get("bind_host", "0.0.0.0"), 0, wanted.world,  # type: ignore[attr-defined]
+                                      is_master=True, wait_for_workers=False, timeout=GROUP_TIMEOUT)
+                self.trainer.channel.send(Rendezvous(port=int(store.port)))
+            else:
+                store = dist.TCPStore(address[0], address[1], wanted.world, is_master=False,  # type: ignore[attr-defined]
+                                      timeout=GROUP_TIMEOUT)
+            prefixed = dist.PrefixStore(f"g{wanted.generation}", store)  # type: ignore[attr-defined]
+            return Group(wanted, dist.ProcessGroupGloo(prefixed, wanted.rank, wanted.world, GROUP_TIMEOUT), store)
+        except (RuntimeError, ValueError) as exc:
+            return exc
 
     def _await_rendezvous(self, wanted: Membership) -> tuple[str, int] | None:
         deadline = time.monotonic() + GROUP_TIMEOUT.total_seconds()
