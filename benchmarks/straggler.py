@@ -113,7 +113,7 @@ def straggler(quick: bool = False) -> list[Figure]:
     if not (CPU_CGROUP / "cgroup.procs").exists() or not os.access(CPU_CGROUP, os.W_OK):
         return [Figure("elastic: straggler at 0.1 core, farm ÷ sum of solo", 0.0, "×", "≥ 0.85", False,
                        "not measured: needs a writable cgroup v1 cpu controller (root)")]
-    steps = 60 if quick else 400
+    steps = 60 if quick else 2000
     tmp = Path(tempfile.mkdtemp(prefix="aifarm-bench-straggler-"))
     quota = Quota(QUOTA)
     try:

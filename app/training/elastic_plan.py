@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-REBALANCE_AFTER = 5  # steps after a regroup before the first split by measured speed
+REBALANCE_AFTER = (5, 25)  # steps after a regroup at which the shares are first split by measured speed
 REBALANCE_EVERY = 100  # steps between later re-splits
 
 
@@ -40,7 +40,7 @@ def offsets(shares: Sequence[int]) -> list[int]:
 
 def rebalance_due(steps_since_regroup: int) -> bool:
     """True at the steps where the shares are recomputed from the measured speeds."""
-    return steps_since_regroup == REBALANCE_AFTER or (steps_since_regroup > 0 and steps_since_regroup % REBALANCE_EVERY == 0)
+    return steps_since_regroup in REBALANCE_AFTER or (steps_since_regroup > 0 and steps_since_regroup % REBALANCE_EVERY == 0)
 
 
 def smooth(previous: Sequence[float], measured: Sequence[float], weight: float = 0.2) -> list[float]:

@@ -30,7 +30,7 @@ def test_offsets_place_each_rank_after_the_previous_ones() -> None:
 
 
 def test_rebalance_points() -> None:
-    assert [s for s in range(0, 301) if rebalance_due(s)] == [5, 100, 200, 300]
+    assert [s for s in range(0, 301) if rebalance_due(s)] == [5, 25, 100, 200, 300]
 
 
 def test_smooth_keeps_old_figures_for_missing_measurements() -> None:
