@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from app.training.elastic_plan import offsets, rebalance_due, smooth, split, too_slow
 from app.training.messages import Broken, Progress, Regrouped, Released, Rendezvous, Started, Stopped
+from app.training.worker import apply_step
 
 if TYPE_CHECKING:
     from app.training.worker import Pacing, RunState, Trainer
@@ -400,14 +401,7 @@ class ElasticLoop:
             n = p.numel()
             p.grad = flat[at:at + n].view_as(p).to(device=p.device, dtype=p.dtype)
             at += n
-        if state.grad_clip is not None:
-            state.scaler.unscale_(state.optimizer)
-            torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.grad_clip)
-        state.scaler.step(state.optimizer)
-        state.scaler.update()
-        state.scheduler.step()
-        state.step_in_epoch += 1
-        state.step += 1
+        apply_step(state)
         for rank, size in enumerate(self.shares.sizes):
             who = membership.members[rank] if rank < len(membership.members) else f"rank {rank}"
             state.contributions[who] = state.contributions.get(who, 0) + size

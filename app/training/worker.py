@@ -533,7 +533,6 @@ class Trainer:
 
     def _step(self, state: RunState, mine: Any) -> None:
         """One optimizer step on this rank's next batch (or `accumulate` micro-batches) of the epoch; no host read."""
-        import torch
 
         begin = time.perf_counter()
         state.optimizer.zero_grad(set_to_none=True)
@@ -546,14 +545,7 @@ class Trainer:
                 loss, correct, counted = self._forward(state, state.net, *state.train_set[index])
                 state.scaler.scale(loss / state.accumulate).backward()
             state.window.add(loss, correct, counted, len(index))
-        if state.grad_clip is not None:
-            state.scaler.unscale_(state.optimizer)
-            torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.grad_clip)
-        state.scaler.step(state.optimizer)
-        state.scaler.update()
-        state.scheduler.step()
-        state.step_in_epoch += 1
-        state.step += 1
+        apply_step(state)
         seconds = time.perf_counter() - begin
         state.window.tick(seconds)
         compute = state.step_compute if state.outer is None and self.world > 1 else seconds
@@ -805,6 +797,20 @@ class Trainer:
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
+
+
+def apply_step(state: RunState) -> None:
+    """Clip (when asked), step the optimizer and the schedule with the gradients in place, count the step."""
+    import torch
+
+    if state.grad_clip is not None:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.step_in_epoch += 1
+    state.step += 1
 
 
 def metric_of(recipe: ModelRecipe) -> str:
