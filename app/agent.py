@@ -290,6 +290,11 @@ class Agent:
         await self.db.dispose()
 
     async def _stop_tasks(self) -> None:
+        # Cancelled between transactions, never inside one (see Database.quiesce).
+        databases = [db for db in (self.db, self.admin_db) if db is not None]
+        busy = [await db.quiesce(STOP_STEP_SECONDS) for db in databases]
+        if any(busy):
+            log.warning("%d database call(s) still under way after %.0f s; stopping anyway", sum(busy), STOP_STEP_SECONDS)
         for task in reversed(self._tasks):
             task.cancel()
         if self._tasks:
@@ -301,6 +306,8 @@ class Agent:
             for task in stuck:
                 log.warning("background task %s did not stop in %.0f s; leaving it", task.get_name(), STOP_STEP_SECONDS)
         self._tasks.clear()
+        for db in databases:
+            db.resume()  # the loops are gone: what stopping still writes runs in tasks of its own (wait_for)
 
     async def _mark_inactive(self) -> None:
         async with self.db.begin() as conn:

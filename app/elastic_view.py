@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.client_labels import client_labels
 from app.db.queries import clients as client_queries
 from app.db.queries import membership_view
 from app.db.queries.membership_view import MembershipLine
@@ -147,7 +148,7 @@ def build(config: Any, result: Any, assignments: Sequence[Mapping[str, Any]], ch
         ranks=_ranks(assignments), contributions=contributions,
         contributed_samples=sum(c.samples for c in contributions),
         changes=tuple(changes),
-        hostnames={k: v for k, v in hostnames.items() if v},
+        hostnames=client_labels(hostnames),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,21 @@ _UNKNOWN_DATABASE = 1049
 
 
 class Database:
-    """An engine plus what the product needs to know about it; the caller owns transactions."""
+    """An engine plus what the product needs to know about it; the caller owns transactions.
+
+    A task cancelled in the middle of a statement leaves its connection invalidated half-way, and on SQLite the
+    file then stays locked or reports "database is locked" to the next writer. Before cancelling its loops, a
+    stopping agent therefore calls `quiesce`: blocks under way run to their end and new ones wait, so a
+    cancellation finds no task inside a transaction.
+    """
 
     def __init__(self, url: URL, engine: AsyncEngine) -> None:
         self.url = url
         self.engine = engine
+        self._inside: dict[asyncio.Task[Any], int] = {}  # tasks in a begin()/connect() block → how deeply
+        self._held: asyncio.Future[None] | None = None  # set while quiescing: other tasks' new blocks wait on it
+        self._owner: asyncio.Task[Any] | None = None
+        self._drained: asyncio.Event | None = None
 
     @property
     def dialect(self) -> str:
@@ -53,27 +63,67 @@ class Database:
         """The URL with its password hidden."""
         return redact_url(self.url)
 
-    @asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection inside a transaction that commits on success and rolls back on error."""
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except (OperationalError, InterfaceError) as exc:
-            if not is_connection_error(exc):
-                raise
-            raise describe_connect_error(exc, self.url) from exc
+        return self._opened(self.engine.begin)
+
+    def connect(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for reads; statements run in an implicit transaction rolled back at exit."""
+        return self._opened(self.engine.connect)
 
     @asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads; statements run in an implicit transaction rolled back at exit."""
+    async def _opened(self, opener: Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+                      ) -> AsyncIterator[AsyncConnection]:
+        async with self._block():
+            try:
+                async with opener() as conn:
+                    yield conn
+            except (OperationalError, InterfaceError) as exc:
+                if not is_connection_error(exc):
+                    raise
+                raise describe_connect_error(exc, self.url) from exc
+
+    @asynccontextmanager
+    async def _block(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        if self._held is not None and task is not self._owner and task not in self._inside:
+            await asyncio.shield(self._held)  # only a cancellation ends this wait: the agent is stopping
+        self._inside[task] = self._inside.get(task, 0) + 1
         try:
-            async with self.engine.connect() as conn:
-                yield conn
-        except (OperationalError, InterfaceError) as exc:
-            if not is_connection_error(exc):
-                raise
-            raise describe_connect_error(exc, self.url) from exc
+            yield
+        finally:
+            depth = self._inside.pop(task) - 1
+            if depth:
+                self._inside[task] = depth
+            if self._drained is not None and all(t is self._owner for t in self._inside):
+                self._drained.set()
+
+    async def quiesce(self, timeout: float) -> int:
+        """From now on only the calling task opens new connection blocks (the others wait), and the blocks under
+        way are given `timeout` seconds to end; returns how many were still under way then."""
+        me = asyncio.current_task()
+        self._owner = me
+        if self._held is None:
+            self._held = asyncio.get_running_loop().create_future()
+        others = [t for t in self._inside if t is not me]
+        if others:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._drained = None
+        return len([t for t in self._inside if t is not me])
+
+    def resume(self) -> None:
+        """Undo `quiesce`: every task opens blocks again, those that were waiting first."""
+        held, self._held, self._owner = self._held, None, None
+        if held is not None and not held.done():
+            held.set_result(None)
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless the server answers a trivial query."""

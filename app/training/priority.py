@@ -57,7 +57,7 @@ def own_autogroup(autogroup: Path = AUTOGROUP) -> list[str]:
             done.append("own session")
         except OSError as exc:
             log.debug("could not start a session of its own: %s", exc)
-    # Empty when the process sits in a CPU cgroup other than the root one: autogroups are then not in effect.
+    # Empty for the default autogroup (a session that never left the one init started): nothing of ours to set.
     if autogroup.exists() and autogroup.read_text().strip():
         try:
             autogroup.write_text(f"{POSIX_NICE}\n")

@@ -19,6 +19,8 @@ from app.db.queries import clients as client_queries
 
 URL_LINE = re.compile(r"agent (\S+) running; dashboard at (http://\S+)")
 SIGNIN_LINE = re.compile(r"one-time link\): (http://\S+)")
+# A stop may wait out a stuck database call (5 s per step) and the exit guard after it: as AgentProcess.stop allows.
+STOP_SECONDS = 30
 
 
 def agent_env(tmp_path: Path) -> dict[str, str]:
@@ -109,7 +111,7 @@ async def test_embedded_agent_serves_dashboard_and_stops_cleanly(tmp_path: Path,
         assert await client_status(sqlite_url, client_id) == "active"
     finally:
         proc.send_signal(stop_signal)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=STOP_SECONDS)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert await client_status(sqlite_url, client_id) == "inactive"
@@ -135,7 +137,7 @@ async def test_agent_on_mysql_refuses_missing_schema_then_runs(tmp_path: Path, m
         assert await client_status(mysql_url, client_id) == "active"
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=20)
+        proc.communicate(timeout=STOP_SECONDS)
     assert proc.returncode == 0
     assert await client_status(mysql_url, client_id) == "inactive"
 
@@ -150,7 +152,7 @@ def test_dashboard_refuses_foreign_host_header(tmp_path: Path) -> None:
         assert get(url, host=f"localhost:{port}")[0] == 200
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=20)
+        proc.communicate(timeout=STOP_SECONDS)
 
 
 def test_agent_process_never_loads_torch(tmp_path: Path) -> None:

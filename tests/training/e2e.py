@@ -245,8 +245,9 @@ def renice_threads(pid: int, value: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, value)
         except ProcessLookupError:
             continue
-    group, ours = autogroup_of(pid), autogroup_of(os.getpid())
-    if group is not None and ours is not None and group[0] != ours[0]:
+    # A worker leads a session of its own, so its autogroup is its own: setting it leaves ours alone. Whether our
+    # own autogroup reads back says nothing about the worker's (ours reads empty while we are in the default one).
+    if os.getsid(pid) == pid and autogroup_of(pid) is not None:
         Path(f"/proc/{pid}/autogroup").write_text(f"{value}\n")
 
 
@@ -258,7 +259,7 @@ def autogroup_of(pid: int) -> tuple[str, int] | None:
     except OSError:
         return None
     if len(fields) != 3:
-        return None  # empty when the process is in a CPU cgroup: autogroups are not in effect there
+        return None  # empty for the default autogroup (the session init started, never left by a setsid)
     name, _, nice = fields
     return name, int(nice)
 

@@ -56,6 +56,16 @@ class StepWatch:
         return self.steps
 
 
+def _waited(predicate: Any, timeout: float, what: str, url: str, task_id: int, *watched: AgentProcess) -> Any:
+    """wait_for, and on a time-out the group's members, the task's newest log lines and the watched agents' logs."""
+    try:
+        return wait_for(predicate, timeout, what)
+    except AssertionError as exc:
+        logs = "\n".join(task_logs(url, task_id)[-30:])
+        agents = "\n".join(f"--- agent {a.client_id}:\n{a.log()[-4000:]}" for a in watched)
+        raise AssertionError(f"{exc}\nmembers: {_members(url, task_id)}\ntask log:\n{logs}\n{agents}") from None
+
+
 def _training(agents: list[AgentProcess]) -> dict[str, list[int]]:
     return {a.client_id: worker_pids(a.proc.pid) for a in agents}
 
@@ -94,10 +104,10 @@ async def test_a_killed_member_leaves_the_rest_go_on_and_a_newcomer_joins(tmp_pa
         assert again < FAILURE_TIMEOUT + 15, again
 
         newcomer = AgentProcess(tmp_path, "d", "--database-url", sqlite_url, *FAST, env=env)
-        wait_for(lambda: len(_members(sqlite_url, task_id)) == 3 and bool(worker_pids(newcomer.proc.pid)), 60,
-                 "the newcomer to join")
-        wait_for(lambda: any("as 3 member(s)" in m for m in task_logs(sqlite_url, task_id)), 60,
-                 "the group of three to train")
+        _waited(lambda: len(_members(sqlite_url, task_id)) == 3 and bool(worker_pids(newcomer.proc.pid)), 60,
+                "the newcomer to join", sqlite_url, task_id, newcomer)
+        _waited(lambda: any("as 3 member(s)" in m for m in task_logs(sqlite_url, task_id)), 60,
+                "the group of three to train", sqlite_url, task_id, newcomer, *survivors)
         assert _training(survivors) == {a.client_id: pids[a.client_id] for a in survivors}
         wait_for(lambda: task(sqlite_url, task_id)["status"] in ("completed", "failed", "error"), 240, "the end")
         steps = watch.stop()

@@ -88,7 +88,8 @@ async def test_foreground_keeps_the_cpu_it_shares_with_a_training_worker(tmp_pat
         renice_threads(pid, 0)
         control = foreground(3.0, cpu, pid)
         assert task(sqlite_url, task_id)["status"] == "running"
-        assert control.other_cpu > 0.5, f"the worker did not compete at nice 0: {control}"
+        assert control.other_cpu > 0.5, \
+            f"the worker did not compete at nice 0: {control}, threads {_thread_nices(pid)}, autogroup {autogroup_of(pid)}"
         assert lowered.pair_share >= 0.8, f"worker as started: {lowered}, nice 0: {control}"
         assert other_session.pair_share >= 0.8, f"from another session: {other_session}, nice 0: {control}"
         assert control.pair_share <= 0.7, f"worker as started: {lowered}, nice 0: {control}"

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from app.client_labels import client_labels
 from app.db.queries import clients as client_queries
 from app.db.queries import models as model_queries
 from app.errors import AifarmError, NotFound
@@ -40,7 +41,7 @@ async def model_list(request: web.Request) -> web.Response:
         rows = await model_queries.list_versions(conn)
         owners = [row["url"].split("/")[2] for row in rows if str(row.get("url", "")).startswith("aifarm://")]
         replicas = [r for row in rows for r in ((row.get("config") or {}).get("replicas") or [])]
-        hostnames = await client_queries.hostnames(conn, list(set(owners + replicas)))
+        hostnames = client_labels(await client_queries.hostnames(conn, list(set(owners + replicas))))
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         config = row["config"] if isinstance(row["config"], dict) else {}

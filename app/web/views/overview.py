@@ -9,6 +9,7 @@ import psutil
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.client_labels import client_labels
 from app.db.queries import clients as client_queries
 from app.db.queries import logs as log_queries
 from app.db.queries import tasks as task_queries
@@ -47,7 +48,7 @@ async def overview(request: web.Request) -> dict[str, Any]:
                 "activity": await log_queries.recent_client_logs(conn, None, ACTIVITY_SIZE),
             }
             ids = list(data["contributions"]) + [row["client_id"] for row in data["activity"] if row.get("client_id")]
-            data["hostnames"] = await client_queries.hostnames(conn, ids)
+            data["hostnames"] = client_labels(await client_queries.hostnames(conn, ids))
         return data
 
     try:

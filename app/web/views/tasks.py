@@ -12,6 +12,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from app import elastic_view
+from app.client_labels import client_labels
 from app.db.queries import assignments as assignment_queries
 from app.db.queries import checkpoints as checkpoint_queries
 from app.db.queries import clients as client_queries
@@ -238,7 +239,7 @@ async def _detail_context(request: web.Request, task_id: int) -> dict[str, Any]:
         logs = list(reversed(await log_queries.recent_task_logs(conn, task_id, 200)))
         ids = [a["client_id"] for a in assignments] + [c["client_id"] for c in checkpoints if c.get("client_id")]
         ids += [log_row["client_id"] for log_row in logs if log_row.get("client_id")]
-        hostnames = await client_queries.hostnames(conn, list(set(ids)))
+        hostnames = client_labels(await client_queries.hostnames(conn, list(set(ids))))
         elastic = await elastic_view.read(conn, task, assignments)
     config = task["config"] if isinstance(task["config"], dict) else {}
     result = task["result"] if isinstance(task["result"], dict) else {}
