@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -40,18 +40,19 @@ class Database:
     """An engine plus what the product needs to know about it; the caller owns transactions.
 
     A task cancelled in the middle of a statement leaves its connection invalidated half-way, and on SQLite the
-    file then stays locked or reports "database is locked" to the next writer. Before cancelling its loops, a
-    stopping agent therefore calls `quiesce`: blocks under way run to their end and new ones wait, so a
-    cancellation finds no task inside a transaction.
+    file then stays locked or reports "database is locked" to the next writer. Tasks that use the database are
+    therefore cancelled between blocks: `cancel_between_blocks` for some tasks, `quiesce` (all but the caller) for
+    a stopping agent. Blocks under way run to their end; new ones of those tasks wait until they are cancelled.
     """
 
     def __init__(self, url: URL, engine: AsyncEngine) -> None:
         self.url = url
         self.engine = engine
         self._inside: dict[asyncio.Task[Any], int] = {}  # tasks in a begin()/connect() block → how deeply
-        self._held: asyncio.Future[None] | None = None  # set while quiescing: other tasks' new blocks wait on it
-        self._owner: asyncio.Task[Any] | None = None
-        self._drained: asyncio.Event | None = None
+        self._stopping: set[asyncio.Task[Any]] = set()  # their new blocks wait: they are about to be cancelled
+        self._quiet_for: asyncio.Task[Any] | None = None  # while quiesced, the one task that still opens blocks
+        self._gate: asyncio.Future[None] | None = None  # what waiting blocks wait on; resume() opens it
+        self._exits: list[asyncio.Event] = []  # set whenever a block ends
 
     @property
     def dialect(self) -> str:
@@ -89,8 +90,10 @@ class Database:
         if task is None:
             yield
             return
-        if self._held is not None and task is not self._owner and task not in self._inside:
-            await asyncio.shield(self._held)  # only a cancellation ends this wait: the agent is stopping
+        while self._waits(task):
+            if self._gate is None:
+                self._gate = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._gate)  # ended by a cancellation, or by resume()
         self._inside[task] = self._inside.get(task, 0) + 1
         try:
             yield
@@ -98,32 +101,56 @@ class Database:
             depth = self._inside.pop(task) - 1
             if depth:
                 self._inside[task] = depth
-            if self._drained is not None and all(t is self._owner for t in self._inside):
-                self._drained.set()
+            for event in self._exits:
+                event.set()
+
+    def _waits(self, task: asyncio.Task[Any]) -> bool:
+        if task in self._inside:
+            return False  # a nested block of one under way: it must be able to finish
+        return task in self._stopping or (self._quiet_for is not None and task is not self._quiet_for)
+
+    async def _until_outside(self, busy: Callable[[], list[asyncio.Task[Any]]], timeout: float) -> int:
+        """Wait until busy() is empty, at most `timeout` seconds; how many it still names then."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while left := busy():
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return len(left)
+            event = asyncio.Event()
+            self._exits.append(event)
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._exits.remove(event)
+        return 0
+
+    async def cancel_between_blocks(self, tasks: Sequence[asyncio.Task[Any]], timeout: float) -> None:
+        """Cancel these tasks, each once it is outside any connection block (at most `timeout` seconds from now),
+        and wait for them to end."""
+        pending = [t for t in tasks if not t.done()]
+        self._stopping.update(pending)
+        try:
+            await self._until_outside(lambda: [t for t in pending if t in self._inside], timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            self._stopping.difference_update(pending)
 
     async def quiesce(self, timeout: float) -> int:
         """From now on only the calling task opens new connection blocks (the others wait), and the blocks under
         way are given `timeout` seconds to end; returns how many were still under way then."""
         me = asyncio.current_task()
-        self._owner = me
-        if self._held is None:
-            self._held = asyncio.get_running_loop().create_future()
-        others = [t for t in self._inside if t is not me]
-        if others:
-            self._drained = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._drained.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                self._drained = None
-        return len([t for t in self._inside if t is not me])
+        self._quiet_for = me
+        return await self._until_outside(lambda: [t for t in self._inside if t is not me], timeout)
 
     def resume(self) -> None:
         """Undo `quiesce`: every task opens blocks again, those that were waiting first."""
-        held, self._held, self._owner = self._held, None, None
-        if held is not None and not held.done():
-            held.set_result(None)
+        gate, self._gate, self._quiet_for = self._gate, None, None
+        if gate is not None and not gate.done():
+            gate.set_result(None)
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless the server answers a trivial query."""

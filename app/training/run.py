@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 2.0
 RENDEZVOUS_WAIT_SECONDS = 120.0
+HELPER_STOP_SECONDS = 5.0  # a flush or a read under way when the run ends is given this long to finish
 
 ModelRegistered = Callable[[str, str, str, str], None]  # name, version, relative path, sha256
 GroupBroken = Callable[[int, int], None]  # task id, generation: check that group's members now
@@ -124,9 +125,8 @@ class TaskRun:
             raise
         finally:
             helpers = [t for t in (watcher, flusher, self._rendezvous_task) if t is not None]
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            # Not in the middle of a flush: a write cut short leaves an SQLite farm locked for the settle below.
+            await self.recorder.db.cancel_between_blocks(helpers, HELPER_STOP_SECONDS)
             if self.worker is not None and self.worker.process and self.worker.process.returncode is None:
                 await self.worker.stop(grace=5.0)
         if outcome.kind == "fenced":

@@ -33,6 +33,7 @@ INTERVAL_SECONDS = 2.0
 QUEUE_EVENTS = 16
 CATCH_UP_LOG_LINES = 200
 DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError, OSError)
+STOP_SECONDS = 2.0  # a read under way when the dashboard stops is given this long to end
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,7 @@ class LiveFeed:
         for subscription in list(self._subscriptions):
             self._drop(subscription)
         if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.gather(self._loop, return_exceptions=True)
+            await self._db.cancel_between_blocks([self._loop], STOP_SECONDS)
 
     async def _run(self) -> None:
         while self._subscriptions:

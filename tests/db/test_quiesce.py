@@ -1,4 +1,5 @@
-"""Database.quiesce on SQLite and MariaDB: a stopping agent cancels its loops between transactions, never inside one."""
+"""Database.quiesce and cancel_between_blocks on SQLite and MariaDB: tasks are cancelled between transactions,
+never inside one."""
 
 from __future__ import annotations
 
@@ -64,7 +65,30 @@ async def test_quiesce_reports_blocks_that_outlast_it(db: Database) -> None:
     await holder
 
 
-async def test_writers_cancelled_after_quiesce_leave_the_database_writable(db: Database) -> None:
+async def test_a_task_is_cancelled_once_its_block_ends_and_opens_no_other(db: Database) -> None:
+    """cancel_between_blocks: the transaction under way commits, the task's next block never runs, others go on."""
+    inside, go = asyncio.Event(), asyncio.Event()
+
+    async def flusher() -> None:
+        async with db.begin() as conn:
+            await add_client(conn, "flushed")
+            inside.set()
+            await go.wait()
+        async with db.begin() as conn:
+            await add_client(conn, "never")
+
+    task = asyncio.create_task(flusher())
+    await inside.wait()
+    asyncio.get_running_loop().call_later(0.3, go.set)
+    await db.cancel_between_blocks([task], 10)
+    assert go.is_set() and task.cancelled()
+    async with db.connect() as conn:
+        assert await client_queries.get_client(conn, "flushed") is not None
+        assert await client_queries.get_client(conn, "never") is None
+
+
+@pytest.mark.parametrize("how", ["quiesce", "between"])
+async def test_writers_cancelled_at_random_leave_the_database_writable(db: Database, how: str) -> None:
     """Busy writers cancelled at a random moment: none is left stuck and the next write goes through, every time
     (cancelled mid-statement instead, SQLite soon answers "database is locked" or keeps a writer waiting)."""
     ids = itertools.count()
@@ -80,9 +104,12 @@ async def test_writers_cancelled_after_quiesce_leave_the_database_writable(db: D
     for trial in range(60):
         tasks = [asyncio.create_task(writer()) for _ in range(6)]
         await asyncio.sleep(rng.random() * 0.05)
-        assert await db.quiesce(10) == 0
-        for task in tasks:
-            task.cancel()
+        if how == "quiesce":
+            assert await db.quiesce(10) == 0
+            for task in tasks:
+                task.cancel()
+        else:
+            await asyncio.wait_for(db.cancel_between_blocks(tasks, 10), 20)
         _done, stuck = await asyncio.wait(tasks, timeout=10)
         assert not stuck, f"trial {trial}: {len(stuck)} writer(s) still inside the database"
         async with db.begin() as conn:
