@@ -27,6 +27,7 @@ from app.peerapi.client import ChecksumMismatch, PeerError
 from app.peerfiles import PeerFiles
 
 PARALLEL = 4
+WORKER_STOP_SECONDS = 5.0  # when one shard fails, the other workers finish the database block they are in
 WAIT_FOR_PEER_S = 60.0
 POLL_S = 0.5
 ROUNDS = 3
@@ -115,9 +116,7 @@ class ShardSwarm:
         try:
             await asyncio.gather(*workers)
         finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await self.files.db.cancel_between_blocks(workers, WORKER_STOP_SECONDS)
         self.log("info", f"dataset {manifest.name} v{manifest.version}: {len(missing)} shards fetched and verified "
                          f"({_mb(tally.received)}): {tally.from_publisher} from the publisher, "
                          f"{tally.from_peers} from other peers")

@@ -130,14 +130,15 @@ class Database:
         """Cancel these tasks, each once it is outside any connection block (at most `timeout` seconds from now),
         and wait for them to end."""
         pending = [t for t in tasks if not t.done()]
-        self._stopping.update(pending)
+        for task in pending:
+            self._stopping.add(task)  # until it has ended: a task told to stop must not begin a block meanwhile
+            task.add_done_callback(self._stopping.discard)
         try:
             await self._until_outside(lambda: [t for t in pending if t in self._inside], timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
         finally:
-            self._stopping.difference_update(pending)
+            for task in pending:
+                task.cancel()  # even when this wait is itself cancelled
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def quiesce(self, timeout: float) -> int:
         """From now on only the calling task opens new connection blocks (the others wait), and the blocks under

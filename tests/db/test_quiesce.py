@@ -130,3 +130,23 @@ async def test_resume_lets_a_waiting_block_go_on(db: Database) -> None:
     await asyncio.wait_for(late, 10)
     async with db.connect() as conn:
         assert await client_queries.get_client(conn, "latecomer") is not None
+
+
+async def test_the_tasks_are_cancelled_even_when_the_wait_for_them_is(db: Database) -> None:
+    """The caller of cancel_between_blocks cancelled while it waits (its own run stopping): its tasks still end."""
+    inside = asyncio.Event()
+
+    async def holder() -> None:
+        async with db.connect():
+            inside.set()
+            await asyncio.sleep(3600)
+
+    held, idle = asyncio.create_task(holder()), asyncio.create_task(asyncio.sleep(3600))
+    await inside.wait()
+    stopper = asyncio.create_task(db.cancel_between_blocks([held, idle], 60))
+    await asyncio.sleep(0.2)
+    stopper.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopper
+    _done, left = await asyncio.wait([held, idle], timeout=10)
+    assert not left and held.cancelled() and idle.cancelled()
