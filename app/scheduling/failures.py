@@ -76,7 +76,7 @@ class FailureSweep:
         while time.monotonic() < deadline:
             try:
                 async with self.db.connect() as conn:
-                    entry = (await claim_queries.members_of_running(conn)).get(task_id)
+                    entry = (await claim_queries.members_of_running(conn, task_id)).get(task_id)
                     now = await claim_queries.db_now(conn)
             except DB_ERRORS as exc:
                 log.debug("task %s: member check skipped: %s", task_id, exc)

@@ -533,7 +533,6 @@ class Trainer:
 
     def _step(self, state: RunState, mine: Any) -> None:
         """One optimizer step on this rank's next batch (or `accumulate` micro-batches) of the epoch; no host read."""
-
         begin = time.perf_counter()
         state.optimizer.zero_grad(set_to_none=True)
         first = state.step_in_epoch * state.batch * state.accumulate

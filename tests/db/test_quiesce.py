@@ -14,15 +14,20 @@ from app.db.queries import clients as client_queries
 from tests.db.test_queries import add_client
 
 
+async def _write_and_hold(db: Database, client_id: str, inside: asyncio.Event, go: asyncio.Event) -> None:
+    """A transaction that writes a client row, says it is inside, and commits only once `go` is set."""
+    async with db.begin() as conn:
+        await add_client(conn, client_id)
+        inside.set()
+        await go.wait()
+
+
 async def test_a_block_under_way_ends_and_new_ones_of_other_tasks_wait(db: Database) -> None:
     """The transaction open when quiesce starts commits; another task's new block never starts; the caller's does."""
     inside, go = asyncio.Event(), asyncio.Event()
 
     async def under_way() -> None:
-        async with db.begin() as conn:
-            await add_client(conn, "under-way")
-            inside.set()
-            await go.wait()
+        await _write_and_hold(db, "under-way", inside, go)
 
     async def latecomer() -> None:
         async with db.begin() as conn:
@@ -70,10 +75,7 @@ async def test_a_task_is_cancelled_once_its_block_ends_and_opens_no_other(db: Da
     inside, go = asyncio.Event(), asyncio.Event()
 
     async def flusher() -> None:
-        async with db.begin() as conn:
-            await add_client(conn, "flushed")
-            inside.set()
-            await go.wait()
+        await _write_and_hold(db, "flushed", inside, go)
         async with db.begin() as conn:
             await add_client(conn, "never")
 
