@@ -63,7 +63,7 @@ class Agent:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", "run", "--headless", "--data-dir", str(tmp / name), "--port", "0",
              "--peer-port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env(tmp, env),
+            stdout=subprocess.PIPE, stderr=(tmp / f"{name}.stderr").open("w"), text=True, env=clean_env(tmp, env),
         )
         self.data_dir = tmp / name
         assert self.proc.stdout is not None
@@ -74,7 +74,8 @@ class Agent:
                 self.ready = time.perf_counter()
                 self.signin_url = self.proc.stdout.readline().rsplit(" ", 1)[-1].strip()
                 return
-        raise RuntimeError("agent did not start")
+        said = (tmp / f"{name}.stderr").read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError("agent did not start: " + (" / ".join(said) or f"exit {self.proc.wait()}"))
 
     def api_get(self, path: str) -> Any:
         """GET an API path with the data dir's token."""

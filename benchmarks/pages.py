@@ -26,10 +26,11 @@ def measure(quick: bool = False, scale: float | None = None) -> list[Figure]:
         url = dbserver.fresh_database(server, "bench_pages")
         counts = populate(url, scale)
         with tempfile.TemporaryDirectory() as name:
-            # Long retentions: the generated history is old, and the agent's own sweeps must not delete it mid-run.
+            # Long retentions (the longest the settings allow): the generated history is old, and the agent's own
+            # sweeps must not delete it mid-run.
             keep = {"AIFARM_RETENTION_DAYS": "36500", "AIFARM_LOG_RETENTION_DAYS": "36500",
-                    "AIFARM_METRICS_RETENTION_DAYS": "36500", "AIFARM_ORPHAN_AFTER": "3650d",
-                    "AIFARM_INACTIVE_AFTER": "3650d"}
+                    "AIFARM_METRICS_RETENTION_DAYS": "36500", "AIFARM_ORPHAN_AFTER": "365d",
+                    "AIFARM_INACTIVE_AFTER": "30d"}
             agent = Agent(Path(name), "a", "--database-url", url, "--heartbeat-interval", "2s",
                           env={"AIFARM_PAUSED": "true", **keep})
             try:
